@@ -1,0 +1,17 @@
+"""Input validation shared by the face backbones."""
+import torch
+
+FACE_SIZE = 112
+
+
+def check_face_batch(x: torch.Tensor, model_name: str) -> None:
+    """Raise a clear error unless `x` is a floating-point face batch of shape (N, 3, 112, 112)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{model_name} expects a torch.Tensor of shape (N, 3, 112, 112), got {type(x).__name__}; "
+                        f"convert images with torch.as_tensor first")
+    if x.dim() != 4 or x.shape[1] != 3 or x.shape[2] != FACE_SIZE or x.shape[3] != FACE_SIZE:
+        raise ValueError(f"{model_name} expects a face batch of shape (N, 3, {FACE_SIZE}, {FACE_SIZE}), got "
+                         f"{tuple(x.shape)}; align faces to {FACE_SIZE}x{FACE_SIZE} RGB and stack them channels-first")
+    if not x.is_floating_point():
+        raise ValueError(f"{model_name} expects a floating-point batch, got dtype {x.dtype}; "
+                         f"normalise pixels as (x.float() - 127.5) / 127.5")

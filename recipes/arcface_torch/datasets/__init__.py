@@ -1,0 +1,1 @@
+"""Training and verification data for the arcface_torch recipe."""

@@ -1,0 +1,64 @@
+"""A name -> builder registry with errors that say what to do.
+
+    LOSSES = Registry("loss")
+    @LOSSES.register("unpg")
+    class UNPG(nn.Module): ...
+    LOSSES.get("unpg")      # unknown name: error listing what is registered
+"""
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Callable
+
+
+class RegistryError(KeyError):
+    """Unknown or duplicate registry name."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; show it plainly
+        return str(self.args[0])
+
+
+class Registry:
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Callable] = {}
+        self._sources: dict[str, str] = {}
+
+    def register(self, name: str, obj: Callable | None = None, *, source: str | None = None):
+        """Register `obj` under `name`; usable as `register(name, obj)` or as a decorator `@register(name)`."""
+
+        def add(target: Callable) -> Callable:
+            where = source or _where(target)
+            if name in self._entries:
+                raise RegistryError(
+                    f"{self.kind} {name!r} is already registered by {self._sources[name]}; "
+                    f"choose another name for the one from {where}"
+                )
+            self._entries[name] = target
+            self._sources[name] = where
+            return target
+
+        return add(obj) if obj is not None else add
+
+    def get(self, name: str) -> Callable:
+        if name not in self._entries:
+            close = difflib.get_close_matches(name, list(self._entries), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise RegistryError(
+                f"unknown {self.kind} {name!r}; available: {', '.join(sorted(self._entries)) or '(none)'}.{hint}"
+            )
+        return self._entries[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+
+def _where(obj: Callable) -> str:
+    try:
+        return f"{obj.__module__}.{obj.__qualname__} ({inspect.getsourcefile(obj)})"
+    except TypeError:
+        return repr(obj)
