@@ -1,0 +1,64 @@
+"""2 gloo ranks vs 1 process on the same global batch: equal loss, backbone and class-centre gradients."""
+import pytest
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from plugins.unpg import UNPG, PartialFC
+from recipes.arcface_torch.margin_loss import CombinedMarginLoss
+from tests.distributed_harness import run_on_ranks
+
+NUM_CLASSES, BATCH, IN_DIM, DIM = 11, 8, 20, 16  # 11 classes: an uneven 6 / 5 split over 2 ranks
+CASES = [(name, margins, unpg) for name, margins in (("arcface", (1.0, 0.5, 0.0)), ("cosface", (1.0, 0.0, 0.4)))
+         for unpg in (False, True)]
+
+
+def problem():
+    g = torch.Generator().manual_seed(0)
+    inputs = torch.randn(BATCH, IN_DIM, generator=g, dtype=torch.float64)
+    labels = torch.tensor([0, 0, 3, 10, 5, 5, 6, 2])
+    weight = torch.randn(NUM_CLASSES, DIM, generator=g, dtype=torch.float64)
+    backbone = nn.Linear(IN_DIM, DIM).double()
+    with torch.no_grad():
+        backbone.weight.copy_(torch.randn(DIM, IN_DIM, generator=g, dtype=torch.float64))
+        backbone.bias.copy_(torch.randn(DIM, generator=g, dtype=torch.float64))
+    return inputs, labels, weight, backbone
+
+
+def step(backbone, margins, unpg, weight_rows, inputs, labels):
+    head = PartialFC(CombinedMarginLoss(16.0, *margins), DIM, NUM_CLASSES,
+                     negative_pairs=UNPG(wisk=0.5) if unpg else None).double()
+    with torch.no_grad():
+        head.weight.copy_(weight_rows(head))
+    loss = head(backbone(inputs), labels)
+    loss.backward()
+    grads = [p.grad.clone() for p in backbone.parameters()]
+    return loss.detach(), grads, head.weight.grad.clone(), head.class_start
+
+
+def distributed_worker(rank, world_size):
+    inputs, labels, weight, backbone = problem()
+    rows = slice(rank * BATCH // world_size, (rank + 1) * BATCH // world_size)
+    results = []
+    for _, margins, unpg in CASES:
+        model = DistributedDataParallel(problem()[3])
+        results.append(step(model, margins, unpg,
+                            lambda head: weight[head.class_start:head.class_start + head.num_local],
+                            inputs[rows], labels[rows]))
+    return results
+
+
+def test_two_ranks_equal_one_process():
+    per_rank = run_on_ranks(distributed_worker, 2)
+    inputs, labels, weight, _ = problem()
+    for index, (name, margins, unpg) in enumerate(CASES):
+        loss, backbone_grads, centre_grad, _ = step(problem()[3], margins, unpg, lambda head: weight, inputs, labels)
+        for rank_result in (r[index] for r in per_rank):
+            d_loss, d_backbone, d_centre, start = rank_result
+            case = f"{name} unpg={unpg}"
+            assert torch.allclose(d_loss, loss, rtol=1e-12, atol=1e-12), case
+            for a, b in zip(d_backbone, backbone_grads):
+                assert torch.allclose(a, b, rtol=1e-10, atol=1e-12), f"{case}: backbone grad"
+            shard = centre_grad[start:start + d_centre.shape[0]]
+            assert torch.allclose(d_centre, shard, rtol=1e-10, atol=1e-12), f"{case}: centre grad"
+        assert per_rank[0][index][3] == 0 and per_rank[1][index][3] == 6
