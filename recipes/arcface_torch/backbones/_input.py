@@ -5,7 +5,12 @@ FACE_SIZE = 112
 
 
 def check_face_batch(x: torch.Tensor, model_name: str) -> None:
-    """Raise a clear error unless `x` is a floating-point face batch of shape (N, 3, 112, 112)."""
+    """Raise a clear error unless `x` is a floating-point face batch of shape (N, 3, 112, 112).
+
+    Skipped while tracing, where sizes are symbolic and comparing them would freeze the graph.
+    """
+    if torch.jit.is_tracing():
+        return
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{model_name} expects a torch.Tensor of shape (N, 3, 112, 112), got {type(x).__name__}; "
                         f"convert images with torch.as_tensor first")

@@ -10,6 +10,8 @@ dropout; fc -> (N, num_features); BatchNorm1d `features` whose scale is frozen a
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from torch import nn
 
@@ -106,7 +108,9 @@ class IResNet(nn.Module):
         """(N, 3, 112, 112) float -> (N, num_features) in the input's dtype (float32 under fp16 autocast)."""
         check_face_batch(x, type(self).__name__)
         use_amp = self.fp16 and x.is_cuda
-        with torch.autocast(device_type=x.device.type, dtype=torch.float16, enabled=use_amp):
+        # autocast only when enabled: devices such as 'meta' reject even a disabled autocast
+        amp = torch.autocast(device_type=x.device.type, dtype=torch.float16) if use_amp else nullcontext()
+        with amp:
             x = self.prelu(self.bn1(self.conv1(x)))
             x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
             x = self.bn2(x)

@@ -11,6 +11,8 @@ conv (global depthwise pooling) -> flatten (N, 512) -> linear (no bias) -> Batch
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from torch import nn
 
@@ -152,7 +154,9 @@ class MobileFaceNet(nn.Module):
         """(N, 3, 112, 112) float -> (N, num_features) in the input's dtype (float32 under fp16 autocast)."""
         check_face_batch(x, type(self).__name__)
         use_amp = self.fp16 and x.is_cuda
-        with torch.autocast(device_type=x.device.type, dtype=torch.float16, enabled=use_amp):
+        # autocast only when enabled: devices such as 'meta' reject even a disabled autocast
+        amp = torch.autocast(device_type=x.device.type, dtype=torch.float16) if use_amp else nullcontext()
+        with amp:
             x = self.layers(x)
         if use_amp:
             x = x.float()
