@@ -164,28 +164,24 @@ def read_record_at(fd: int, offset: int, path: Path, file_size: int) -> tuple[by
 
 
 def _parse_index(idx_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Return (keys, offsets) as int64 arrays in file order; bad lines raise naming the line."""
-    text = idx_path.read_text(encoding="ascii", errors="replace")
-    tokens = text.split()
-    keys = offsets = None
-    if len(tokens) % 2 == 0:
-        try:
-            keys = np.array(tokens[0::2]).astype(np.int64) if tokens else np.zeros(0, np.int64)
-            offsets = np.array(tokens[1::2]).astype(np.int64) if tokens else np.zeros(0, np.int64)
-        except (ValueError, OverflowError):
-            keys = None
-    if keys is None:  # slow path only to name the bad line
-        for number, line in enumerate(text.splitlines(), start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 2 or not all(f.lstrip("-").isdigit() for f in fields):
+    """Return (keys, offsets) as int64 arrays in file order; a bad line raises naming the line."""
+    if not idx_path.read_bytes().strip():
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    try:
+        table = np.loadtxt(idx_path, dtype=np.int64, delimiter="\t", ndmin=2, encoding="ascii")
+    except (ValueError, UnicodeDecodeError):
+        table = None
+    if table is not None and table.shape[1] == 2:
+        return np.ascontiguousarray(table[:, 0]), np.ascontiguousarray(table[:, 1])
+    with open(idx_path, encoding="ascii", errors="replace") as handle:  # slow path, only to name the line
+        for number, line in enumerate(handle, start=1):
+            fields = line.strip().split("\t")
+            if line.strip() and (len(fields) != 2 or not all(f.strip().lstrip("-").isdigit() for f in fields)):
                 raise RecordIOError(
                     f"{idx_path}: line {number} is {line.strip()!r}, expected 'key<TAB>offset' with two integers; "
                     f"rebuild the index with tools/pack_rec.py"
                 )
-        raise RecordIOError(f"{idx_path}: could not parse the index; rebuild it with tools/pack_rec.py")
-    return keys, offsets
+    raise RecordIOError(f"{idx_path}: not a 'key<TAB>offset' index; rebuild it with tools/pack_rec.py")
 
 
 # ---------------------------------------------------------------- reader
@@ -195,15 +191,18 @@ class IndexedRecordReader:
     """Random access to the records of a .rec file by the integer keys of its .idx file.
 
     Safe in DataLoader workers: the file is opened lazily and reopened in each new process, so no
-    descriptor is shared across fork; pickling drops the descriptor.
+    descriptor is shared across fork (reads use pread, never a shared file position); pickling drops
+    the descriptor.
     """
 
     def __init__(self, idx_path: PathLike, rec_path: PathLike):
+        self._fd = self._pid = None
         self.idx_path, self.rec_path = Path(idx_path), Path(rec_path)
         for path, kind in ((self.rec_path, "record file"), (self.idx_path, "index file")):
             if not path.is_file():
                 raise FileNotFoundError(
-                    f"{kind} {path} not found; pass the .rec/.idx pair of an insightface dataset or build one with tools/pack_rec.py"
+                    f"{kind} {path} not found; pass the .rec/.idx pair of an insightface dataset "
+                    f"or build one with tools/pack_rec.py"
                 )
         self.file_size = self.rec_path.stat().st_size
         self._keys, self._offsets = _parse_index(self.idx_path)
@@ -212,7 +211,8 @@ class IndexedRecordReader:
             i = int(bad[0])
             raise RecordIOError(
                 f"{self.idx_path}: record {i + 1} (key {int(self._keys[i])}) has offset {int(self._offsets[i])}, "
-                f"beyond the end of {self.rec_path} ({self.file_size} bytes); the .idx belongs to another .rec, rebuild it"
+                f"beyond the end of {self.rec_path} ({self.file_size} bytes); the .rec is truncated or the .idx "
+                f"belongs to another .rec, re-copy or rebuild them"
             )
         self._order = np.argsort(self._keys, kind="stable")
         self._sorted_keys = self._keys[self._order]
@@ -221,8 +221,6 @@ class IndexedRecordReader:
             raise RecordIOError(
                 f"{self.idx_path}: key {int(self._sorted_keys[dup[0]])} appears more than once; rebuild the index"
             )
-        self._fd = None
-        self._pid = None
 
     # -- file handle, one per process
     def _descriptor(self) -> int:
@@ -269,6 +267,13 @@ class IndexedRecordReader:
 
     def __contains__(self, key: int) -> bool:
         return self._find(key) is not None
+
+    def missing_keys(self, keys: np.ndarray) -> np.ndarray:
+        """Those of `keys` that the .idx does not list (vectorised)."""
+        keys = np.asarray(keys, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self._sorted_keys, keys), max(self._sorted_keys.size - 1, 0))
+        found = self._sorted_keys[pos] == keys if self._sorted_keys.size else np.zeros(keys.shape, bool)
+        return keys[~found]
 
     def _find(self, key: int):
         pos = int(np.searchsorted(self._sorted_keys, key))

@@ -1,0 +1,92 @@
+"""Build an insightface verification .bin (like lfw.bin) from a pairs list.
+
+Each line of the pairs file is `path1 path2 1` (same identity) or `path1 path2 0` (different); blank
+lines and lines starting with '#' are skipped; relative paths are resolved against --root (default:
+the pairs file's folder). The .bin is a pickle (protocol 4) of (list of encoded image bytes, list of
+bools), images 2k and 2k+1 forming pair k, exactly what insightface's `load_bin` reads. Every image
+is decoded once to check it; the file is written to a temp name and renamed, never left half-written.
+
+    python tools/make_bin.py pairs.txt my_val.bin --root /data/my_faces
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tqdm import tqdm  # noqa: E402
+
+from recipes.arcface_torch.datasets.face_image import decode_face  # noqa: E402
+
+
+def read_pairs(pairs_path: Path, root: Path) -> list[tuple[Path, Path, bool, int]]:
+    """[(path1, path2, issame, line number)] from a pairs file; malformed lines raise naming the line."""
+    if not pairs_path.is_file():
+        raise FileNotFoundError(f"pairs file {pairs_path} not found; write one line 'path1 path2 0|1' per pair")
+    pairs = []
+    for number, line in enumerate(pairs_path.read_text().splitlines(), start=1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        if len(fields) != 3 or fields[2] not in ("0", "1"):
+            raise ValueError(f"{pairs_path} line {number}: {line.strip()!r} is not 'path1 path2 0|1'; fix or remove the line")
+        pairs.append((root / fields[0], root / fields[1], fields[2] == "1", number))
+    if not pairs:
+        raise ValueError(f"{pairs_path} lists no pairs; add lines 'path1 path2 0|1'")
+    return pairs
+
+
+def make_bin(pairs_path: Path, output: Path, root: Path | None = None, image_size=(112, 112), progress: bool = True) -> int:
+    """Write the .bin for `pairs_path` to `output`; return the number of pairs."""
+    pairs_path = Path(pairs_path)
+    root = Path(root) if root is not None else pairs_path.parent
+    pairs = read_pairs(pairs_path, root)
+    bins, issame = [], []
+    for first, second, same, number in tqdm(pairs, desc="pairs", unit="pair", disable=not progress):
+        for path in (first, second):
+            if not path.is_file():
+                raise FileNotFoundError(f"{pairs_path} line {number}: image {path} does not exist; fix the path or --root")
+            data = path.read_bytes()
+            decode_face(data, f"{pairs_path} line {number}: {path}", image_size)
+            bins.append(data)
+        issame.append(same)
+    output = Path(output)
+    if not output.parent.is_dir():
+        raise FileNotFoundError(f"output folder {output.parent} does not exist; create it first")
+    temp = output.with_name(output.name + f".tmp-{os.getpid()}")
+    try:
+        with open(temp, "wb") as handle:
+            pickle.dump((bins, issame), handle, protocol=4)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, output)
+    finally:
+        if temp.exists():
+            os.remove(temp)
+    return len(issame)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("pairs", type=Path, help="text file, one 'path1 path2 0|1' per line")
+    parser.add_argument("output", type=Path, help="the .bin to write")
+    parser.add_argument("--root", type=Path, default=None,
+                        help="folder the image paths are relative to (default: the pairs file's folder)")
+    parser.add_argument("--image-size", type=int, nargs=2, default=(112, 112), metavar=("H", "W"), help="required face size")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        count = make_bin(args.pairs, args.output, args.root, tuple(args.image_size), progress=not args.quiet)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote {count} pairs to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

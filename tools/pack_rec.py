@@ -1,0 +1,78 @@
+"""Pack an identity-per-folder tree of aligned faces into an insightface RecordIO folder.
+
+Writes OUTPUT/train.rec, train.idx and property ("num_classes,H,W") in the layout of MS1MV3 and
+friends: key 0 is a header record (flag 2, label = [N+1, N+1+C]), keys 1..N the images (label = class,
+encoded bytes stored as they are), keys N+1..N+C one record per identity (label = [first, end) of its
+image keys). Every image is decoded once to check it. Writing is atomic: temp files in OUTPUT are
+renamed into place only after the last record, so an interrupted run leaves no half-written dataset.
+
+    python tools/pack_rec.py /data/my_faces /data/my_faces_rec
+    python recipes/arcface_torch/train.py ...   # with config.rec = "/data/my_faces_rec"
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tqdm import tqdm  # noqa: E402
+
+from recipes.arcface_torch.datasets.face_image import decode_face  # noqa: E402
+from recipes.arcface_torch.datasets.image_folder_faces import list_identity_folder  # noqa: E402
+from recipes.arcface_torch.datasets.recordio import IndexedRecordWriter, RecordIOError, pack_record  # noqa: E402
+
+OUTPUT_NAMES = ("train.rec", "train.idx", "property")
+
+
+def pack_folder(image_root: Path, output: Path, image_size=(112, 112), overwrite: bool = False, progress: bool = True) -> dict:
+    """Pack `image_root` into `output`; return counts {'images', 'classes'}."""
+    image_root, output = Path(image_root), Path(output)
+    class_names, samples = list_identity_folder(image_root)
+    existing = [name for name in OUTPUT_NAMES if (output / name).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{output / existing[0]} already exists; pass --overwrite to replace it or choose another output folder"
+        )
+    output.mkdir(parents=True, exist_ok=True)
+    num_images, num_classes = len(samples), len(class_names)
+    ranges = [[0, 0] for _ in class_names]
+    with IndexedRecordWriter(output / "train.idx", output / "train.rec") as writer:
+        writer.write(0, pack_record([num_images + 1, num_images + 1 + num_classes]))
+        for key, (path, label) in enumerate(tqdm(samples, desc="packing", unit="img", disable=not progress), start=1):
+            data = path.read_bytes()
+            decode_face(data, str(path), image_size)
+            writer.write(key, pack_record(float(label), data, id=key))
+            if ranges[label][0] == 0:
+                ranges[label][0] = key
+            ranges[label][1] = key + 1
+        for label, (first, end) in enumerate(ranges):
+            key = num_images + 1 + label
+            writer.write(key, pack_record([first, end], id=key))
+    temp = output / f"property.tmp-{os.getpid()}"
+    temp.write_text(f"{num_classes},{image_size[0]},{image_size[1]}\n")
+    os.replace(temp, output / "property")
+    return {"images": num_images, "classes": num_classes}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("image_root", type=Path, help="folder with one sub-folder of face images per identity")
+    parser.add_argument("output", type=Path, help="folder to write train.rec, train.idx and property into")
+    parser.add_argument("--image-size", type=int, nargs=2, default=(112, 112), metavar=("H", "W"), help="required face size")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing train.rec/train.idx/property")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        counts = pack_folder(args.image_root, args.output, tuple(args.image_size), args.overwrite, progress=not args.quiet)
+    except (OSError, ValueError, RecordIOError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"packed {counts['images']} images of {counts['classes']} identities into {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
