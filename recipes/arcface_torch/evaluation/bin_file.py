@@ -14,13 +14,13 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 
+from .atomic_file import write_atomically
 from .verification_set import VerificationSet
 
 PathLike = Union[str, os.PathLike]
@@ -41,7 +41,9 @@ def _restricted_load(path: Path):
     try:
         return _NoGlobalsUnpickler(io.BytesIO(data), encoding="bytes").load()
     except pickle.UnpicklingError as error:
-        raise ValueError(f"{path}: not a safe verification .bin ({error}); use a file made by insightface or save_bin") from error
+        raise ValueError(
+            f"{path}: not a safe verification .bin ({error}); use a file made by insightface or save_bin"
+        ) from error
     except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, MemoryError) as error:
         raise ValueError(
             f"{path}: not a readable pickle ({type(error).__name__}: {error}); the file is truncated or not a .bin"
@@ -132,7 +134,8 @@ def save_bin(path: PathLike, encoded_images: Sequence[bytes], issame: Sequence[b
     for index, item in enumerate(encoded_images):
         if not isinstance(item, (bytes, bytearray)):
             raise ValueError(
-                f"save_bin {path}: image {index} is {type(item).__name__}, not encoded bytes; encode it with encode_image"
+                f"save_bin {path}: image {index} is {type(item).__name__}, not encoded bytes; "
+                f"encode it with encode_image"
             )
         images.append(bytes(item))
     labels = []
@@ -145,16 +148,4 @@ def save_bin(path: PathLike, encoded_images: Sequence[bytes], issame: Sequence[b
         raise ValueError(
             f"save_bin {path}: {len(images)} images for {len(labels)} pairs; pass exactly two images per pair"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as temp:
-            pickle.dump((images, labels), temp, protocol=4)
-            temp.flush()
-            os.fsync(temp.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        if os.path.exists(temp_name):
-            os.unlink(temp_name)
-        raise
-    return path
+    return write_atomically(path, lambda handle: pickle.dump((images, labels), handle, protocol=4))

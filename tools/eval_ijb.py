@@ -1,0 +1,166 @@
+"""IJB-B / IJB-C 1:1 verification (TAR at FAR 1e-6 .. 1e-1) of a backbone checkpoint or an ONNX model.
+
+Usage (from the repository root):
+
+    python tools/eval_ijb.py r50_unpg.onnx --root /data/IJBC --target ijbc --output ijbc_results
+    python tools/eval_ijb.py work_dirs/ms1mv3_r50_unpg/model.pt --network r50 --root /data/IJBB --target ijbb
+
+The folder must follow insightface's layout: loose_crop/ and meta/<target>_name_5pts_score.txt,
+meta/<target>_face_tid_mid.txt, meta/<target>_template_pair_label.txt. Writes
+<name>_<target>_roc.png and <name>_<target>_scores.npy into --output and prints a TAR@FAR table
+(--json prints the numbers as JSON instead).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from recipes.arcface_torch.evaluation.ijb import evaluate_ijb, format_tar_table  # noqa: E402
+
+
+class OnnxEmbedder(nn.Module):
+    """Runs an ONNX recognition model with onnxruntime behind the nn.Module interface (CPU float32 I/O)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        import onnxruntime
+
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own exception types for unreadable models
+            raise ValueError(
+                f"onnxruntime cannot load {path} ({error}); check that it is a valid ONNX model"
+            ) from error
+        model_input = self.session.get_inputs()[0]
+        self.input_name = model_input.name
+        batch = model_input.shape[0] if model_input.shape else None
+        self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        array = x.detach().to(device="cpu", dtype=torch.float32).numpy()
+        step = self.fixed_batch or array.shape[0]
+        outputs = []
+        for start in range(0, array.shape[0], step):
+            chunk = array[start:start + step]
+            padding = step - chunk.shape[0]
+            if padding:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], padding, axis=0)])
+            result = self.session.run(None, {self.input_name: chunk})[0]
+            outputs.append(result[: step - padding])
+        return torch.from_numpy(np.concatenate(outputs, axis=0)).to(device=x.device)
+
+
+def _extract_state_dict(checkpoint, path: Path) -> dict:
+    if isinstance(checkpoint, dict):
+        for key in ("backbone", "state_dict", "model"):
+            if isinstance(checkpoint.get(key), dict):
+                checkpoint = checkpoint[key]
+                break
+    if not isinstance(checkpoint, dict) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        raise ValueError(f"{path} does not hold a backbone state dict; pass the model.pt written by training")
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in checkpoint.items()}
+
+
+def load_torch_model(path: Path, network: str, embedding_size: int, device: str) -> nn.Module:
+    """Backbone `network` with the weights of checkpoint `path`, in eval mode on `device`."""
+    from recipes.arcface_torch.backbones import get_model
+
+    try:
+        checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load raises many types for corrupt or unsafe files
+        raise ValueError(f"cannot read checkpoint {path} ({error}); pass a model.pt saved by training") from error
+    model = get_model(network, num_features=embedding_size)
+    state = _extract_state_dict(checkpoint, path)
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    mismatched = [key for key in expected if key in state and state[key].shape != expected[key].shape]
+    if missing or unexpected or mismatched:
+        problem = (f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}" if unexpected
+                   else f"shape {tuple(state[mismatched[0]].shape)} for {mismatched[0]!r}, "
+                        f"expected {tuple(expected[mismatched[0]].shape)}")
+        raise ValueError(
+            f"checkpoint {path} does not fit network {network!r} with embedding size {embedding_size} "
+            f"({len(missing)} missing, {len(unexpected)} unexpected, {len(mismatched)} mis-shaped keys; first: "
+            f"{problem}); check --network and --embedding-size"
+        )
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="IJB-B/C 1:1 verification: TAR at FAR 1e-6 .. 1e-1.")
+    parser.add_argument("model", type=Path, help="an .onnx model, or a backbone model.pt (then --network is needed)")
+    parser.add_argument("--root", type=Path, required=True, help="IJB folder holding loose_crop/ and meta/")
+    parser.add_argument("--target", default="ijbc", help="list-file prefix: ijbc or ijbb (default ijbc)")
+    parser.add_argument("--network", default=None, help="backbone name for a .pt checkpoint, e.g. r50")
+    parser.add_argument("--embedding-size", type=int, default=512, help="embedding size of the .pt backbone")
+    parser.add_argument("--device", default="cpu", help="torch device for a .pt checkpoint (default cpu)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--workers", type=int, default=2, help="threads that read and align images")
+    parser.add_argument("--output", type=Path, default=Path("ijb_results"), help="folder for the ROC PNG and scores")
+    parser.add_argument("--name", default=None, help="method name in the table and file names (default: model stem)")
+    parser.add_argument("--no-flip", action="store_true", help="embed without the flipped image")
+    parser.add_argument("--no-faceness", action="store_true", help="do not weight images by their faceness score")
+    parser.add_argument("--keep-norm", action="store_true", help="do not L2-normalise image features before pooling")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if not args.model.is_file():
+            raise FileNotFoundError(f"model file {args.model} does not exist; pass an .onnx file or a model.pt")
+        if args.model.suffix.lower() == ".onnx":
+            model = OnnxEmbedder(args.model)
+        else:
+            if not args.network:
+                raise ValueError(f"{args.model} is a torch checkpoint, so --network is needed (e.g. --network r50)")
+            model = load_torch_model(args.model, args.network, args.embedding_size, args.device)
+        name = args.name or args.model.stem
+        results = evaluate_ijb(
+            model, args.root, prefix=args.target, batch_size=args.batch_size, flip=not args.no_flip,
+            use_faceness=not args.no_faceness, normalize_images=not args.keep_norm, output_dir=args.output,
+            name=name, num_workers=args.workers, progress=not args.quiet,
+        )
+    except (OSError, ValueError, KeyError, ImportError) as error:
+        print(f"eval_ijb: error: {error}", file=sys.stderr)
+        return 1
+    tars = results["tar_at_far"]
+    if args.json:
+        payload = {
+            "name": name,
+            "target": results["prefix"],
+            "num_images": results["num_images"],
+            "num_templates": results["num_templates"],
+            "num_pairs": results["num_pairs"],
+            "tar_at_far": {f"{far:g}": (None if math.isnan(tar) else tar) for far, tar in tars.items()},
+            "notes": {f"{far:g}": note for far, note in results["tar_at_far_notes"].items() if note},
+            "files": results["files"],
+        }
+        print(json.dumps(payload, indent=2))
+    else:
+        print(f"{results['prefix']}: {results['num_images']} images, {results['num_templates']} templates, "
+              f"{results['num_pairs']} pairs")
+        print(format_tar_table([(name, tars)]))
+        for far, note in results["tar_at_far_notes"].items():
+            if note:
+                print(f"TAR@FAR={far:g} is nan: {note}")
+        for path in results["files"]:
+            print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
