@@ -44,9 +44,10 @@ def build_margin(config) -> CombinedMarginLoss:
     return CombinedMarginLoss(config.scale, m1, m2, m3, config.interclass_filtering_threshold)
 
 
-def build_head(config, num_classes: int) -> PartialFC:
-    """Partial-FC head for `config.loss`; call after torch.distributed is initialised (it shards by rank)."""
+def build_head(config, num_classes: int, fp16: bool | None = None) -> PartialFC:
+    """Partial-FC head for `config.loss`; call after torch.distributed is initialised (it shards by rank).
+    `fp16` overrides config.fp16 (the trainer turns it off where autocast fp16 is unavailable)."""
     load_plugins(config.plugins)
     hook = LOSSES.get(config.loss)(config)
     return PartialFC(build_margin(config), config.embedding_size, num_classes, config.sample_rate,
-                     config.fp16, negative_pairs=hook)
+                     config.fp16 if fp16 is None else fp16, negative_pairs=hook)

@@ -1,0 +1,21 @@
+"""Embedded default: MobileFaceNet + ArcFace + UNPG on synthetic identities; trains on CPU in minutes."""
+from easydict import EasyDict as edict
+
+config = edict()
+config.network = "mbf"
+config.embedding_size = 128
+config.margin_list = (1.0, 0.5, 0.0)
+config.scale = 32.0
+config.loss = "unpg"
+config.optimizer = "sgd"
+config.lr = 0.1
+config.weight_decay = 5e-4
+config.batch_size = 64
+config.num_epoch = 4
+config.warmup_epoch = 0
+config.rec = "synthetic"
+config.synthetic = edict(num_identities=500, images_per_identity=16, val_identities=200, val_pairs=1000)
+config.val_targets = ["synthetic"]
+config.num_workers = 2
+config.frequent = 10
+config.verbose = 100

@@ -1,0 +1,75 @@
+"""`config.rec` -> training dataset, verification sets and the per-rank DataLoader.
+
+config.rec is "synthetic" (the embedded default), a RecordIO folder (train.rec, train.idx, property)
+or an image folder (one sub-folder per identity).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..evaluation.verification_set import VerificationSet
+from .sharded_sampler import ShardedEpochSampler
+
+SYNTHETIC = "synthetic"
+SYNTHETIC_VAL_OFFSET = 1_000_000  # held-out identities never overlap training ones
+
+
+def build_train_dataset(config) -> Dataset:
+    """Dataset of (image (3, 112, 112) float32 in [-1, 1], label int64) with a `num_classes` attribute."""
+    if config.rec == SYNTHETIC:
+        from .synthetic_faces import SyntheticFaces
+
+        s = config.synthetic
+        return SyntheticFaces(s.num_identities, s.images_per_identity, seed=s.seed, label_noise=s.label_noise)
+    root = Path(config.rec)
+    if not root.exists():
+        raise FileNotFoundError(f"config.rec={config.rec!r} does not exist; point it at a RecordIO folder "
+                                f"(train.rec/train.idx/property), an image folder, or use 'synthetic'")
+    if (root / "train.rec").is_file():
+        from .recordio_faces import RecordIOFaces
+
+        return RecordIOFaces(root)
+    if root.is_dir():
+        from .image_folder_faces import ImageFolderFaces
+
+        return ImageFolderFaces(root)
+    raise ValueError(f"config.rec={config.rec!r} is neither a folder with train.rec nor an image folder; "
+                     f"pack images with tools/pack_rec.py or point to the dataset folder")
+
+
+def build_val_sets(config) -> list[VerificationSet]:
+    """One VerificationSet per name in config.val_targets (`<rec>/<name>.bin`, or the synthetic held-out set)."""
+    sets = []
+    for name in config.val_targets:
+        if name == SYNTHETIC:
+            from .synthetic_faces import synthetic_verification_set
+
+            s = config.synthetic
+            sets.append(synthetic_verification_set(s.val_identities, s.val_pairs, seed=s.seed,
+                                                   identity_offset=SYNTHETIC_VAL_OFFSET, name=SYNTHETIC))
+            continue
+        from ..evaluation.bin_file import load_bin
+
+        path = Path(config.rec) / f"{name}.bin"
+        if not path.is_file():
+            raise FileNotFoundError(f"val target {name!r} not found at {path}; put {name}.bin beside the .rec "
+                                    f"or remove it from config.val_targets")
+        sets.append(load_bin(path))
+    return sets
+
+
+def _seed_worker(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+
+
+def build_train_loader(dataset: Dataset, config, rank: int, world_size: int) -> tuple[DataLoader, ShardedEpochSampler]:
+    sampler = ShardedEpochSampler(len(dataset), config.batch_size, rank, world_size, seed=config.seed)
+    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers,
+                        pin_memory=torch.cuda.is_available(), drop_last=True, worker_init_fn=_seed_worker,
+                        persistent_workers=False, generator=torch.Generator().manual_seed(config.seed + rank))
+    return loader, sampler
