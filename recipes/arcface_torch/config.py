@@ -41,8 +41,8 @@ def _check_keys(overrides: dict, defaults: dict, prefix: str = "") -> None:
     for key, value in overrides.items():
         if key not in defaults:
             close = difflib.get_close_matches(key, list(defaults), n=1)
-            hint = f"did you mean {prefix}{close[0]!r}?" if close else f"valid keys: {', '.join(sorted(defaults))}"
-            raise ConfigError(f"unknown config key {prefix}{key!r}; {hint}")
+            hint = f"did you mean '{prefix}{close[0]}'?" if close else f"valid keys: {', '.join(sorted(defaults))}"
+            raise ConfigError(f"unknown config key '{prefix}{key}'; {hint}")
         if isinstance(defaults[key], dict) and isinstance(value, dict):
             _check_keys(value, defaults[key], prefix=f"{prefix}{key}.")
 

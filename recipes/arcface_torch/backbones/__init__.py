@@ -1,7 +1,7 @@
 """Face-recognition backbones by name, with upstream arcface_torch names and parameter layouts.
 
     model = get_model("r50", dropout=0.0, fp16=False, num_features=512)   # (N, 3, 112, 112) -> (N, 512)
-    list_models()   # ['mbf', 'mbf_large', 'r100', 'r18', 'r200', 'r34', 'r50']
+    list_models()   # ['mbf', 'mbf_large', 'r100', 'r18', 'r200', 'r34', 'r50', 'tiny']
 """
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from torch import nn
 
 from .iresnet import IRESNET_LAYERS, IBasicBlock, IResNet, iresnet
 from .mobilefacenet import MobileFaceNet, get_mbf, get_mbf_large
+from .tiny_facenet import TinyFaceNet
 
-__all__ = ["get_model", "list_models", "IResNet", "IBasicBlock", "MobileFaceNet", "get_mbf", "get_mbf_large"]
+__all__ = ["get_model", "list_models", "IResNet", "IBasicBlock", "MobileFaceNet", "get_mbf", "get_mbf_large", "TinyFaceNet"]
 
 
 def _mobilefacenet(build: Callable[..., MobileFaceNet], name: str, dropout: float = 0.0, fp16: bool = False,
@@ -33,6 +34,7 @@ _BACKBONES: dict[str, Callable[..., nn.Module]] = {
     **{name: partial(iresnet, name) for name in IRESNET_LAYERS},
     "mbf": partial(_mobilefacenet, get_mbf, "mbf"),
     "mbf_large": partial(_mobilefacenet, get_mbf_large, "mbf_large"),
+    "tiny": TinyFaceNet,  # CPU demos and tests; not an upstream architecture
 }
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -63,11 +64,13 @@ def build_val_sets(config) -> list[VerificationSet]:
 
 
 def _seed_worker(worker_id: int) -> None:
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
+    """Distinct numpy seed per worker (torch already runs each worker on one thread)."""
+    np.random.seed(torch.initial_seed() % 2**32)
 
 
 def build_train_loader(dataset: Dataset, config, rank: int, world_size: int) -> tuple[DataLoader, ShardedEpochSampler]:
+    # one OpenCV thread per process, set before the workers fork: changing it inside a forked worker can hang
+    cv2.setNumThreads(1)
     sampler = ShardedEpochSampler(len(dataset), config.batch_size, rank, world_size, seed=config.seed)
     loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers,
                         pin_memory=torch.cuda.is_available(), drop_last=True, worker_init_fn=_seed_worker,

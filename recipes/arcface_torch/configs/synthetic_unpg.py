@@ -1,12 +1,12 @@
-"""Embedded default: MobileFaceNet + ArcFace (no UNPG) on synthetic identities; trains on CPU in minutes."""
+"""Embedded default: TinyFaceNet + ArcFace + UNPG on synthetic identities; trains on CPU in minutes."""
 from easydict import EasyDict as edict
 
 config = edict()
-config.network = "mbf"
+config.network = "tiny"
 config.embedding_size = 128
 config.margin_list = (1.0, 0.5, 0.0)
 config.scale = 32.0
-config.loss = "margin_softmax"
+config.loss = "unpg"
 config.optimizer = "sgd"
 config.lr = 0.1
 config.weight_decay = 5e-4

@@ -1,0 +1,34 @@
+# Two commands on a fresh machine:
+#   make demo   -- bootstrap .venv, train UNPG on the embedded synthetic identities, export ONNX, verify it
+#   make test   -- bootstrap .venv and run the test suite
+# On a GPU machine install your CUDA build of torch into .venv first (or set TORCH_SPEC), as upstream's docs say.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+DEMO_CONFIG ?= recipes/arcface_torch/configs/synthetic_unpg
+DEMO_OUT ?= work_dirs/synthetic_unpg
+
+.PHONY: demo test bench clean-venv
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) recipes/arcface_torch/train.py $(DEMO_CONFIG) --set output=$(DEMO_OUT)
+	$(PY) tools/export_onnx.py $(DEMO_OUT) --output $(DEMO_OUT)/model.onnx --force
+	$(PY) tools/verify_onnx.py $(DEMO_OUT)/model.onnx --checkpoint $(DEMO_OUT)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q tests
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/bench_unpg_head.py
+	$(PY) benchmarks/bench_train_throughput.py
+
+clean-venv:
+	rm -rf $(VENV)
