@@ -62,3 +62,57 @@ def test_two_ranks_equal_one_process():
             shard = centre_grad[start:start + d_centre.shape[0]]
             assert torch.allclose(d_centre, shard, rtol=1e-10, atol=1e-12), f"{case}: centre grad"
         assert per_rank[0][index][3] == 0 and per_rank[1][index][3] == 6
+
+
+# ---- every registered loss, built from a config the way train.py builds it -------------------------
+
+def registered_losses():
+    from recipes.arcface_torch.losses import LOSSES, load_plugins
+
+    load_plugins(["plugins.unpg"])
+    return LOSSES.names()
+
+
+def registry_problem():
+    g = torch.Generator().manual_seed(1)
+    embeddings = torch.randn(BATCH, DIM, generator=g, dtype=torch.float64)
+    weight = torch.randn(NUM_CLASSES, DIM, generator=g, dtype=torch.float64)
+    return embeddings, torch.tensor([0, 0, 3, 10, 5, 5, 6, 2]), weight
+
+
+def head_step(loss_name, weight_rows, embeddings, labels):
+    from recipes.arcface_torch.config import get_config
+    from recipes.arcface_torch.losses import build_head
+
+    cfg = get_config("recipes/arcface_torch/configs/synthetic_unpg", loss=loss_name, embedding_size=DIM, scale=16.0)
+    head = build_head(cfg, NUM_CLASSES).double()
+    with torch.no_grad():
+        head.weight.copy_(weight_rows(head))
+    x = embeddings.clone().requires_grad_(True)
+    loss = head(x, labels)
+    loss.backward()
+    return loss.detach(), x.grad, head.weight.grad, head.class_start
+
+
+def registry_worker(rank, world_size, names):
+    embeddings, labels, weight = registry_problem()
+    rows = slice(rank * BATCH // world_size, (rank + 1) * BATCH // world_size)
+    return [head_step(name, lambda h: weight[h.class_start:h.class_start + h.num_local], embeddings[rows], labels[rows])
+            for name in names]
+
+
+def test_every_registered_loss_is_finite_and_rank_invariant():
+    names = registered_losses()
+    assert {"margin_softmax", "unpg"} <= set(names)
+    per_rank = run_on_ranks(registry_worker, 2, names)
+    embeddings, labels, weight = registry_problem()
+    for index, name in enumerate(names):
+        loss, x_grad, w_grad, _ = head_step(name, lambda h: weight, embeddings, labels)
+        assert torch.isfinite(loss) and torch.isfinite(x_grad).all() and torch.isfinite(w_grad).all(), name
+        for rank, result in enumerate(r[index] for r in per_rank):
+            d_loss, d_x_grad, d_w_grad, start = result
+            assert torch.allclose(d_loss, loss, rtol=1e-12), name
+            # each rank's local rows get world_size x the global-loss gradient (DDP then averages)
+            local = x_grad[rank * BATCH // 2:(rank + 1) * BATCH // 2] * 2
+            assert torch.allclose(d_x_grad, local, rtol=1e-10, atol=1e-12), f"{name}: embedding grad"
+            assert torch.allclose(d_w_grad, w_grad[start:start + d_w_grad.shape[0]], rtol=1e-10, atol=1e-12), name
