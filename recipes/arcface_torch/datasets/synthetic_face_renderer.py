@@ -48,8 +48,8 @@ def _pt(x: float, y: float) -> tuple[int, int]:
 
 
 def _colour(rgb: np.ndarray) -> tuple[int, int, int]:
-    c = np.clip(rgb, 0, 255)
-    return int(c[0]), int(c[1]), int(c[2])
+    r, g, b = rgb.tolist()
+    return int(min(max(r, 0.0), 255.0)), int(min(max(g, 0.0), 255.0)), int(min(max(b, 0.0), 255.0))
 
 
 def _ellipse(img, cx, cy, ax, ay, angle, colour, thickness=-1, start=0, end=360) -> None:
@@ -182,12 +182,14 @@ class SyntheticFaceRenderer:
         # clothes and neck
         shirt = _colour(np.array([r.u(10, 240), r.u(10, 240), r.u(10, 240)]))
         cv2.rectangle(img, _pt(0, 104), _pt(FACE_SIZE, FACE_SIZE + 4), shirt, -1, _AA, _SHIFT)
-        cv2.rectangle(img, _pt(cx - fw * 0.45, cy + fh * 0.5), _pt(cx + fw * 0.45, 112), _colour(p["skin"] * 0.85), -1, _AA, _SHIFT)
+        neck = _colour(p["skin"] * 0.85)
+        cv2.rectangle(img, _pt(cx - fw * 0.45, cy + fh * 0.5), _pt(cx + fw * 0.45, 112), neck, -1, _AA, _SHIFT)
         tousle = r.u(-2.5, 2.5)
         if p["long_hair"] and not p["bald"]:
             half = fw + p["long_hair_w"]
             top = cy - fh * 0.4
-            cv2.rectangle(img, _pt(cx - half, top), _pt(cx + half, p["long_hair_len"] + tousle), hair, -1, _AA, _SHIFT)
+            bottom = p["long_hair_len"] + tousle
+            cv2.rectangle(img, _pt(cx - half, top), _pt(cx + half, bottom), hair, -1, _AA, _SHIFT)
         # ears
         ear = _colour(p["skin"] * 0.9)
         for side in (-1.0, 1.0):
@@ -198,13 +200,15 @@ class SyntheticFaceRenderer:
         # hair cap, its lower edge at the hairline
         if not p["bald"]:
             ry = p["hair_h"]
-            _ellipse(img, cx + p["hair_dx"], p["hairline"] + tousle - ry, fw * p["hair_w"], ry + 6, p["hair_angle"], hair)
+            cap_y = p["hairline"] + tousle - ry
+            _ellipse(img, cx + p["hair_dx"], cap_y, fw * p["hair_w"], ry + 6, p["hair_angle"], hair)
             _ellipse(img, cx, cy - fh * 0.55 + tousle, fw * 1.02, fh * 0.45, 0, hair, -1, 180, 360)
         for mx, my, mr, dark in p["marks"]:
             _ellipse(img, cx + mx, cy + my, mr, mr, 0, _colour(p["skin"] * dark))
         if p["beard"]:
             beard = _colour(p["hair"] * 0.9 + p["skin"] * 0.1)
-            _ellipse(img, cx, cy + p["jaw_drop"] + fh * 0.2, fw * p["jaw_w"] * 0.95, fh * 0.65 * p["beard_h"], 0, beard, -1, 0, 180)
+            beard_y, beard_w = cy + p["jaw_drop"] + fh * 0.2, fw * p["jaw_w"] * 0.95
+            _ellipse(img, cx, beard_y, beard_w, fh * 0.65 * p["beard_h"], 0, beard, -1, 0, 180)
 
     def _draw_features(self, img: np.ndarray, p: dict, r: _Uniforms) -> None:
         cx = p["cx"]
@@ -242,15 +246,17 @@ class SyntheticFaceRenderer:
         ny, nw = p["nose_y"], p["nose_w"]
         cv2.line(img, _pt(cx + 1.5, ny - p["nose_len"]), _pt(cx + nw * 0.35, ny - 1), shade, 1, _AA, _SHIFT)
         _ellipse(img, cx, ny + 1, nw, p["nostril"] + 1, 0, shade, 1, 0, 180)
+        nostril = _colour(p["skin"] * 0.4)
         for side in (-1.0, 1.0):
-            _ellipse(img, cx + side * nw * 0.45, ny + 1.2, p["nostril"], p["nostril"] * 0.6, 0, _colour(p["skin"] * 0.4))
+            _ellipse(img, cx + side * nw * 0.45, ny + 1.2, p["nostril"], p["nostril"] * 0.6, 0, nostril)
         if p["moustache"]:
-            cv2.line(img, _pt(cx - p["mouth_w"] * 0.9, p["mouth_y"] - 4), _pt(cx + p["mouth_w"] * 0.9, p["mouth_y"] - 4),
-                     _colour(p["hair"]), 3, _AA, _SHIFT)
+            half, y = p["mouth_w"] * 0.9, p["mouth_y"] - 4
+            cv2.line(img, _pt(cx - half, y), _pt(cx + half, y), _colour(p["hair"]), 3, _AA, _SHIFT)
         # mouth: a curved polyline; an open mouth adds a dark ellipse
         my, mw = p["mouth_y"], p["mouth_w"]
         curve = p["mouth_curve"] + smile
-        lip = _colour(p["skin"] * (0.75 - 0.25 * p["lip_red"]) + np.array([255.0, 40.0, 50.0]) * 0.25 * p["lip_red"])
+        red = p["lip_red"]
+        lip = _colour(p["skin"] * (0.75 - 0.25 * red) + np.array([255.0, 40.0, 50.0]) * 0.25 * red)
         if mouth_open > 0:
             _ellipse(img, cx, my + mouth_open * 0.5, mw * 0.8, mouth_open, 0, (60, 20, 25))
         pts = [_pt(cx + t * mw, my - curve * (1 - t * t) + curve * 0.3) for t in (-1.0, -0.5, 0.0, 0.5, 1.0)]
@@ -267,10 +273,10 @@ class SyntheticFaceRenderer:
     def _degrade(self, img: np.ndarray, r: _Uniforms) -> np.ndarray:
         size = FACE_SIZE
         # imperfect alignment
-        angle, scale = r.u(-9.0, 9.0), r.u(0.92, 1.08)
+        angle, scale = r.u(-6.0, 6.0), r.u(0.94, 1.06)
         m = cv2.getRotationMatrix2D((size / 2 + r.u(-1, 1), size / 2 + r.u(-1, 1)), angle, scale)
-        m[0, 2] += r.u(-4.0, 4.0)
-        m[1, 2] += r.u(-4.0, 4.0)
+        m[0, 2] += r.u(-3.0, 3.0)
+        m[1, 2] += r.u(-3.0, 3.0)
         img = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         # occluding patch (hand, microphone, caption)
         if r.flag(0.15):
@@ -281,11 +287,11 @@ class SyntheticFaceRenderer:
         # low resolution
         if r.flag(0.3):
             low = int(r.u(28, 72))
-            img = cv2.resize(cv2.resize(img, (low, low), interpolation=cv2.INTER_AREA), (size, size),
-                             interpolation=cv2.INTER_LINEAR)
+            small = cv2.resize(img, (low, low), interpolation=cv2.INTER_AREA)
+            img = cv2.resize(small, (size, size), interpolation=cv2.INTER_LINEAR)
         # photometric: one LUT per channel for gain (colour cast), gamma, contrast and brightness
-        gamma, contrast, bright = r.u(0.7, 1.45), r.u(0.65, 1.3), r.u(-35, 35)
-        gains = np.array([r.u(0.82, 1.18), r.u(0.88, 1.12), r.u(0.82, 1.18)])
+        gamma, contrast, bright = r.u(0.75, 1.35), r.u(0.75, 1.25), r.u(-25, 25)
+        gains = np.array([r.u(0.86, 1.14), r.u(0.9, 1.1), r.u(0.86, 1.14)])
         x = np.arange(256, dtype=np.float64)[:, None] / 255.0
         lut = ((x ** gamma) * gains[None, :] * 255.0 - 127.5) * contrast + 127.5 + bright
         img = cv2.LUT(img, np.clip(lut, 0, 255).astype(np.uint8).reshape(256, 1, 3))
