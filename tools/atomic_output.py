@@ -1,0 +1,65 @@
+"""Write files and folders so that readers see the old version or the complete new one, never a half.
+
+    write_bytes_atomically(Path("model.onnx"), data)        # temp file in the same folder + os.replace
+    publish_folder(Path("staging"), Path("package"), replace=True)
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_bytes_atomically(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temp file in the same folder, fsync'ed, then os.replace."""
+    path = Path(path)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    done = False
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temp_name, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        os.replace(temp_name, path)
+        done = True
+    finally:
+        if not done:
+            Path(temp_name).unlink(missing_ok=True)
+
+
+def staging_folder(target: Path) -> Path:
+    """A new empty folder beside `target` (same filesystem, so it can be renamed onto it)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    folder.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; give the usual permissions
+    return folder
+
+
+def publish_folder(staging: Path, target: Path, replace: bool) -> None:
+    """Move the finished `staging` folder to `target`; an old `target` is swapped out only when `replace`."""
+    staging, target = Path(staging), Path(target)
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    if not replace:
+        raise FileExistsError(f"{target} already exists; pass --force to replace it")
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+    old.rmdir()
+    os.replace(target, old)
+    done = False
+    try:
+        os.replace(staging, target)
+        done = True
+    finally:
+        if not done:  # put the old folder back
+            os.replace(old, target)
+    shutil.rmtree(old, ignore_errors=True)

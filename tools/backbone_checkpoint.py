@@ -1,0 +1,146 @@
+"""Load a trained backbone from a `model.pt` or a training output folder, safely and strictly.
+
+A training output folder holds `model.pt` (a plain backbone state_dict) and `config.json` (the
+resolved training config: network, embedding_size, loss, config_name, ...). Checkpoints are read
+with `weights_only=True`, so a file from the internet cannot run code.
+
+    source = resolve_checkpoint("work_dirs/synthetic_mbf_unpg")    # or ".../model.pt"
+    backbone = build_backbone(source.network(), source.embedding_size(), source.state_dict())
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+MODEL_FILE = "model.pt"
+CONFIG_FILE = "config.json"
+DEFAULT_EMBEDDING_SIZE = 512
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or training config is missing, unreadable, or does not fit the network."""
+
+
+@dataclass
+class CheckpointSource:
+    """A `model.pt` plus, when one sits beside it, the training `config.json`."""
+
+    model_path: Path
+    config: dict = field(default_factory=dict)
+    config_path: Path | None = None
+
+    def network(self, override: str | None = None) -> str:
+        """The backbone name: `override`, else the config's `network`."""
+        if override:
+            return override
+        network = self.config.get("network")
+        if not network:
+            where = f"{self.config_path} has no 'network' key" if self.config_path else \
+                f"no {CONFIG_FILE} beside {self.model_path}"
+            raise CheckpointError(f"cannot tell which backbone {self.model_path} holds ({where}); "
+                                  f"pass --network, e.g. --network r50")
+        return str(network)
+
+    def embedding_size(self, override: int | None = None) -> int:
+        """The embedding size: `override`, else the config's `embedding_size`, else 512."""
+        if override:
+            return int(override)
+        return int(self.config.get("embedding_size", DEFAULT_EMBEDDING_SIZE))
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return load_state_dict(self.model_path)
+
+
+def read_training_config(path: Path) -> dict:
+    """The JSON object in a training output's config.json."""
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeError) as error:
+        raise CheckpointError(f"cannot read training config {path} ({error}); "
+                              f"check the file or pass --network explicitly") from error
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"training config {path} is not valid JSON ({error.msg} at line {error.lineno}); "
+                              f"restore it from the training run or pass --network explicitly") from error
+    if not isinstance(config, dict):
+        raise CheckpointError(f"training config {path} holds a {type(config).__name__}, not a JSON object; "
+                              f"restore it from the training run")
+    return config
+
+
+def resolve_checkpoint(path: str | Path) -> CheckpointSource:
+    """A `model.pt` file, or a training output folder holding one; reads config.json when present."""
+    path = Path(path)
+    if path.is_dir():
+        model_path = path / MODEL_FILE
+        if not model_path.is_file():
+            raise CheckpointError(f"training output folder {path} has no {MODEL_FILE}; "
+                                  f"pass the folder a finished training run wrote, or the .pt file itself")
+    elif path.is_file():
+        model_path = path
+    else:
+        raise CheckpointError(f"checkpoint {path} does not exist; pass a model.pt file or a training output folder")
+    config_path = model_path.parent / CONFIG_FILE
+    if config_path.is_file():
+        return CheckpointSource(model_path, read_training_config(config_path), config_path)
+    return CheckpointSource(model_path)
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A plain backbone state_dict from `path`, loaded without running pickled code."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as error:
+        raise CheckpointError(f"checkpoint {path} does not exist; pass a model.pt file") from error
+    except Exception as error:  # torch.load raises many types for corrupt or unsafe files
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"cannot load {path} as a weights-only torch checkpoint ({first_line}); "
+                              f"pass the model.pt a training run saved (a plain state_dict)") from error
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} holds a {type(state).__name__} that is not a state_dict of tensors; "
+                              f"pass the backbone model.pt, not a training-state checkpoint")
+    keys = list(state)
+    if keys and all(k.startswith("module.") for k in keys):  # saved from a DistributedDataParallel wrapper
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def _preview(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return f"{shown}, ... ({len(names)} in all)" if len(names) > limit else shown
+
+
+def state_dict_mismatch(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> str | None:
+    """None when `state` fits `model` exactly; otherwise a sentence naming missing/unexpected/mis-shaped keys."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    misshaped = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
+    parts = []
+    if missing:
+        parts.append(f"missing keys: {_preview(missing)}")
+    if unexpected:
+        parts.append(f"unexpected keys: {_preview(unexpected)}")
+    if misshaped:
+        parts.append("shape mismatch: " + _preview(
+            [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in misshaped]))
+    return "; ".join(parts) if parts else None
+
+
+def build_backbone(network: str, embedding_size: int, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """The fp32 eval-mode backbone `network` with `state` loaded; CheckpointError names any key mismatch."""
+    from recipes.arcface_torch.backbones import get_model
+
+    try:
+        model = get_model(network, dropout=0.0, fp16=False, num_features=int(embedding_size))
+    except ValueError as error:
+        raise CheckpointError(str(error)) from error
+    problem = state_dict_mismatch(model, state)
+    if problem:
+        raise CheckpointError(f"checkpoint does not fit backbone {network!r} with embedding size {embedding_size} "
+                              f"({problem}); pass the --network and --embedding-size it was trained with")
+    model.load_state_dict(state, strict=True)
+    return model.float().eval()

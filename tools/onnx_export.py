@@ -1,0 +1,284 @@
+"""Export a face-recognition backbone to one self-contained ONNX file, checked against PyTorch.
+
+Exporter: torch's torch.export-based exporter (`torch.onnx.export(..., dynamo=True)`, needs
+onnxscript). It traces with a symbolic batch dimension, so an op that pins the batch size (a
+`view(1, -1)`, a shape read as a Python int) makes the export fail loudly instead of yielding a graph
+that only runs at batch 1 while its input claims a dynamic batch -- the fault of exporters that
+trace at batch 1 and rename the axis afterwards. The older TorchScript exporter (`dynamo=False`)
+is deprecated since torch 2.9 and due for removal. Opset 18 is the lowest this exporter writes
+natively; a lower `opset` goes through onnx's version converter and is checked to have happened.
+
+The file is written atomically (temp file in the same folder + os.replace) with every weight inside
+it (no external-data file; a stale one beside the target is removed), fp32 weights, input
+`input.1` (N, 3, 112, 112) float32 RGB normalised as (pixel - 127.5) / 127.5, output `embedding`
+(N, D), and metadata (network, embedding_size, input_mean, input_std, loss, config_name, ...).
+Before the file is published, onnxruntime's embeddings of 32 real faces (in one batch of 32, and
+the first ones again at batch 1 and 3) must match PyTorch's (cosine >= 0.9999 per face) --
+otherwise nothing is written.
+
+    report = export_backbone(backbone, Path("r50.onnx"), metadata={"network": "r50", ...})
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import re
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from google.protobuf.message import DecodeError
+
+from tools.atomic_output import staging_folder, write_bytes_atomically
+from tools.face_samples import builtin_faces, face_batch, to_network_input
+from tools.onnx_inference import ORT_ERRORS, Agreement, compare, cpu_session, run_onnx, run_torch
+from tools.onnx_preprocessing import ARCFACE_MEAN, ARCFACE_STD
+
+DEFAULT_OPSET = 18
+MIN_OPSET = 13
+INPUT_NAME = "input.1"
+OUTPUT_NAME = "embedding"
+INPUT_SIZE = 112
+PARITY_MIN_COSINE = 0.9999
+
+
+class ExportError(RuntimeError):
+    """The export could not produce a model that is correct; nothing was written."""
+
+
+@dataclass
+class ExportReport:
+    """What was written and how closely it matches PyTorch."""
+
+    path: Path
+    size_bytes: int
+    opset: int
+    parity: Agreement  # onnxruntime vs PyTorch over the check faces, all batch sizes
+    batch_sizes: tuple[int, ...]
+    faces: int
+    simplified: bool
+    removed_stale: list[Path]
+
+
+def check_output_path(output: Path, force: bool) -> None:
+    """Refuse a target that is not .onnx, is a folder, or exists without `force`."""
+    if output.suffix.lower() != ".onnx":
+        raise ExportError(f"output {output} does not end in .onnx; name the file e.g. {output.with_suffix('.onnx')}")
+    if output.is_dir():
+        raise ExportError(f"output {output} is a folder; pass a file path such as {output / 'model.onnx'}")
+    if output.exists() and not force:
+        raise ExportError(f"output {output} already exists; pass --force to overwrite it")
+
+
+def _external_data_files(model_path: Path) -> list[Path]:
+    """Side files an existing ONNX model at `model_path` points to (same folder only)."""
+    try:
+        model = onnx.load(str(model_path), load_external_data=False)
+    except (OSError, ValueError, DecodeError):
+        return []  # not a readable ONNX model: it references nothing
+    files = set()
+    tensors = list(model.graph.initializer)
+    tensors += [attr.t for node in model.graph.node for attr in node.attribute if attr.HasField("t")]
+    for tensor in tensors:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    candidate = (model_path.parent / entry.value).resolve()
+                    if candidate.parent == model_path.parent.resolve():
+                        files.add(candidate)
+    return sorted(files)
+
+
+def stale_side_files(output: Path) -> list[Path]:
+    """External-data files that would be left stale beside `output` once it is replaced.
+
+    These are `<name>.data` / `<stem>.data` and the side files the old model at `output` names that
+    start with its stem; other files are left alone (another model may share them).
+    """
+    referenced = _external_data_files(output) if output.is_file() else []
+    candidates = {path for path in referenced if path.name.startswith(output.stem)}
+    for name in (output.name + ".data", output.stem + ".data"):
+        if (output.parent / name).is_file():
+            candidates.add((output.parent / name).resolve())
+    return sorted(candidates)
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """Silence the exporter's progress prints, deprecation warnings and logging chatter."""
+    names = ("torch.onnx", "torch.export", "torch._export", "torch._dynamo", "torch._guards", "torch.fx", "onnxscript")
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)  # export failures are reported by the caller, in one sentence
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def _trace_to_onnx(backbone: torch.nn.Module, path: Path, opset: int) -> None:
+    example = torch.zeros(2, 3, INPUT_SIZE, INPUT_SIZE)  # batch 2: torch.export specialises sizes 0 and 1
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    try:
+        with _quiet_exporter():
+            torch.onnx.export(backbone, (example,), str(path), dynamo=True, external_data=False,
+                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              dynamic_shapes=({0: batch},), opset_version=opset, optimize=True, verbose=False)
+    except ImportError as error:
+        raise ExportError(f"torch.onnx's exporter needs a package that is missing ({error}); "
+                          f"run `pip install onnxscript`") from error
+    except Exception as error:  # the exporter raises many types; all mean "could not export"
+        cause = _root_cause(error)
+        text = " ".join(str(e) for e in _cause_chain(error))
+        if any(word in text for word in _SHAPE_FAILURE_WORDS):
+            raise ExportError(f"torch.onnx could not export the backbone with a dynamic batch axis "
+                              f"({type(cause).__name__}: {_first_line(cause)}); the model pins the batch size: "
+                              f"make its reshapes batch-agnostic, e.g. torch.flatten(x, 1) instead of "
+                              f"x.view(1, -1)") from error
+        raise ExportError(f"torch.onnx could not export the backbone ({type(cause).__name__}: "
+                          f"{_first_line(cause)}); report this with your torch version") from error
+
+
+_SHAPE_FAILURE_WORDS = ("Constraints violated", "inconsistent", "specializ", "guard", "batch")
+
+
+def _cause_chain(error: BaseException) -> list[BaseException]:
+    chain = [error]
+    while chain[-1].__cause__ is not None and len(chain) < 20:
+        chain.append(chain[-1].__cause__)
+    return chain
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    return _cause_chain(error)[-1]
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(error)).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    return f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+
+
+def _opset_of(model: onnx.ModelProto) -> int:
+    return next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), -1)
+
+
+def _check_structure(model: onnx.ModelProto, what: str) -> None:
+    inputs = [value for value in model.graph.input
+              if value.name not in {init.name for init in model.graph.initializer}]
+    dims = inputs[0].type.tensor_type.shape.dim if len(inputs) == 1 else []
+    if len(dims) != 4 or dims[0].HasField("dim_value") or [d.dim_value for d in dims[1:]] != [3, INPUT_SIZE,
+                                                                                               INPUT_SIZE]:
+        raise ExportError(f"{what} does not have one (batch, 3, {INPUT_SIZE}, {INPUT_SIZE}) input with a "
+                          f"symbolic batch axis; report this with your torch and onnx versions")
+    out_dims = model.graph.output[0].type.tensor_type.shape.dim if len(model.graph.output) == 1 else []
+    if len(out_dims) != 2 or out_dims[0].HasField("dim_value"):
+        raise ExportError(f"{what} does not have one (batch, D) output with a symbolic batch axis; "
+                          f"check that the backbone returns a single (N, D) tensor")
+    for tensor in model.graph.initializer:
+        if tensor.data_type in (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE):
+            raise ExportError(f"{what} holds weight {tensor.name!r} as "
+                              f"{onnx.TensorProto.DataType.Name(tensor.data_type)}; export an fp32 backbone "
+                              f"(build it with fp16=False and call .float())")
+
+
+def _simplify(model: onnx.ModelProto) -> onnx.ModelProto:
+    try:
+        import onnxslim
+    except ImportError as error:
+        raise ExportError("--simplify needs the onnxslim package; run `pip install onnxslim` "
+                          "or export without --simplify") from error
+    try:
+        with _quiet_exporter():
+            return onnxslim.slim(model)
+    except Exception as error:  # onnxslim raises many types; all mean "could not simplify"
+        raise ExportError(f"onnxslim could not simplify the model ({type(error).__name__}: {error}); "
+                          f"export without --simplify") from error
+
+
+def set_metadata(model: onnx.ModelProto, metadata: dict[str, object]) -> None:
+    """Replace `model`'s metadata_props with `metadata` (values stored as strings; None is skipped)."""
+    del model.metadata_props[:]
+    for key, value in sorted(metadata.items()):
+        if value is not None:
+            entry = model.metadata_props.add()
+            entry.key, entry.value = str(key), str(value)
+
+
+def parity_faces(count: int = 32) -> np.ndarray:
+    """(count, 112, 112, 3) BGR uint8 real aligned faces used for the export parity check."""
+    return face_batch(builtin_faces(INPUT_SIZE), count)
+
+
+def check_parity(model_bytes: bytes, backbone: torch.nn.Module, faces_bgr: np.ndarray,
+                 batch_sizes=(32, 1, 3)) -> Agreement:
+    """Worst agreement with PyTorch on `faces_bgr`: all faces at the first batch size, a few at the others."""
+    x = to_network_input(faces_bgr, ARCFACE_MEAN, ARCFACE_STD)
+    reference = run_torch(backbone, x)
+    try:
+        session = cpu_session(model_bytes)
+        results = [compare(run_onnx(session, x, batch_sizes[0]), reference)]
+        for size in batch_sizes[1:]:  # a different batch size must give the same rows
+            results.append(compare(run_onnx(session, x[:size], size), reference[:size]))
+    except ORT_ERRORS as error:
+        raise ExportError(f"onnxruntime cannot run the exported model ({error}); "
+                          f"report this with your torch, onnx and onnxruntime versions") from error
+    return Agreement(min(r.min_cosine for r in results), max(r.max_abs_diff for r in results),
+                     max(r.relative_diff for r in results))
+
+
+def export_backbone(backbone: torch.nn.Module, output: Path, *, metadata: dict[str, object],
+                    opset: int = DEFAULT_OPSET, simplify: bool = False, force: bool = False,
+                    min_cosine: float = PARITY_MIN_COSINE) -> ExportReport:
+    """Export `backbone` to `output` (see module docstring); raises ExportError and writes nothing on failure."""
+    output = Path(output)
+    check_output_path(output, force)
+    if not isinstance(opset, int) or opset < MIN_OPSET:
+        raise ExportError(f"opset {opset!r} is too old; pass --opset {MIN_OPSET} or newer (default {DEFAULT_OPSET})")
+    backbone = backbone.float().eval()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = staging_folder(output)
+    try:
+        traced = staging / "traced.onnx"
+        _trace_to_onnx(backbone, traced, opset)
+        model = onnx.load(str(traced))  # pulls in any external data: the result is self-contained
+        onnx.external_data_helper.convert_model_from_external_data(model)
+        if _opset_of(model) != opset:
+            raise ExportError(f"the exporter could not convert the model to opset {opset} (it stayed at "
+                              f"{_opset_of(model)}); pass --opset {_opset_of(model)}")
+        _check_structure(model, "the exported model")
+        if simplify:
+            model = _simplify(model)
+            _check_structure(model, "the simplified model")
+        set_metadata(model, {**metadata, "input_mean": ARCFACE_MEAN, "input_std": ARCFACE_STD,
+                             "input_size": INPUT_SIZE, "opset": opset,
+                             "exporter": f"torch.onnx dynamo (torch {torch.__version__})"})
+        try:
+            onnx.checker.check_model(model, full_check=True)
+        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
+            raise ExportError(f"the exported model fails onnx.checker ({str(error).splitlines()[0]}); "
+                              f"report this with your torch and onnx versions") from error
+        data = model.SerializeToString()
+        faces = parity_faces()
+        batch_sizes = (32, 1, 3)
+        parity = check_parity(data, backbone, faces, batch_sizes)
+        if not parity.within(min_cosine):
+            raise ExportError(f"onnxruntime and PyTorch disagree on real faces (min cosine {parity.min_cosine:.6f} "
+                              f"< {min_cosine}); nothing was written, report this with your torch version")
+        stale = [path for path in stale_side_files(output) if path != output.resolve()]
+        write_bytes_atomically(output, data)
+        for path in stale:
+            path.unlink(missing_ok=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return ExportReport(output, output.stat().st_size, opset, parity, batch_sizes, len(faces), simplify, stale)
