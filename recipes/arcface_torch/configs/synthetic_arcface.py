@@ -11,10 +11,10 @@ config.optimizer = "sgd"
 config.lr = 0.1
 config.weight_decay = 5e-4
 config.batch_size = 64
-config.num_epoch = 4
+config.num_epoch = 3
 config.warmup_epoch = 0
 config.rec = "synthetic"
-config.synthetic = edict(num_identities=500, images_per_identity=16, val_identities=200, val_pairs=1000)
+config.synthetic = edict(num_identities=500, images_per_identity=16, val_identities=400, val_pairs=2000)
 config.val_targets = ["synthetic"]
 config.num_workers = 2
 config.frequent = 10
