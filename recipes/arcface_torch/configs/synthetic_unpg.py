@@ -2,20 +2,14 @@
 from easydict import EasyDict as edict
 
 config = edict()
+config.margin_list = (1.0, 0.5, 0.0)
+config.rec = 'synthetic'
 config.network = "tiny"
 config.embedding_size = 128
-config.margin_list = (1.0, 0.5, 0.0)
 config.scale = 32.0
 config.loss = "unpg"
-config.optimizer = "sgd"
-config.lr = 0.1
-config.weight_decay = 5e-4
 config.batch_size = 64
 config.num_epoch = 3
-config.warmup_epoch = 0
-config.rec = "synthetic"
 config.synthetic = edict(num_identities=500, images_per_identity=16, val_identities=400, val_pairs=2000)
 config.val_targets = ["synthetic"]
-config.num_workers = 2
-config.frequent = 10
 config.verbose = 100
