@@ -1,5 +1,6 @@
 # Two commands on a fresh machine:
-#   make demo   -- bootstrap .venv, train UNPG on the embedded synthetic identities, export ONNX, verify it
+#   make demo   -- bootstrap .venv, write the embedded synthetic identities as train.rec/.idx + synthetic.bin,
+#                  train UNPG on them, export ONNX, verify it
 #   make test   -- bootstrap .venv and run the test suite
 # On a GPU machine install your CUDA build of torch into .venv first (or set TORCH_SPEC), as upstream's docs say.
 PYTHON ?= python3
@@ -8,6 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 DEMO_CONFIG ?= recipes/arcface_torch/configs/synthetic_unpg
 DEMO_OUT ?= work_dirs/synthetic_unpg
+DEMO_DATA ?= work_dirs/synthetic_rec
 
 .PHONY: demo test bench clean-venv
 
@@ -19,7 +21,8 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) recipes/arcface_torch/train.py $(DEMO_CONFIG) --set output=$(DEMO_OUT)
+	test -f $(DEMO_DATA)/train.rec || $(PY) tools/synthetic_to_rec.py $(DEMO_DATA) --config $(DEMO_CONFIG) --quiet
+	$(PY) recipes/arcface_torch/train.py $(DEMO_CONFIG) --set rec=$(DEMO_DATA) --set output=$(DEMO_OUT)
 	$(PY) tools/export_onnx.py $(DEMO_OUT) --output $(DEMO_OUT)/model.onnx --force
 	$(PY) tools/verify_onnx.py $(DEMO_OUT)/model.onnx --checkpoint $(DEMO_OUT)
 

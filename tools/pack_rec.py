@@ -37,13 +37,32 @@ def pack_folder(image_root: Path, output: Path, image_size=(112, 112), overwrite
             f"{output / existing[0]} already exists; pass --overwrite to replace it or choose another output folder"
         )
     output.mkdir(parents=True, exist_ok=True)
-    num_images, num_classes = len(samples), len(class_names)
-    ranges = [[0, 0] for _ in class_names]
-    with IndexedRecordWriter(output / "train.idx", output / "train.rec") as writer:
-        writer.write(0, pack_record([num_images + 1, num_images + 1 + num_classes]))
-        for key, (path, label) in enumerate(tqdm(samples, desc="packing", unit="img", disable=not progress), start=1):
+
+    def items():
+        for path, label in samples:
             data = path.read_bytes()
             decode_face(data, str(path), image_size)
+            yield label, data
+
+    return write_face_records(output, items(), len(samples), len(class_names), image_size, progress)
+
+
+def write_face_records(output: Path, items, num_images: int, num_classes: int, image_size=(112, 112),
+                       progress: bool = True) -> dict:
+    """Write (label, encoded image) items, sorted by label, as train.rec/train.idx/property in `output`.
+
+    Layout: key 0 header (label = [N+1, N+1+C]), keys 1..N images, keys N+1..N+C identity ranges.
+    """
+    ranges = [[0, 0] for _ in range(num_classes)]
+    previous = -1
+    with IndexedRecordWriter(output / "train.idx", output / "train.rec") as writer:
+        writer.write(0, pack_record([num_images + 1, num_images + 1 + num_classes]))
+        for key, (label, data) in enumerate(tqdm(items, total=num_images, desc="packing", unit="img",
+                                                 disable=not progress), start=1):
+            if label < previous or not 0 <= label < num_classes:
+                raise ValueError(f"image {key} has label {label} after label {previous}; items must be sorted by "
+                                 f"label and lie in [0, {num_classes})")
+            previous = label
             writer.write(key, pack_record(float(label), data, id=key))
             if ranges[label][0] == 0:
                 ranges[label][0] = key

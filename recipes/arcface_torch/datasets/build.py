@@ -43,10 +43,11 @@ def build_train_dataset(config) -> Dataset:
 
 
 def build_val_sets(config) -> list[VerificationSet]:
-    """One VerificationSet per name in config.val_targets (`<rec>/<name>.bin`, or the synthetic held-out set)."""
+    """One VerificationSet per name in config.val_targets: `<rec>/<name>.bin`, or with rec = "synthetic" the
+    held-out synthetic pairs for the name "synthetic"."""
     sets = []
     for name in config.val_targets:
-        if name == SYNTHETIC:
+        if name == SYNTHETIC and config.rec == SYNTHETIC:
             from .synthetic_faces import synthetic_verification_set
 
             s = config.synthetic
