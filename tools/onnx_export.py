@@ -34,7 +34,7 @@ import onnx
 import torch
 from google.protobuf.message import DecodeError
 
-from tools.atomic_output import staging_folder, write_bytes_atomically
+from recipes.arcface_torch.atomic_file import staging_folder, write_bytes_atomically
 from tools.face_samples import builtin_faces, face_batch, to_network_input
 from tools.onnx_inference import ORT_ERRORS, Agreement, compare, cpu_session, run_onnx, run_torch
 from tools.onnx_preprocessing import ARCFACE_MEAN, ARCFACE_STD

@@ -12,7 +12,6 @@ renamed into place only after the last record, so an interrupted run leaves no h
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tqdm import tqdm  # noqa: E402
 
+from recipes.arcface_torch.atomic_file import write_bytes_atomically  # noqa: E402
 from recipes.arcface_torch.datasets.face_image import decode_face  # noqa: E402
 from recipes.arcface_torch.datasets.image_folder_faces import list_identity_folder  # noqa: E402
 from recipes.arcface_torch.datasets.recordio import IndexedRecordWriter, RecordIOError, pack_record  # noqa: E402
@@ -70,9 +70,7 @@ def write_face_records(output: Path, items, num_images: int, num_classes: int, i
         for label, (first, end) in enumerate(ranges):
             key = num_images + 1 + label
             writer.write(key, pack_record([first, end], id=key))
-    temp = output / f"property.tmp-{os.getpid()}"
-    temp.write_text(f"{num_classes},{image_size[0]},{image_size[1]}\n")
-    os.replace(temp, output / "property")
+    write_bytes_atomically(output / "property", f"{num_classes},{image_size[0]},{image_size[1]}\n".encode())
     return {"images": num_images, "classes": num_classes}
 
 

@@ -5,29 +5,18 @@ Each rank writes its own `checkpoint_rank{r}.pt` (the class centres are sharded)
 """
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .atomic_file import write_atomically
+
 
 def atomic_torch_save(obj, path: str | Path) -> None:
-    """torch.save to a temp file in the same folder, fsync, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(obj, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save through a temp file in the same folder, fsync, then rename over `path`."""
+    write_atomically(path, lambda file: torch.save(obj, file))
 
 
 def checkpoint_path(output: str | Path, rank: int) -> Path:

@@ -27,6 +27,7 @@ if __package__ in (None, ""):
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from recipes.arcface_torch.atomic_file import write_bytes_atomically
 from recipes.arcface_torch.backbones import get_model
 from recipes.arcface_torch.checkpoint import atomic_torch_save, checkpoint_path, load_checkpoint, rng_state, set_rng_state
 from recipes.arcface_torch.config import ConfigError, get_config
@@ -60,9 +61,7 @@ def resolve_num_classes(config, dataset) -> int:
 def write_run_config(config, path: Path, **extra) -> None:
     record = {key: value for key, value in config.items()}
     record.update(extra)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=list))
-    tmp.replace(path)
+    write_bytes_atomically(path, json.dumps(record, indent=2, default=list).encode())
 
 
 def train(config) -> dict:

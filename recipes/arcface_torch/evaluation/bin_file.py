@@ -20,7 +20,7 @@ from typing import Sequence, Tuple, Union
 import cv2
 import numpy as np
 
-from .atomic_file import write_atomically
+from ..atomic_file import write_atomically
 from .verification_set import VerificationSet
 
 PathLike = Union[str, os.PathLike]

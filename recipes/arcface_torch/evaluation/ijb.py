@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .atomic_file import write_atomically
+from ..atomic_file import write_atomically
 from .plots import plot_roc
 from .tar_far import IJB_FARS, roc_curve, tar_at_far_details
 from .verification import images_to_input, l2_normalize, model_device_dtype, unwrap_model

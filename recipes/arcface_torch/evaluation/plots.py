@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .atomic_file import write_atomically
+from ..atomic_file import write_atomically
 
 PathLike = Union[str, os.PathLike]
 

@@ -1,7 +1,8 @@
 """Write files and folders so that readers see the old version or the complete new one, never a half.
 
-    write_bytes_atomically(Path("model.onnx"), data)        # temp file in the same folder + os.replace
-    publish_folder(Path("staging"), Path("package"), replace=True)
+    write_atomically(path, lambda f: torch.save(obj, f))   # temp file in the same folder, fsync, os.replace
+    write_bytes_atomically(path, data)
+    staging = staging_folder(target); ...; publish_folder(staging, target, replace=True)
 """
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import BinaryIO, Callable, Union
+
+PathLike = Union[str, os.PathLike]
 
 
 def _umask() -> int:
@@ -17,25 +21,32 @@ def _umask() -> int:
     return mask
 
 
-def write_bytes_atomically(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temp file in the same folder, fsync'ed, then os.replace."""
+def write_atomically(path: PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """Call `write(handle)` on a temp file next to `path`, fsync it, then os.replace it onto `path`.
+    On any error (or interrupt) the temp file is removed and `path` keeps its previous content."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     done = False
     try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
+        with os.fdopen(handle, "wb") as temp:
+            write(temp)
+            temp.flush()
+            os.fsync(temp.fileno())
         os.chmod(temp_name, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(temp_name, path)
         done = True
     finally:
         if not done:
             Path(temp_name).unlink(missing_ok=True)
+    return path
 
 
-def staging_folder(target: Path) -> Path:
+def write_bytes_atomically(path: PathLike, data: bytes) -> Path:
+    return write_atomically(path, lambda stream: stream.write(data))
+
+
+def staging_folder(target: PathLike) -> Path:
     """A new empty folder beside `target` (same filesystem, so it can be renamed onto it)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -44,7 +55,7 @@ def staging_folder(target: Path) -> Path:
     return folder
 
 
-def publish_folder(staging: Path, target: Path, replace: bool) -> None:
+def publish_folder(staging: PathLike, target: PathLike, replace: bool) -> None:
     """Move the finished `staging` folder to `target`; an old `target` is swapped out only when `replace`."""
     staging, target = Path(staging), Path(target)
     if not target.exists():
