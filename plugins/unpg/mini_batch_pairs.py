@@ -1,9 +1,8 @@
 """MLPG: the mini-batch negative pairs of UNPG.
 
 N = { <x_a/|x_a|, x_b/|x_b|> : a < b, y_a != y_b } over the global (all-gathered) batch: every unordered
-pair of samples with different labels, once. We keep the pairs as a (B, B) similarity matrix plus an
-upper-triangular mask instead of a flat list, so the kept set can be reduced without building B x |N|
-anything.
+pair of samples with different labels, once: the (B, B) similarity matrix, an upper-triangular mask,
+and one gather into a flat (|N|,) vector through which gradients reach both embeddings of each pair.
 """
 from __future__ import annotations
 

@@ -58,26 +58,23 @@ class UNPG(nn.Module):
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, scale: float) -> NegativePairTerm:
         similarities = cosine_similarity_matrix(embeddings)           # (B, B), differentiable
-        negatives = negative_pair_mask(labels)                         # (B, B) bool, a < b, y_a != y_b
-        detached = similarities.detach()
-        negative_values = detached[negatives]                          # (|N|,) no gradient
-        stats = {"pairs_total": torch.tensor(negative_values.numel())}
-        if negative_values.numel() == 0:
+        negative_values = similarities[negative_pair_mask(labels)]   # N: (|N|,) pairs a < b, y_a != y_b
+        detached = negative_values.detach()
+        stats = {"pairs_total": torch.tensor(detached.numel())}
+        if detached.numel() == 0:
             stats["pairs_kept"] = torch.tensor(0)
             return NegativePairTerm(None, stats)
+        kept_values = negative_values
         if self.filter:
-            bounds = whisker_bounds(negative_values, self.wisk)
-            kept = negatives & (detached >= bounds.lower) & (detached <= bounds.upper)
+            bounds = whisker_bounds(detached, self.wisk)
+            kept_values = negative_values[(detached >= bounds.lower) & (detached <= bounds.upper)]  # N'
             stats.update(q1=bounds.q1, q3=bounds.q3)
-        else:
-            kept = negatives
-        stats["pairs_kept"] = kept.sum()
+        stats["pairs_kept"] = torch.tensor(kept_values.numel())
         if self.collect_stats:
-            stats.update(_similarity_stats("neg", negative_values))
-            stats.update(_similarity_stats("pos", detached[positive_pair_mask(labels)]))
-        # every kept pair (a, b) contributes e^{s n_ab}; the rest are -inf and contribute nothing
-        kept_logits = (similarities * scale).masked_fill(~kept, float("-inf"))
-        return NegativePairTerm(torch.logsumexp(kept_logits.reshape(-1), dim=0), stats)
+            stats.update(_similarity_stats("neg", detached))
+            stats.update(_similarity_stats("pos", similarities.detach()[positive_pair_mask(labels)]))
+        # sum over N' of e^{s n}, as one log-sum-exp
+        return NegativePairTerm(torch.logsumexp(kept_values * scale, dim=0), stats)
 
 
 def _similarity_stats(prefix: str, values: torch.Tensor) -> dict[str, torch.Tensor]:

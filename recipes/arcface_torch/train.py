@@ -17,6 +17,7 @@ import argparse
 import ast
 import json
 import math
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -42,6 +43,17 @@ from recipes.arcface_torch.training_log import AverageMeter, ProgressLogger, set
 
 class TrainingError(RuntimeError):
     """Training cannot go on (non-finite loss, mismatched resume state)."""
+
+
+def configure_cpu_threads(config, device: torch.device, world_size: int) -> int | None:
+    """On CPU, unless OMP_NUM_THREADS is set, give each rank its share of the cores minus one for the
+    DataLoader workers: oversubscribed OpenMP threads make every op wait on descheduled threads."""
+    if device.type != "cpu" or "OMP_NUM_THREADS" in os.environ:
+        return None
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    threads = max(1, (os.cpu_count() or 1) // local_ranks - (1 if config.num_workers > 0 else 0))
+    torch.set_num_threads(threads)
+    return threads
 
 
 def build_optimizer(config, params):
@@ -72,6 +84,9 @@ def train(config) -> dict:
     amp = bool(config.fp16) and ctx.device.type == "cuda"
     if config.fp16 and not amp:
         logger.warning("config.fp16 is ignored on CPU: training runs in fp32")
+    threads = configure_cpu_threads(config, ctx.device, ctx.world_size)
+    if threads is not None:
+        logger.info(f"CPU: {threads} compute thread(s) per rank (set OMP_NUM_THREADS to choose)")
 
     dataset = build_train_dataset(config)
     num_classes = resolve_num_classes(config, dataset)
