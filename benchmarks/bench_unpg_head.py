@@ -35,7 +35,7 @@ concatenated logits, their log-softmax and its gradient, plus variant a's peak);
 Also: the box-and-whisker filter alone (plugins.unpg.whisker_bounds) on 33,550,336 values (the pair count
 of a global batch of 8192; a full sort of the same values is shown for reference), the full UNPG term
 (forward + backward) at B=8192, and a phase breakdown of UNPG's forward + backward at each B
-(similarity matmul, masks, gather, kthvalue, masked logsumexp, backward; the phases replay the steps of
+(similarity matmul, mask, gather N, kthvalue, gather N', logsumexp, backward; the phases replay the steps of
 UNPG.forward with the plugin's own functions).
 
 Targets (printed PASS/FAIL): b/a <= 1.05 at B=512, C_local=100k; b/a <= 1.15 at B=1024, C_local=10k.
@@ -315,20 +315,17 @@ def unpg_phases(embeddings: torch.Tensor, labels: torch.Tensor, scale: float, wi
     lap("similarity matmul")
     negatives = negative_pair_mask(labels)
     lap("negative mask")
-    detached = similarities.detach()
-    values = detached[negatives]
+    values = similarities[negatives]
+    detached = values.detach()
     lap("gather N")
-    bounds = whisker_bounds(values, wisk)
+    bounds = whisker_bounds(detached, wisk)
     lap("kthvalue x2")
-    kept = negatives & (detached >= bounds.lower) & (detached <= bounds.upper)
-    count = kept.sum()
-    lap("kept mask")
-    kept_logits = (similarities * scale).masked_fill(~kept, float("-inf"))
-    term = torch.logsumexp(kept_logits.reshape(-1), dim=0)
-    lap("masked logsumexp")
+    kept_values = values[(detached >= bounds.lower) & (detached <= bounds.upper)]
+    lap("gather N'")
+    term = torch.logsumexp(kept_values * scale, dim=0)
+    lap("logsumexp")
     term.backward()
     lap("backward")
-    del count
     return times
 
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from recipes.arcface_torch.backbones import get_model, list_models
 
-EXPECTED_NAMES = ["mbf", "mbf_large", "r100", "r18", "r200", "r34", "r50"]
+EXPECTED_NAMES = ["mbf", "mbf_large", "r100", "r18", "r200", "r34", "r50", "tiny"]  # tiny: CPU demo network
 
 # name -> (sum of numel over model.parameters(), number of state_dict keys), 512-d embedding
 EXPECTED_COUNTS = {
@@ -152,8 +152,10 @@ def test_eval_output_deterministic_and_finite(name):
     assert out3.dtype == x.dtype
     assert torch.isfinite(out3).all() and torch.isfinite(out1).all()
     assert out3.abs().max() > 0
-    # eval mode: a sample's embedding does not depend on the call or on the rest of the batch
-    torch.testing.assert_close(out1, out3[:1], rtol=1e-4, atol=1e-5)
+    # eval mode: a sample's embedding does not depend on the call or on the rest of the batch (up to float32
+    # GEMM order; tiny's single 6272-wide linear layer before BatchNorm1d amplifies that to ~1e-4)
+    atol = 5e-4 if name == "tiny" else 1e-5
+    torch.testing.assert_close(out1, out3[:1], rtol=1e-3 if name == "tiny" else 1e-4, atol=atol)
     assert not torch.allclose(out3[0], out3[1])
 
 
@@ -234,7 +236,7 @@ def test_fp16_flag_is_a_no_op_on_cpu():
 
 
 def test_unknown_name_lists_available_and_closest():
-    message = "unknown backbone 'r500'; available: mbf, mbf_large, r100, r18, r200, r34, r50. Did you mean 'r50'?"
+    message = "unknown backbone 'r500'; available: mbf, mbf_large, r100, r18, r200, r34, r50, tiny. Did you mean 'r50'?"
     with pytest.raises(ValueError, match=message.replace(".", r"\.").replace("?", r"\?")):
         get_model("r500")
     with pytest.raises(ValueError, match="available: mbf"):

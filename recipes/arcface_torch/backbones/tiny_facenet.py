@@ -6,8 +6,12 @@ embedded synthetic demo trains in minutes on two CPU cores.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from torch import nn
+
+from ._input import check_face_batch
 
 
 def _conv_bn_prelu(cin: int, cout: int, stride: int) -> list[nn.Module]:
@@ -29,7 +33,10 @@ class TinyFaceNet(nn.Module):
         self.fp16 = fp16
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type=x.device.type, dtype=torch.float16, enabled=self.fp16 and x.is_cuda):
+        check_face_batch(x, "tiny")
+        # autocast only when enabled: devices such as 'meta' reject even a disabled autocast
+        amp = torch.autocast(device_type=x.device.type, dtype=torch.float16) if self.fp16 and x.is_cuda else nullcontext()
+        with amp:
             x = self.body(x)
         x = torch.flatten(x.float(), 1)
         return self.features(self.fc(self.dropout(x)))
