@@ -20,31 +20,17 @@ from ._input import check_face_batch
 
 
 class ConvBlock(nn.Module):
-    """Conv2d (no bias) -> BatchNorm2d -> PReLU, as `layers.0/1/2`."""
+    """Conv2d (no bias) -> BatchNorm2d -> PReLU as `layers.0/1/2`; with activation=False (upstream's
+    LinearBlock) only `layers.0/1`."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel=(1, 1), stride=(1, 1), padding=(0, 0),
-                 groups: int = 1):
+                 groups: int = 1, activation: bool = True):
         super().__init__()
-        self.layers = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=padding, groups=groups, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.PReLU(out_channels),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
-
-
-class LinearBlock(nn.Module):
-    """Conv2d (no bias) -> BatchNorm2d with no activation, as `layers.0/1`."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel=(1, 1), stride=(1, 1), padding=(0, 0),
-                 groups: int = 1):
-        super().__init__()
-        self.layers = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=padding, groups=groups, bias=False),
-            nn.BatchNorm2d(out_channels),
-        )
+        layers = [nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=padding, groups=groups, bias=False),
+                  nn.BatchNorm2d(out_channels)]
+        if activation:
+            layers.append(nn.PReLU(out_channels))
+        self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
@@ -64,7 +50,7 @@ class DepthWise(nn.Module):
         self.layers = nn.Sequential(
             ConvBlock(in_channels, groups),
             ConvBlock(groups, groups, kernel, stride=stride, padding=padding, groups=groups),
-            LinearBlock(groups, out_channels),
+            ConvBlock(groups, out_channels, activation=False),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -91,7 +77,7 @@ class GDC(nn.Module):
     def __init__(self, embedding_size: int):
         super().__init__()
         self.layers = nn.Sequential(
-            LinearBlock(512, 512, kernel=(7, 7), stride=(1, 1), padding=(0, 0), groups=512),
+            ConvBlock(512, 512, kernel=(7, 7), stride=(1, 1), padding=(0, 0), groups=512, activation=False),
             nn.Flatten(1),  # torch.flatten(x, 1): the batch axis stays symbolic when traced
             nn.Linear(512, embedding_size, bias=False),
             nn.BatchNorm1d(embedding_size),
