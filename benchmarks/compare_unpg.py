@@ -30,6 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from recipes.arcface_torch.atomic_file import write_bytes_atomically  # noqa: E402
+
 ARCFACE, COSFACE = (1.0, 0.5, 0.0), (1.0, 0.0, 0.4)
 METHODS = {
     "arcface": {"loss": "margin_softmax", "margin_list": ARCFACE},
@@ -99,9 +101,7 @@ def run_one(spec_path: Path) -> int:
         pos, neg = verification["positive_similarities"], verification["negative_similarities"]
         record.update(tar_at_far={str(k): v for k, v in verification["tar_at_far"].items()},
                       overlap=similarity_overlap(pos, neg), pos=list(map(float, pos)), neg=list(map(float, neg)), roc=None)
-    tmp = spec_path.parent / "result.json.tmp"
-    tmp.write_text(json.dumps(record))
-    tmp.replace(spec_path.parent / "result.json")
+    write_bytes_atomically(spec_path.parent / "result.json", json.dumps(record).encode())
     return 0
 
 

@@ -130,3 +130,13 @@ def test_torchrun_two_cpu_ranks(tmp_path):
     # 21 classes over 2 ranks: shards of 11 and 10 centres
     assert load_checkpoint(output / "checkpoint_rank0.pt")["head"]["weight"].shape[0] == 11
     assert load_checkpoint(output / "checkpoint_rank1.pt")["head"]["weight"].shape[0] == 10
+
+
+def test_cli_reports_unreadable_checkpoint(tmp_path, capsys):
+    output = tmp_path / "torn"
+    output.mkdir()
+    (output / "checkpoint_rank0.pt").write_bytes(b"not a checkpoint")
+    code = main([DEMO, "--set", f"output={output}", "--set", "resume=True", "--set", "val_targets=[]"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert f"checkpoint {output / 'checkpoint_rank0.pt'} cannot be read" in err and "delete it to start over" in err

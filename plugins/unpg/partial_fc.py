@@ -77,9 +77,9 @@ class PartialFC(nn.Module):
                              f"embedding_size={self.embedding_size}; pass (batch, {self.embedding_size})")
         if local_labels.numel() != local_embeddings.size(0):
             raise ValueError(f"{local_labels.numel()} labels for {local_embeddings.size(0)} embeddings; pass one label per row")
-        low, high = torch.aminmax(local_labels)
-        if low.item() < 0 or high.item() >= self.num_classes:
-            bad = low.item() if low.item() < 0 else high.item()
+        low, high = (int(v) for v in torch.aminmax(local_labels))  # one host sync per step
+        if low < 0 or high >= self.num_classes:
+            bad = low if low < 0 else high
             raise ValueError(f"label {bad} is outside [0, num_classes={self.num_classes}); "
                              f"set config.num_classes to the dataset's class count or fix the labels")
 

@@ -14,6 +14,10 @@ import torch
 from .atomic_file import write_atomically
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint file exists but cannot be read."""
+
+
 def atomic_torch_save(obj, path: str | Path) -> None:
     """torch.save through a temp file in the same folder, fsync, then rename over `path`."""
     write_atomically(path, lambda file: torch.save(obj, file))
@@ -50,4 +54,4 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a torn or foreign file: say which and what to do
-        raise RuntimeError(f"checkpoint {path} cannot be read ({error}); delete it to start over or restore a copy") from error
+        raise CheckpointError(f"checkpoint {path} cannot be read ({error}); delete it to start over or restore a copy") from error

@@ -19,7 +19,6 @@ import json
 import math
 import os
 import sys
-import warnings
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -30,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from recipes.arcface_torch.atomic_file import write_bytes_atomically
 from recipes.arcface_torch.backbones import get_model
-from recipes.arcface_torch.checkpoint import atomic_torch_save, checkpoint_path, load_checkpoint, rng_state, set_rng_state
+from recipes.arcface_torch.checkpoint import CheckpointError, atomic_torch_save, checkpoint_path, load_checkpoint, rng_state, set_rng_state
 from recipes.arcface_torch.config import ConfigError, get_config
 from recipes.arcface_torch.datasets.build import build_train_dataset, build_train_loader, build_val_sets
 from recipes.arcface_torch.distributed import cleanup_distributed, setup_distributed
@@ -230,9 +229,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         config = get_config(args.config, **nest(parse_override(item) for item in args.set))
-        warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")
         train(config)
-    except (ConfigError, RegistryError, TrainingError, FileNotFoundError, ValueError) as error:
+    except (ConfigError, RegistryError, TrainingError, CheckpointError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     finally:
