@@ -11,9 +11,9 @@ DEMO_CONFIG ?= recipes/arcface_torch/configs/synthetic_unpg
 DEMO_OUT ?= work_dirs/synthetic_unpg
 DEMO_DATA ?= work_dirs/synthetic_rec
 
-.PHONY: demo test bench clean-venv
+.PHONY: demo test lint fast bench clean-venv
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
@@ -28,6 +28,12 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
+
+fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow" tests
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_unpg_head.py

@@ -18,17 +18,15 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from recipes.arcface_torch.datasets.image_folder_faces import ImageFolderFaces  # noqa: E402
-from recipes.arcface_torch.datasets.recordio_faces import RecordIOFaces  # noqa: E402
-from tools.pack_rec import pack_folder  # noqa: E402
+from recipes.arcface_torch.datasets.image_folder_faces import ImageFolderFaces
+from recipes.arcface_torch.datasets.recordio_faces import RecordIOFaces
+from tools.pack_rec import pack_folder
 
 
 def write_faces(root: Path, images: int, per_identity: int = 20, seed: int = 0) -> None:

@@ -37,8 +37,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / "recipes" / "arcface_torch" / "train.py"
 CONFIG = REPO / "recipes" / "arcface_torch" / "configs" / "synthetic_unpg"

@@ -48,6 +48,7 @@ Targets (printed PASS/FAIL): b/a <= 1.05 at B=512, C_local=100k; b/a <= 1.15 at 
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import math
@@ -58,14 +59,12 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch.profiler import ProfilerActivity, profile  # noqa: E402
-
-from plugins.unpg import PartialFC, UNPG, cosine_similarity_matrix, negative_pair_mask, whisker_bounds  # noqa: E402
-from recipes.arcface_torch.margin_loss import CombinedMarginLoss  # noqa: E402
+from plugins.unpg import UNPG, PartialFC, cosine_similarity_matrix, negative_pair_mask, whisker_bounds
+from recipes.arcface_torch.margin_loss import CombinedMarginLoss
 
 GIB = 1024 ** 3
 MIB = 1024 ** 2
@@ -207,7 +206,7 @@ def measure_case(batch: int, classes: int, args, budget_bytes: int) -> dict:
     for variant in variants:
         case.clear()  # free the previous gradients outside the measured region
         warm[variant], (row["peak"][variant], row["loss"][variant]) = timed(
-            lambda v=variant: tracked_peak_bytes(lambda: case.step(v)))
+            functools.partial(tracked_peak_bytes, functools.partial(case.step, variant)))
     if args.column_append:
         needed = row["peak"]["a"] + COLUMN_APPEND_BYTES_PER_ELEMENT * batch * kept
         row["c_needed"] = needed
@@ -216,11 +215,11 @@ def measure_case(batch: int, classes: int, args, budget_bytes: int) -> dict:
         else:
             variants.append("c")
             case.clear()
-            warm["c"], (row["peak"]["c"], row["loss"]["c"]) = timed(lambda: tracked_peak_bytes(lambda: case.step("c")))
+            warm["c"], (row["peak"]["c"], row["loss"]["c"]) = timed(functools.partial(tracked_peak_bytes, functools.partial(case.step, "c")))
     # short cases get more repetitions: at least --repeats, and enough for ~--min-seconds of each variant;
     # c, whose ratio is large anyway, gets fewer when one of its steps is slow
     if warm["a"] < 2.0:  # the profiler slows short steps down: time one plain step instead
-        warm["a"] = timed(lambda: case.step("a"))[0]
+        warm["a"] = timed(functools.partial(case.step, "a"))[0]
     runs = {variant: max(args.repeats, min(args.max_repeats, math.ceil(args.min_seconds / max(warm["a"], 1e-3))))
             for variant in ("a", "b")}
     if "c" in variants:
@@ -232,7 +231,7 @@ def measure_case(batch: int, classes: int, args, budget_bytes: int) -> dict:
         for variant in variants[shift:] + variants[:shift]:
             if len(samples[variant]) >= runs[variant]:
                 continue
-            seconds, _ = timed(lambda v=variant: case.step(v))
+            seconds, _ = timed(functools.partial(case.step, variant))
             samples[variant].append(seconds)
     row["time"] = {variant: statistics.median(values) for variant, values in samples.items()}
     row["samples"] = samples
@@ -365,8 +364,8 @@ def large_batch_report(args) -> None:
     torch.manual_seed(0)
     values = torch.randn(pairs) * (1.0 / args.dim ** 0.5)       # cosines of random 512-d directions
     whisker_bounds(values, 1.5)
-    filter_times = [timed(lambda: whisker_bounds(values, 1.5))[0] for _ in range(args.repeats)]
-    sort_time = timed(lambda: torch.sort(values))[0]
+    filter_times = [timed(functools.partial(whisker_bounds, values, 1.5))[0] for _ in range(args.repeats)]
+    sort_time = timed(functools.partial(torch.sort, values))[0]
     print(f"  whisker_bounds on {pairs:,} values: {statistics.median(filter_times):.3f} s "
           f"(one full torch.sort of them for reference: {sort_time:.3f} s)")
     del values

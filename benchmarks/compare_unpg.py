@@ -25,12 +25,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
+from recipes.arcface_torch.atomic_file import write_bytes_atomically
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-
-from recipes.arcface_torch.atomic_file import write_bytes_atomically  # noqa: E402
 
 ARCFACE, COSFACE = (1.0, 0.5, 0.0), (1.0, 0.0, 0.4)
 METHODS = {

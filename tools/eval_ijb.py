@@ -18,13 +18,12 @@ import math
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
+from torch import nn
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from recipes.arcface_torch.evaluation.ijb import evaluate_ijb, format_tar_table  # noqa: E402
+from recipes.arcface_torch.evaluation.ijb import evaluate_ijb, format_tar_table
+from recipes.arcface_torch.export.backbone_checkpoint import build_backbone, resolve_checkpoint
 
 
 class OnnxEmbedder(nn.Module):
@@ -59,42 +58,12 @@ class OnnxEmbedder(nn.Module):
         return torch.from_numpy(np.concatenate(outputs, axis=0)).to(device=x.device)
 
 
-def _extract_state_dict(checkpoint, path: Path) -> dict:
-    if isinstance(checkpoint, dict):
-        for key in ("backbone", "state_dict", "model"):
-            if isinstance(checkpoint.get(key), dict):
-                checkpoint = checkpoint[key]
-                break
-    if not isinstance(checkpoint, dict) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
-        raise ValueError(f"{path} does not hold a backbone state dict; pass the model.pt written by training")
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in checkpoint.items()}
-
-
-def load_torch_model(path: Path, network: str, embedding_size: int, device: str) -> nn.Module:
-    """Backbone `network` with the weights of checkpoint `path`, in eval mode on `device`."""
-    from recipes.arcface_torch.backbones import get_model
-
-    try:
-        checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as error:  # torch.load raises many types for corrupt or unsafe files
-        raise ValueError(f"cannot read checkpoint {path} ({error}); pass a model.pt saved by training") from error
-    model = get_model(network, num_features=embedding_size)
-    state = _extract_state_dict(checkpoint, path)
-    expected = model.state_dict()
-    missing = [key for key in expected if key not in state]
-    unexpected = [key for key in state if key not in expected]
-    mismatched = [key for key in expected if key in state and state[key].shape != expected[key].shape]
-    if missing or unexpected or mismatched:
-        problem = (f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}" if unexpected
-                   else f"shape {tuple(state[mismatched[0]].shape)} for {mismatched[0]!r}, "
-                        f"expected {tuple(expected[mismatched[0]].shape)}")
-        raise ValueError(
-            f"checkpoint {path} does not fit network {network!r} with embedding size {embedding_size} "
-            f"({len(missing)} missing, {len(unexpected)} unexpected, {len(mismatched)} mis-shaped keys; first: "
-            f"{problem}); check --network and --embedding-size"
-        )
-    model.load_state_dict(state, strict=True)
-    return model.to(device).eval()
+def load_torch_model(path: Path, network: str | None, embedding_size: int | None, device: str) -> nn.Module:
+    """The backbone in checkpoint `path` (a model.pt or a training folder), in eval mode on `device`;
+    network and embedding size default to the training config.json beside it."""
+    source = resolve_checkpoint(path)
+    backbone = build_backbone(source.network(network), source.embedding_size(embedding_size), source.state_dict())
+    return backbone.to(device)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,8 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("model", type=Path, help="an .onnx model, or a backbone model.pt (then --network is needed)")
     parser.add_argument("--root", type=Path, required=True, help="IJB folder holding loose_crop/ and meta/")
     parser.add_argument("--target", default="ijbc", help="list-file prefix: ijbc or ijbb (default ijbc)")
-    parser.add_argument("--network", default=None, help="backbone name for a .pt checkpoint, e.g. r50")
-    parser.add_argument("--embedding-size", type=int, default=512, help="embedding size of the .pt backbone")
+    parser.add_argument("--network", default=None,
+                        help="backbone name for a .pt checkpoint, e.g. r50 (default: from config.json beside it)")
+    parser.add_argument("--embedding-size", type=int, default=None,
+                        help="embedding size of the .pt backbone (default: from config.json beside it, else 512)")
     parser.add_argument("--device", default="cpu", help="torch device for a .pt checkpoint (default cpu)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2, help="threads that read and align images")
@@ -120,13 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if not args.model.is_file():
+        if not args.model.exists():
             raise FileNotFoundError(f"model file {args.model} does not exist; pass an .onnx file or a model.pt")
         if args.model.suffix.lower() == ".onnx":
             model = OnnxEmbedder(args.model)
         else:
-            if not args.network:
-                raise ValueError(f"{args.model} is a torch checkpoint, so --network is needed (e.g. --network r50)")
             model = load_torch_model(args.model, args.network, args.embedding_size, args.device)
         name = args.name or args.model.stem
         results = evaluate_ijb(

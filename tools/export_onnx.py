@@ -18,11 +18,9 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tools.backbone_checkpoint import CheckpointError, build_backbone, resolve_checkpoint  # noqa: E402
-from tools.insightface_package import PackageError, model_id_from, write_package  # noqa: E402
-from tools.onnx_export import DEFAULT_OPSET, ExportError, check_output_path, export_backbone  # noqa: E402
+from recipes.arcface_torch.export.backbone_checkpoint import CheckpointError, build_backbone, resolve_checkpoint
+from recipes.arcface_torch.export.insightface_package import PackageError, model_id_from, write_package
+from recipes.arcface_torch.export.onnx_export import DEFAULT_OPSET, ExportError, check_output_path, export_backbone
 
 
 def _parser() -> argparse.ArgumentParser:

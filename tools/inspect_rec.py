@@ -16,22 +16,19 @@ import struct
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+from tqdm import tqdm
 
-import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from recipes.arcface_torch.datasets.recordio import (  # noqa: E402
+from recipes.arcface_torch.datasets.recordio import (
     CFLAG_START,
     CFLAG_WHOLE,
     LENGTH_BITS,
     LENGTH_MASK,
     MAGIC,
     IndexedRecordReader,
-    RecordIOError,
     unpack_record,
 )
-from recipes.arcface_torch.datasets.recordio_faces import RecordIOFaces, read_property  # noqa: E402
+from recipes.arcface_torch.datasets.recordio_faces import RecordIOFaces, read_property
 
 MAX_LISTED = 10
 
@@ -41,7 +38,7 @@ def check_offsets(reader: IndexedRecordReader, progress: bool = True) -> list[st
     problems = []
     fd = os.open(reader.rec_path, os.O_RDONLY)
     try:
-        for key, offset in tqdm(zip(reader.keys.tolist(), reader.offsets.tolist()), total=len(reader),
+        for key, offset in tqdm(zip(reader.keys.tolist(), reader.offsets.tolist(), strict=False), total=len(reader),
                                 desc="offsets", unit="rec", disable=not progress):
             head = os.pread(fd, 8, offset)
             problem = None

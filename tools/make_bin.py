@@ -11,16 +11,13 @@ is decoded once to check it; the file is written to a temp name and renamed, nev
 from __future__ import annotations
 
 import argparse
-import os
-import pickle
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tqdm import tqdm
 
-from tqdm import tqdm  # noqa: E402
-
-from recipes.arcface_torch.datasets.face_image import decode_face  # noqa: E402
+from recipes.arcface_torch.evaluation.bin_file import save_bin
+from recipes.arcface_torch.face_image import decode_face
 
 
 def read_pairs(pairs_path: Path, root: Path) -> list[tuple[Path, Path, bool, int]]:
@@ -57,16 +54,7 @@ def make_bin(pairs_path: Path, output: Path, root: Path | None = None, image_siz
     output = Path(output)
     if not output.parent.is_dir():
         raise FileNotFoundError(f"output folder {output.parent} does not exist; create it first")
-    temp = output.with_name(output.name + f".tmp-{os.getpid()}")
-    try:
-        with open(temp, "wb") as handle:
-            pickle.dump((bins, issame), handle, protocol=4)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, output)
-    finally:
-        if temp.exists():
-            os.remove(temp)
+    save_bin(output, bins, issame)
     return len(issame)
 
 

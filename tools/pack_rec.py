@@ -15,14 +15,12 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tqdm import tqdm
 
-from tqdm import tqdm  # noqa: E402
-
-from recipes.arcface_torch.atomic_file import write_bytes_atomically  # noqa: E402
-from recipes.arcface_torch.datasets.face_image import decode_face  # noqa: E402
-from recipes.arcface_torch.datasets.image_folder_faces import list_identity_folder  # noqa: E402
-from recipes.arcface_torch.datasets.recordio import IndexedRecordWriter, RecordIOError, pack_record  # noqa: E402
+from recipes.arcface_torch.atomic_file import write_bytes_atomically
+from recipes.arcface_torch.datasets.image_folder_faces import list_identity_folder
+from recipes.arcface_torch.datasets.recordio import IndexedRecordWriter, RecordIOError, pack_record
+from recipes.arcface_torch.face_image import decode_face
 
 OUTPUT_NAMES = ("train.rec", "train.idx", "property")
 

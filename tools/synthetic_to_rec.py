@@ -13,17 +13,15 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from recipes.arcface_torch.config import ConfigError, get_config  # noqa: E402
-from recipes.arcface_torch.datasets.build import SYNTHETIC_VAL_OFFSET  # noqa: E402
-from recipes.arcface_torch.datasets.recordio import RecordIOError  # noqa: E402
-from recipes.arcface_torch.datasets.synthetic_faces import SyntheticFaces, synthetic_verification_set  # noqa: E402
-from recipes.arcface_torch.evaluation.bin_file import encode_image, save_bin  # noqa: E402
-from recipes.arcface_torch.train import nest, parse_override  # noqa: E402
-from tools.pack_rec import OUTPUT_NAMES, write_face_records  # noqa: E402
+from recipes.arcface_torch.config import ConfigError, get_config
+from recipes.arcface_torch.datasets.build import SYNTHETIC_VAL_OFFSET
+from recipes.arcface_torch.datasets.recordio import RecordIOError
+from recipes.arcface_torch.datasets.synthetic_faces import SyntheticFaces, synthetic_verification_set
+from recipes.arcface_torch.evaluation.bin_file import encode_image, save_bin
+from recipes.arcface_torch.train import nest, parse_override
+from tools.pack_rec import OUTPUT_NAMES, write_face_records
 
 BIN_NAME = "synthetic.bin"
 

@@ -20,9 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tools.onnx_verification import verify  # noqa: E402
+from recipes.arcface_torch.export.onnx_verification import verify
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -49,7 +49,7 @@ class UNPG(nn.Module):
         self.collect_stats = False
 
     @classmethod
-    def from_config(cls, config) -> "UNPG":
+    def from_config(cls, config) -> UNPG:
         """Build from a recipe config holding `config.unpg.wisk` and `config.unpg.filter`."""
         return cls(wisk=config.unpg.wisk, filter=config.unpg.filter)
 

@@ -14,8 +14,8 @@ import torch
 from .atomic_file import write_atomically
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint file exists but cannot be read."""
+class CheckpointError(ValueError):
+    """A checkpoint or training config is missing, unreadable, or does not fit the network."""
 
 
 def atomic_torch_save(obj, path: str | Path) -> None:

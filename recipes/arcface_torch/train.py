@@ -21,15 +21,19 @@ import os
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from recipes.arcface_torch.atomic_file import write_bytes_atomically
 from recipes.arcface_torch.backbones import get_model
-from recipes.arcface_torch.checkpoint import CheckpointError, atomic_torch_save, checkpoint_path, load_checkpoint, rng_state, set_rng_state
+from recipes.arcface_torch.checkpoint import (
+    CheckpointError,
+    atomic_torch_save,
+    checkpoint_path,
+    load_checkpoint,
+    rng_state,
+    set_rng_state,
+)
 from recipes.arcface_torch.config import ConfigError, get_config
 from recipes.arcface_torch.datasets.build import build_train_dataset, build_train_loader, build_val_sets
 from recipes.arcface_torch.distributed import cleanup_distributed, setup_distributed

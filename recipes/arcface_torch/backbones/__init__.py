@@ -6,8 +6,8 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 from torch import nn
 

@@ -81,7 +81,7 @@ class IResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(STAGE_WIDTHS[0], eps=BN_EPS)
         self.prelu = nn.PReLU(STAGE_WIDTHS[0])
         in_channels = STAGE_WIDTHS[0]
-        for index, (channels, blocks) in enumerate(zip(STAGE_WIDTHS, layers), start=1):
+        for index, (channels, blocks) in enumerate(zip(STAGE_WIDTHS, layers, strict=False), start=1):
             setattr(self, f"layer{index}", _make_stage(in_channels, channels, blocks))
             in_channels = channels
         self.bn2 = nn.BatchNorm2d(STAGE_WIDTHS[-1], eps=BN_EPS)

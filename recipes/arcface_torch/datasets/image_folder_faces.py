@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Union
 
 import torch
 from torch.utils.data import Dataset
 
-from .face_image import decode_face, face_to_tensor, should_flip
+from ..face_image import decode_face, face_to_tensor, should_flip
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -48,7 +47,7 @@ def list_identity_folder(root: Path) -> tuple[list[str], list[tuple[Path, int]]]
 class ImageFolderFaces(Dataset):
     """Images and integer labels of an identity-per-folder tree of aligned faces."""
 
-    def __init__(self, root: Union[str, os.PathLike], flip: bool = True, seed: int = 0, image_size: tuple[int, int] = (112, 112)):
+    def __init__(self, root: str | os.PathLike, flip: bool = True, seed: int = 0, image_size: tuple[int, int] = (112, 112)):
         self.root = Path(root)
         self.class_names, self.samples = list_identity_folder(self.root)
         self.num_classes = len(self.class_names)

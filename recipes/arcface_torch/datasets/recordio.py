@@ -24,9 +24,9 @@ from __future__ import annotations
 import numbers
 import os
 import struct
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence, Union
 
 import numpy as np
 
@@ -40,7 +40,7 @@ HEADER_SIZE = struct.calcsize(HEADER_FORMAT)  # 24
 
 CFLAG_WHOLE, CFLAG_START, CFLAG_MIDDLE, CFLAG_END = 0, 1, 2, 3
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 
 class RecordIOError(ValueError):
@@ -55,12 +55,12 @@ class RecordHeader:
     """The 24-byte image-record header; `label` is a float, or a float32 array when flag > 0."""
 
     flag: int
-    label: Union[float, np.ndarray]
+    label: float | np.ndarray
     id: int
     id2: int
 
 
-def pack_record(label: Union[float, Sequence[float], np.ndarray], body: bytes = b"", id: int = 0, id2: int = 0) -> bytes:
+def pack_record(label: float | Sequence[float] | np.ndarray, body: bytes = b"", id: int = 0, id2: int = 0) -> bytes:
     """Header + body as `mxnet.recordio.pack(IRHeader(0, label, id, id2), body)` builds it.
 
     A number gives flag 0 and the label in the header; a sequence gives flag = len(label), label field 0,
@@ -234,7 +234,7 @@ class IndexedRecordReader:
             os.close(self._fd)
         self._fd = self._pid = None
 
-    def __enter__(self) -> "IndexedRecordReader":
+    def __enter__(self) -> IndexedRecordReader:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -370,7 +370,7 @@ class IndexedRecordWriter:
             if path.exists():
                 os.remove(path)
 
-    def __enter__(self) -> "IndexedRecordWriter":
+    def __enter__(self) -> IndexedRecordWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -13,13 +13,12 @@ from __future__ import annotations
 import numbers
 import os
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .face_image import decode_face, face_to_tensor, should_flip
+from ..face_image import decode_face, face_to_tensor, should_flip
 from .recordio import IndexedRecordReader, RecordIOError, unpack_record
 
 
@@ -42,7 +41,7 @@ def read_property(root: Path) -> tuple[int, int, int]:
 class RecordIOFaces(Dataset):
     """Images and integer labels of an insightface train.rec/train.idx folder."""
 
-    def __init__(self, root: Union[str, os.PathLike], flip: bool = True, seed: int = 0):
+    def __init__(self, root: str | os.PathLike, flip: bool = True, seed: int = 0):
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(

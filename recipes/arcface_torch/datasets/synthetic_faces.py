@@ -11,8 +11,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from recipes.arcface_torch.datasets.synthetic_face_renderer import SyntheticFaceRenderer
-from recipes.arcface_torch.evaluation.verification_set import VerificationSet
+from ..evaluation.verification_set import VerificationSet
+from ..face_image import face_to_tensor
+from .synthetic_face_renderer import SyntheticFaceRenderer
 
 _FLIP_STREAM = 11
 _NOISE_LABEL_STREAM = 12
@@ -24,15 +25,6 @@ def _check_int(name: str, value, minimum: int, hint: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}; {hint}")
     return int(value)
-
-
-def to_normalised_tensor(image: np.ndarray) -> torch.Tensor:
-    """uint8 (H, W, 3) RGB -> float32 (3, H, W) in [-1, 1], (x - 127.5) / 127.5 as insightface does."""
-    # numpy, not torch: torch's intra-op threads make tiny per-sample ops slow in the main process
-    chw = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
-    chw -= 127.5
-    chw /= 127.5
-    return torch.from_numpy(chw)
 
 
 class SyntheticFaces(Dataset):
@@ -109,9 +101,8 @@ class SyntheticFaces(Dataset):
         index %= n
         k, sample = divmod(index, self.images_per_identity)
         image = self.renderer.render(self.identity_offset + k, sample)
-        if self._flips is not None and self._flips[index]:
-            image = image[:, ::-1]
-        return to_normalised_tensor(image), torch.tensor(self.labels[index], dtype=torch.int64)
+        flip = self._flips is not None and bool(self._flips[index])
+        return face_to_tensor(image, flip), torch.tensor(self.labels[index], dtype=torch.int64)
 
 
 def synthetic_verification_pairs(
@@ -152,5 +143,5 @@ def synthetic_verification_set(
     """Render the pairs of `synthetic_verification_pairs`: images uint8 (2P, 112, 112, 3), rows 2k, 2k+1 = pair k."""
     identities, samples, issame = synthetic_verification_pairs(num_identities, num_pairs, seed, identity_offset)
     renderer = SyntheticFaceRenderer(seed)
-    images = np.stack([renderer.render(i, s) for i, s in zip(identities.reshape(-1), samples.reshape(-1))])
+    images = np.stack([renderer.render(i, s) for i, s in zip(identities.reshape(-1), samples.reshape(-1), strict=False)])
     return VerificationSet(name=name, images=images, issame=issame)

@@ -14,16 +14,17 @@ from __future__ import annotations
 import io
 import os
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 
 from ..atomic_file import write_atomically
+from ..face_image import decode_face
 from .verification_set import VerificationSet
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 
 class _NoGlobalsUnpickler(pickle.Unpickler):
@@ -50,7 +51,7 @@ def _restricted_load(path: Path):
         ) from error
 
 
-def _validate_structure(path: Path, obj) -> Tuple[list, np.ndarray]:
+def _validate_structure(path: Path, obj) -> tuple[list, np.ndarray]:
     expected = "expected a pickled (list of 2P encoded images, list of P bools)"
     if not isinstance(obj, (tuple, list)) or len(obj) != 2:
         raise ValueError(f"{path}: top-level object is {type(obj).__name__}; {expected}")
@@ -83,20 +84,7 @@ def _validate_structure(path: Path, obj) -> Tuple[list, np.ndarray]:
     return encoded, np.asarray(labels, dtype=bool)
 
 
-def decode_image(data: bytes, image_size: Tuple[int, int], source: str) -> np.ndarray:
-    """Encoded image bytes -> uint8 (H, W, 3) RGB at image_size (height, width); `source` names it in errors."""
-    array = np.frombuffer(data, dtype=np.uint8)
-    image = cv2.imdecode(array, cv2.IMREAD_COLOR) if array.size else None
-    if image is None:
-        raise ValueError(f"{source}: cannot decode the image bytes; re-encode it as JPEG or PNG")
-    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    height, width = image_size
-    if image.shape[0] != height or image.shape[1] != width:
-        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
-    return image
-
-
-def load_bin(path: PathLike, image_size: Tuple[int, int] = (112, 112), name: str = "") -> VerificationSet:
+def load_bin(path: PathLike, image_size: tuple[int, int] = (112, 112), name: str = "") -> VerificationSet:
     """Read an insightface .bin into a VerificationSet: images uint8 (2P, H, W, 3) RGB, issame bool (P,).
 
     `image_size` is (height, width); images of another size are resized. `name` defaults to the file stem.
@@ -110,7 +98,7 @@ def load_bin(path: PathLike, image_size: Tuple[int, int] = (112, 112), name: str
     encoded, issame = _validate_structure(path, _restricted_load(path))
     images = np.empty((len(encoded), image_size[0], image_size[1], 3), dtype=np.uint8)
     for index, data in enumerate(encoded):
-        images[index] = decode_image(data, image_size, f"{path} image {index}")
+        images[index] = decode_face(data, f"{path} image {index}", image_size, resize=True)
     return VerificationSet(name=name or path.stem, images=images, issame=issame)
 
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Sequence, Union
 
 from torch import nn
 
@@ -38,7 +38,7 @@ class VerificationCallback:
         self,
         val_sets: Sequence[VerificationSet],
         frequent: int,
-        output_dir: Union[str, os.PathLike],
+        output_dir: str | os.PathLike,
         summary_writer=None,
         rank: int = 0,
         batch_size: int = 64,
@@ -49,24 +49,24 @@ class VerificationCallback:
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"verification targets {duplicates} appear more than once; give each set a unique name")
-        self.val_sets: List[VerificationSet] = list(val_sets)
+        self.val_sets: list[VerificationSet] = list(val_sets)
         self.frequent = int(frequent)
         self.output_dir = Path(output_dir)
         self.summary_writer = summary_writer
         self.rank = int(rank)
         self.batch_size = int(batch_size)
-        self.highest_accuracy: Dict[str, float] = {vset.name: 0.0 for vset in self.val_sets}
+        self.highest_accuracy: dict[str, float] = {vset.name: 0.0 for vset in self.val_sets}
 
     def is_due(self, step: int, force: bool = False) -> bool:
         if self.rank != 0 or not self.val_sets:
             return False
         return force or (step > 0 and step % self.frequent == 0)
 
-    def __call__(self, step: int, model: nn.Module, force: bool = False) -> Dict[str, dict]:
+    def __call__(self, step: int, model: nn.Module, force: bool = False) -> dict[str, dict]:
         """Run the evaluation if due; returns {target name: results of `evaluate` + overlap, highest}."""
         if not self.is_due(step, force):
             return {}
-        results: Dict[str, dict] = {}
+        results: dict[str, dict] = {}
         for vset in self.val_sets:
             result = evaluate(model, vset, self.batch_size)
             name = vset.name

@@ -14,10 +14,10 @@ score each template pair by cosine; report TAR at FAR 1e-6 .. 1e-1 with the near
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -25,50 +25,12 @@ import torch
 from torch import nn
 
 from ..atomic_file import write_atomically
+from ..face_image import align_face
 from .plots import plot_roc
 from .tar_far import IJB_FARS, roc_curve, tar_at_far_details
 from .verification import images_to_input, l2_normalize, model_device_dtype, unwrap_model
 
-PathLike = Union[str, os.PathLike]
-
-# insightface's reference landmarks (eyes, nose tip, mouth corners) of a 112x112 ArcFace crop.
-ARCFACE_DST = np.array(
-    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
-    dtype=np.float64,
-)
-FACE_SIZE = 112
-
-
-def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity transform (rotation, uniform scale, translation) mapping src (K, 2) onto
-    dst (K, 2) (Umeyama, no reflection, the estimate skimage's SimilarityTransform makes); returns (2, 3)."""
-    src = np.asarray(src, dtype=np.float64)
-    dst = np.asarray(dst, dtype=np.float64)
-    src_mean, dst_mean = src.mean(axis=0), dst.mean(axis=0)
-    src_centered, dst_centered = src - src_mean, dst - dst_mean
-    covariance = dst_centered.T @ src_centered / src.shape[0]
-    signs = np.ones(2)
-    if np.linalg.det(covariance) < 0:
-        signs[1] = -1.0
-    u, singular, vt = np.linalg.svd(covariance)
-    rank = np.linalg.matrix_rank(covariance)
-    if rank == 0 or src_centered.var(axis=0).sum() == 0:
-        raise ValueError("the landmarks are all the same point, so no similarity transform exists")
-    if rank == 1:
-        signs[1] = 1.0 if np.linalg.det(u) * np.linalg.det(vt) > 0 else -1.0
-    rotation = u @ np.diag(signs) @ vt
-    scale = (singular @ signs) / src_centered.var(axis=0).sum()
-    matrix = np.zeros((2, 3))
-    matrix[:, :2] = scale * rotation
-    matrix[:, 2] = dst_mean - scale * (rotation @ src_mean)
-    return matrix
-
-
-def align_face(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-    """Warp image (H, W, 3) so its 5 landmarks (5, 2) land on ARCFACE_DST: (112, 112, 3), same channel order."""
-    matrix = similarity_transform(landmarks, ARCFACE_DST)
-    return cv2.warpAffine(image, matrix, (FACE_SIZE, FACE_SIZE), borderValue=0.0)
-
+PathLike = str | os.PathLike
 
 @dataclass
 class IJBProtocol:
@@ -76,7 +38,7 @@ class IJBProtocol:
 
     root: Path
     prefix: str
-    image_paths: List[Path]  # (N,) under loose_crop/
+    image_paths: list[Path]  # (N,) under loose_crop/
     landmarks: np.ndarray  # float64 (N, 5, 2)
     faceness: np.ndarray  # float64 (N,)
     templates: np.ndarray  # int64 (N,)
@@ -89,12 +51,12 @@ class IJBProtocol:
         return len(self.image_paths)
 
 
-def _read_lines(path: Path) -> List[str]:
+def _read_lines(path: Path) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(
             f"IJB list file {path} does not exist; pass the IJB root folder holding meta/ and loose_crop/"
         )
-    with open(path, "r", encoding="utf-8") as handle:
+    with open(path, encoding="utf-8") as handle:
         return handle.read().splitlines()
 
 
@@ -127,7 +89,7 @@ def _read_landmark_list(path: Path, crop_dir: Path, check_images: bool):
     return names, np.asarray(landmarks, dtype=np.float64).reshape(-1, 5, 2), np.asarray(faceness), paths
 
 
-def _read_int_table(path: Path, what: str) -> Tuple[List[str], np.ndarray]:
+def _read_int_table(path: Path, what: str) -> tuple[list[str], np.ndarray]:
     """Lines of `name int int` (what='media') or `int int int` (what='pairs')."""
     rows, names = [], []
     for line_number, line in enumerate(_read_lines(path), start=1):
@@ -162,7 +124,7 @@ def load_ijb_protocol(root: PathLike, prefix: str = "ijbc", check_images: bool =
             f"{media_path} lists {len(media_names)} images but {landmark_path} lists {len(names)}; "
             f"the two lists must describe the same images in the same order"
         )
-    for index, (left, right) in enumerate(zip(names, media_names)):
+    for index, (left, right) in enumerate(zip(names, media_names, strict=False)):
         if left != right:
             raise ValueError(
                 f"{media_path} line {index + 1}: image {right!r} differs from {left!r} on the same line of "
@@ -213,7 +175,7 @@ def embed_ijb_images(
         from tqdm import tqdm
 
         starts = tqdm(starts, desc=f"{protocol.prefix} images", unit="batch")
-    features: List[np.ndarray] = []
+    features: list[np.ndarray] = []
     try:
         with ThreadPoolExecutor(max_workers=num_workers) as pool:
             for start in starts:
@@ -232,7 +194,7 @@ def embed_ijb_images(
 
 def template_features(
     image_features: np.ndarray, templates: np.ndarray, medias: np.ndarray
-) -> Tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray]:
     """Per template: mean over the images of each media, sum over medias, L2-normalise.
 
     Returns (template ids (T,) ascending, features (T, D))."""
@@ -273,12 +235,12 @@ def evaluate_ijb(
     flip: bool = True,
     use_faceness: bool = True,
     normalize_images: bool = True,
-    output_dir: Optional[PathLike] = None,
+    output_dir: PathLike | None = None,
     name: str = "model",
     fars: Iterable[float] = IJB_FARS,
     num_workers: int = 2,
     progress: bool = False,
-) -> Dict[str, object]:
+) -> dict[str, object]:
     """Full IJB 1:1 evaluation; with output_dir, writes <name>_<prefix>_roc.png and <name>_<prefix>_scores.npy.
 
     Returns {"prefix", "num_images", "num_templates", "num_pairs", "tar_at_far" {far: tar},
@@ -299,7 +261,7 @@ def evaluate_ijb(
         fpr, tpr, _ = roc_curve(scores, labels)
     else:
         fpr, tpr = np.zeros(0), np.zeros(0)
-    files: List[str] = []
+    files: list[str] = []
     if output_dir is not None:
         output_dir = Path(output_dir)
         stem = f"{name}_{protocol.prefix}"
@@ -325,11 +287,11 @@ def evaluate_ijb(
     }
 
 
-def format_tar_table(results: Sequence[Tuple[str, Dict[float, float]]]) -> str:
+def format_tar_table(results: Sequence[tuple[str, dict[float, float]]]) -> str:
     """Plain-text table: one row per (name, {far: tar}), TAR in percent like insightface's table."""
     fars = sorted({far for _, tars in results for far in tars})
     header = ["Methods"] + [f"{far:.0e}" for far in fars]
     rows = [[name] + [("nan" if np.isnan(tars.get(far, np.nan)) else f"{100 * tars[far]:.2f}") for far in fars]
             for name, tars in results]
     widths = [max(len(str(row[i])) for row in [header] + rows) for i in range(len(header))]
-    return "\n".join("  ".join(str(cell).rjust(width) for cell, width in zip(row, widths)) for row in [header] + rows)
+    return "\n".join("  ".join(str(cell).rjust(width) for cell, width in zip(row, widths, strict=False)) for row in [header] + rows)

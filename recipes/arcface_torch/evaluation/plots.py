@@ -8,8 +8,8 @@ from __future__ import annotations
 import io
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, Sequence, Tuple, Union
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from ..atomic_file import write_atomically
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 
 def _save(figure: Figure, path: PathLike) -> Path:
@@ -37,7 +37,7 @@ def _as_values(values, what: str) -> np.ndarray:
     return array
 
 
-def _normalized_histograms(pos, neg, bins: int, value_range: Tuple[float, float]):
+def _normalized_histograms(pos, neg, bins: int, value_range: tuple[float, float]):
     if bins < 1:
         raise ValueError(f"bins is {bins}; pass a positive number of histogram bins such as 100")
     low, high = float(value_range[0]), float(value_range[1])
@@ -51,7 +51,7 @@ def _normalized_histograms(pos, neg, bins: int, value_range: Tuple[float, float]
     return edges, pos_hist, neg_hist
 
 
-def similarity_overlap(pos, neg, bins: int = 100, value_range: Tuple[float, float] = (-1.0, 1.0)) -> float:
+def similarity_overlap(pos, neg, bins: int = 100, value_range: tuple[float, float] = (-1.0, 1.0)) -> float:
     """Histogram intersection sum_b min(p_b, q_b) of the two normalised histograms, in [0, 1].
 
     pos, neg: cosine similarities of same-identity and different-identity pairs (any length >= 1);
@@ -67,7 +67,7 @@ def plot_similarity_histograms(
     path: PathLike,
     title: str = "",
     bins: int = 100,
-    value_range: Tuple[float, float] = (-1.0, 1.0),
+    value_range: tuple[float, float] = (-1.0, 1.0),
 ) -> float:
     """Save the positive/negative similarity distributions with the overlap shaded; returns the overlap."""
     edges, pos_hist, neg_hist = _normalized_histograms(pos, neg, bins, value_range)
@@ -92,7 +92,7 @@ def plot_similarity_histograms(
     return overlap
 
 
-def plot_roc(curves: Dict[str, Tuple[Sequence[float], Sequence[float]]], path: PathLike, title: str = "ROC") -> Path:
+def plot_roc(curves: dict[str, tuple[Sequence[float], Sequence[float]]], path: PathLike, title: str = "ROC") -> Path:
     """Save TAR (TPR) against FAR (FPR, log scale) for each name -> (fpr, tpr); points with FPR 0 are not drawable."""
     if not curves:
         raise ValueError("plot_roc got no curves; pass {name: (fpr, tpr)}")
@@ -121,7 +121,7 @@ def plot_roc(curves: Dict[str, Tuple[Sequence[float], Sequence[float]]], path: P
 
 
 def plot_loss_curves(
-    curves: Dict[str, Tuple[Sequence[float], Sequence[float]]],
+    curves: dict[str, tuple[Sequence[float], Sequence[float]]],
     path: PathLike,
     title: str = "training loss",
     log_y: bool = False,

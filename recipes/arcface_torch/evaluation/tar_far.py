@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Dict, Iterable, Tuple
+from collections.abc import Iterable
 
 import numpy as np
 
 LOGGER = logging.getLogger("arcface_torch")
 
-IJB_FARS: Tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+IJB_FARS: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
 
-def _check_scores_labels(scores, labels) -> Tuple[np.ndarray, np.ndarray]:
+def _check_scores_labels(scores, labels) -> tuple[np.ndarray, np.ndarray]:
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     labels = np.asarray(labels).reshape(-1)
     if scores.shape[0] != labels.shape[0]:
@@ -44,7 +44,7 @@ def _check_scores_labels(scores, labels) -> Tuple[np.ndarray, np.ndarray]:
     return scores, labels.astype(bool)
 
 
-def roc_curve(scores, labels, drop_intermediate: bool = True) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def roc_curve(scores, labels, drop_intermediate: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ROC of `scores` (N,) against binary `labels` (N,), ordered by increasing FPR.
 
     Returns (fpr, tpr, thresholds), each (K,): the point k accepts pairs with score >= thresholds[k];
@@ -76,7 +76,7 @@ def roc_curve(scores, labels, drop_intermediate: bool = True) -> Tuple[np.ndarra
     return fps / fps[-1], tps / tps[-1], thresholds
 
 
-def tar_at_far_details(scores, labels, fars: Iterable[float] = IJB_FARS) -> Dict[float, dict]:
+def tar_at_far_details(scores, labels, fars: Iterable[float] = IJB_FARS) -> dict[float, dict]:
     """For each target FAR: {"tar", "fpr" (the FPR actually read), "threshold", "note"}.
 
     `note` is "" when the readout is valid; otherwise it says why `tar` is NaN.
@@ -88,7 +88,7 @@ def tar_at_far_details(scores, labels, fars: Iterable[float] = IJB_FARS) -> Dict
             raise ValueError(f"target FAR {far} is outside (0, 1]; pass FARs such as 1e-4")
     num_pos = int(labels.sum())
     num_neg = int(labels.shape[0] - num_pos)
-    results: Dict[float, dict] = {}
+    results: dict[float, dict] = {}
     if num_pos == 0 or num_neg == 0:
         note = f"needs positive and negative pairs, got {num_pos} positive and {num_neg} negative"
         for far in fars:
@@ -116,7 +116,7 @@ def tar_at_far_details(scores, labels, fars: Iterable[float] = IJB_FARS) -> Dict
     return results
 
 
-def tar_at_far(scores, labels, fars: Iterable[float] = IJB_FARS) -> Dict[float, float]:
+def tar_at_far(scores, labels, fars: Iterable[float] = IJB_FARS) -> dict[float, float]:
     """{target FAR: TAR} with the nearest-FPR readout; NaN (and a logged warning) where unsupported."""
     details = tar_at_far_details(scores, labels, fars)
     for far, item in details.items():

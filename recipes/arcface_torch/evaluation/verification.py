@@ -12,17 +12,18 @@ Computed in float64 like upstream, so the numbers match to the last printed digi
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..face_image import INPUT_MEAN, INPUT_STD
 from .tar_far import tar_at_far_details
 from .verification_set import VerificationSet
 
 THRESHOLDS = np.arange(0, 4, 0.01)
-DEFAULT_FARS: Tuple[float, ...] = (1e-3, 1e-4)
+DEFAULT_FARS: tuple[float, ...] = (1e-3, 1e-4)
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -33,7 +34,7 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     return model
 
 
-def model_device_dtype(model: nn.Module) -> Tuple[torch.device, torch.dtype]:
+def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     """Device and floating dtype of the model's first floating parameter or buffer (CPU float32 if none)."""
     for tensor in list(model.parameters()) + list(model.buffers()):
         if tensor.is_floating_point():
@@ -44,12 +45,12 @@ def model_device_dtype(model: nn.Module) -> Tuple[torch.device, torch.dtype]:
 def images_to_input(images: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """uint8 (N, H, W, 3) RGB -> (N, 3, H, W) in `dtype`, normalised (x - 127.5) / 127.5 as in training."""
     batch = torch.from_numpy(np.ascontiguousarray(images)).to(device=device)
-    batch = batch.permute(0, 3, 1, 2).float().sub_(127.5).div_(127.5)
+    batch = batch.permute(0, 3, 1, 2).float().sub_(INPUT_MEAN).div_(INPUT_STD)
     return batch.to(dtype=dtype).contiguous()
 
 
 @torch.no_grad()
-def embed_with_flip(model: nn.Module, images: np.ndarray, batch_size: int = 64) -> Tuple[np.ndarray, np.ndarray]:
+def embed_with_flip(model: nn.Module, images: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """Raw embeddings of images (N, H, W, 3) and of their left-right flips: two float64 (N, D) arrays.
 
     Runs in eval mode under no_grad on the model's device and dtype; the model's train/eval mode
@@ -61,8 +62,8 @@ def embed_with_flip(model: nn.Module, images: np.ndarray, batch_size: int = 64) 
     device, dtype = model_device_dtype(model)
     was_training = model.training
     model.eval()
-    plain: List[np.ndarray] = []
-    flipped: List[np.ndarray] = []
+    plain: list[np.ndarray] = []
+    flipped: list[np.ndarray] = []
     try:
         for start in range(0, images.shape[0], batch_size):
             batch = images_to_input(images[start:start + batch_size], device, dtype)
@@ -103,7 +104,7 @@ def pair_distances(embeddings: np.ndarray) -> np.ndarray:
     return np.sum(np.square(diff), axis=1)
 
 
-def kfold_splits(num_pairs: int, n_folds: int = 10) -> List[Tuple[np.ndarray, np.ndarray]]:
+def kfold_splits(num_pairs: int, n_folds: int = 10) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train indices, test indices) per fold; contiguous folds, the first num_pairs % n_folds one larger."""
     if n_folds < 2 or num_pairs < n_folds:
         raise ValueError(
@@ -127,7 +128,7 @@ def kfold_accuracy(
     issame: Sequence[bool],
     n_folds: int = 10,
     thresholds: np.ndarray = THRESHOLDS,
-) -> Tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray]:
     """Held-out accuracy (n_folds,) and chosen threshold (n_folds,) per fold for pair distances (P,)."""
     distances = np.asarray(distances, dtype=np.float64).reshape(-1)
     issame = np.asarray(issame, dtype=bool).reshape(-1)
@@ -162,7 +163,7 @@ def evaluate(
     batch_size: int = 64,
     n_folds: int = 10,
     fars: Sequence[float] = DEFAULT_FARS,
-) -> Dict[str, object]:
+) -> dict[str, object]:
     """Embed `vset` with flip and report the upstream numbers plus TAR@FAR and the pair similarities.
 
     Returns {"name", "num_pairs", "accuracy", "accuracy_std", "fold_accuracies" (n_folds,),

@@ -34,10 +34,11 @@ import onnx
 import torch
 from google.protobuf.message import DecodeError
 
-from recipes.arcface_torch.atomic_file import staging_folder, write_bytes_atomically
-from tools.face_samples import builtin_faces, face_batch, to_network_input
-from tools.onnx_inference import ORT_ERRORS, Agreement, compare, cpu_session, run_onnx, run_torch
-from tools.onnx_preprocessing import ARCFACE_MEAN, ARCFACE_STD
+from ..atomic_file import staging_folder, write_bytes_atomically
+from ..face_image import to_network_input
+from .face_samples import builtin_faces, face_batch
+from .onnx_inference import ORT_ERRORS, Agreement, compare, cpu_session, run_onnx, run_torch
+from .onnx_preprocessing import ARCFACE_MEAN, ARCFACE_STD
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 13
@@ -121,7 +122,7 @@ def _quiet_exporter():
             warnings.simplefilter("ignore")
             yield
     finally:
-        for logger, level in zip(loggers, levels):
+        for logger, level in zip(loggers, levels, strict=False):
             logger.setLevel(level)
 
 

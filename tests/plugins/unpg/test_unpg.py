@@ -4,7 +4,7 @@ import torch
 
 from plugins.unpg import UNPG, PartialFC
 from recipes.arcface_torch.margin_loss import CombinedMarginLoss
-from tests.naive_reference import naive_unpg_loss
+from tests.support.naive_reference import naive_unpg_loss
 
 MARGINS = {"arcface": (1.0, 0.5, 0.0), "cosface": (1.0, 0.0, 0.4), "combined": (1.0, 0.3, 0.2)}
 
@@ -45,7 +45,7 @@ def test_unpg_matches_naive_float64(margin, wisk, seed):
     hook = UNPG(filter=False) if wisk is None else UNPG(wisk=wisk)
     fast = fast_loss_and_grads(embeddings, labels, weight, MARGINS[margin], scale, hook)
     naive = naive_loss_and_grads(embeddings, labels, weight, MARGINS[margin], scale, wisk, True)
-    for name, a, b in zip(("loss", "embedding grad", "centre grad"), fast, naive):
+    for name, a, b in zip(("loss", "embedding grad", "centre grad"), fast, naive, strict=False):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-12), f"{name}: max diff {(a - b).abs().max():.3e}"
 
 
@@ -70,7 +70,7 @@ def test_plain_margin_softmax_matches_naive(margin):
     embeddings, labels, weight = make_batch(3)
     fast = fast_loss_and_grads(embeddings, labels, weight, MARGINS[margin], 64.0, None)
     naive = naive_loss_and_grads(embeddings, labels, weight, MARGINS[margin], 64.0, None, False)
-    for a, b in zip(fast, naive):
+    for a, b in zip(fast, naive, strict=False):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
@@ -79,7 +79,7 @@ def test_no_negative_pairs_reduces_to_margin_softmax():
     labels = torch.full((embeddings.shape[0],), 3)
     with_unpg = fast_loss_and_grads(embeddings, labels, weight, MARGINS["arcface"], 64.0, UNPG())
     plain = fast_loss_and_grads(embeddings, labels, weight, MARGINS["arcface"], 64.0, None)
-    for a, b in zip(with_unpg, plain):
+    for a, b in zip(with_unpg, plain, strict=False):
         assert torch.equal(a, b)
 
 

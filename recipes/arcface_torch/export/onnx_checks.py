@@ -17,8 +17,8 @@ import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 
-from tools.onnx_inference import ORT_ERRORS, compare, run_onnx, run_torch
-from tools.onnx_preprocessing import ARCFACE_MEAN, ARCFACE_STD, Preprocessing, same_preprocessing
+from .onnx_inference import ORT_ERRORS, compare, run_onnx, run_torch
+from .onnx_preprocessing import ARCFACE_MEAN, ARCFACE_STD, Preprocessing, same_preprocessing
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 MIN_INPUT_SIZE = 112

@@ -3,18 +3,19 @@
 The faces come from images that ship with installed packages: insightface's aligned
 Tom_Hanks_54745.png and group photo t1.jpg, and scikit-image's astronaut. Their five landmarks
 (left eye, right eye, nose tip, left and right mouth corner, in image pixels) were read off the
-images once and are kept below; `insightface.utils.face_align.norm_crop` aligns them.
+images once and are kept below; `face_image.align_face` aligns them.
 
     faces = builtin_faces(112)              # [(name, HxWx3 BGR uint8), ...]
     batch = face_batch(faces, 32)           # (32, 112, 112, 3) BGR uint8: faces, flips, lighting
-    x = to_network_input(batch, 127.5, 127.5)   # (32, 3, 112, 112) float32 RGB
+    x = face_image.to_network_input(batch)   # (32, 3, 112, 112) float32 RGB
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
+
+from ..face_image import ARCFACE_DST, align_face
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -47,37 +48,20 @@ def _read_bgr(path: Path) -> np.ndarray:
     return image
 
 
-def align(image_bgr: np.ndarray, landmarks, size: int) -> np.ndarray:
-    """Align one face to a size x size arcface crop from its five (x, y) landmarks."""
-    import cv2
-    from insightface.utils import face_align
-
-    points = np.asarray(landmarks, dtype=np.float32)
-    if size % 112 == 0 or size % 128 == 0:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # scikit-image renamed `estimate`
-            return face_align.norm_crop(image_bgr, points, image_size=size)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        crop = face_align.norm_crop(image_bgr, points, image_size=112)
-    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_LINEAR)
-
-
 def builtin_faces(size: int = 112) -> list[tuple[str, np.ndarray]]:
     """Six real faces from installed packages, aligned to size x size, as BGR uint8 arrays."""
-    from insightface.utils import face_align
     from skimage import data as skimage_data
 
     image_dir = _insightface_image_dir()
     faces = []
     # The Tom Hanks image is already an aligned 112x112 crop: its landmarks are the template.
-    faces.append(("Tom_Hanks_54745", align(_read_bgr(image_dir / "Tom_Hanks_54745.png"),
-                                           face_align.arcface_dst, size)))
+    faces.append(("Tom_Hanks_54745", align_face(_read_bgr(image_dir / "Tom_Hanks_54745.png"),
+                                                ARCFACE_DST, size)))
     astronaut = np.ascontiguousarray(skimage_data.astronaut()[:, :, ::-1])
-    faces.append(("astronaut", align(astronaut, ASTRONAUT_LANDMARKS, size)))
+    faces.append(("astronaut", align_face(astronaut, ASTRONAUT_LANDMARKS, size)))
     group = _read_bgr(image_dir / "t1.jpg")
     for name, landmarks in T1_LANDMARKS.items():
-        faces.append((name, align(group, landmarks, size)))
+        faces.append((name, align_face(group, landmarks, size)))
     return faces
 
 
@@ -116,9 +100,3 @@ def face_batch(faces: list[tuple[str, np.ndarray]], count: int = 32) -> np.ndarr
         batch.append(np.clip(source * gain + 4.0 * (step // (len(variants) * len(gains))), 0, 255).astype(np.uint8))
         step += 1
     return np.ascontiguousarray(np.stack(batch[:count]))
-
-
-def to_network_input(images_bgr: np.ndarray, mean: float, std: float) -> np.ndarray:
-    """(N, H, W, 3) BGR uint8 -> (N, 3, H, W) float32 RGB, normalised as (pixel - mean) / std."""
-    rgb = images_bgr[..., ::-1].astype(np.float32)
-    return np.ascontiguousarray(((rgb - np.float32(mean)) / np.float32(std)).transpose(0, 3, 1, 2))

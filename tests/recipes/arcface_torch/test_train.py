@@ -2,7 +2,6 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,8 +11,9 @@ from recipes.arcface_torch import checkpoint as checkpoint_module
 from recipes.arcface_torch.checkpoint import atomic_torch_save, load_checkpoint
 from recipes.arcface_torch.config import ConfigError, get_config
 from recipes.arcface_torch.train import TrainingError, main, train
+from tests.support import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 DEMO = "recipes/arcface_torch/configs/synthetic_unpg"
 
 
@@ -26,6 +26,7 @@ def small_config(output, **overrides):
     return get_config(DEMO, **settings)
 
 
+@pytest.mark.slow
 def test_resume_continues_the_same_run_exactly(tmp_path):
     straight = train(small_config(tmp_path / "straight", max_steps=14))
     assert straight["step"] == 14
@@ -47,6 +48,7 @@ def test_resume_without_checkpoint_says_how_to_start_fresh(tmp_path):
         train(small_config(tmp_path / "empty", resume=True))
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     output = tmp_path / "nan"
     train(small_config(output, max_steps=10))  # one full epoch, checkpoint at its end
@@ -114,6 +116,7 @@ def test_cli_reports_unknown_key(capsys):
     assert "unknown config key 'lerning_rate'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_torchrun_two_cpu_ranks(tmp_path):
     output = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

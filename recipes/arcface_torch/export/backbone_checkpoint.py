@@ -15,13 +15,13 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint import CheckpointError
+
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.json"
 DEFAULT_EMBEDDING_SIZE = 512
-
-
-class CheckpointError(ValueError):
-    """A checkpoint or training config is missing, unreadable, or does not fit the network."""
+# where training-state checkpoints keep the backbone: upstream train_v2, this recipe, common wrappers
+BACKBONE_KEYS = ("state_dict_backbone", "backbone", "state_dict", "model")
 
 
 @dataclass
@@ -99,9 +99,14 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"cannot load {path} as a weights-only torch checkpoint ({first_line}); "
                               f"pass the model.pt a training run saved (a plain state_dict)") from error
+    if isinstance(state, dict):  # a training-state checkpoint: take its backbone part
+        for key in BACKBONE_KEYS:
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} holds a {type(state).__name__} that is not a state_dict of tensors; "
-                              f"pass the backbone model.pt, not a training-state checkpoint")
+                              f"pass the backbone model.pt a training run saved")
     keys = list(state)
     if keys and all(k.startswith("module.") for k in keys):  # saved from a DistributedDataParallel wrapper
         state = {k[len("module."):]: v for k, v in state.items()}
@@ -132,7 +137,7 @@ def state_dict_mismatch(model: torch.nn.Module, state: dict[str, torch.Tensor]) 
 
 def build_backbone(network: str, embedding_size: int, state: dict[str, torch.Tensor]) -> torch.nn.Module:
     """The fp32 eval-mode backbone `network` with `state` loaded; CheckpointError names any key mismatch."""
-    from recipes.arcface_torch.backbones import get_model
+    from ..backbones import get_model
 
     try:
         model = get_model(network, dropout=0.0, fp16=False, num_features=int(embedding_size))

@@ -16,9 +16,10 @@ from torch.utils.data import DataLoader
 from recipes.arcface_torch.datasets.image_folder_faces import ImageFolderFaces
 from recipes.arcface_torch.datasets.recordio import IndexedRecordReader, IndexedRecordWriter, pack_record, unpack_record
 from recipes.arcface_torch.datasets.recordio_faces import RecordIOFaces
+from tests.support import FIXTURES
 from tools import inspect_rec, make_bin, pack_rec
 
-FIXTURE = Path(__file__).parent / "fixtures" / "mxnet"
+FIXTURE = FIXTURES / "mxnet"
 IDENTITIES = ["bob", "alice", "carol"]  # sorted: alice=0, bob=1, carol=2
 
 
@@ -112,7 +113,7 @@ def test_recordio_faces_reads_mxnet_fixture():
     ds = RecordIOFaces(FIXTURE, flip=False)
     assert len(ds) == 3 and ds.num_classes == expected["num_classes"]  # identity and raw records ignored
     by_key = {r["key"]: r for r in expected["records"]}
-    for index, (key, label) in enumerate(zip(expected["image_keys"], expected["image_labels"])):
+    for index, (key, label) in enumerate(zip(expected["image_keys"], expected["image_labels"], strict=False)):
         image, got = ds[index]
         assert int(got) == label
         want = by_key[key]["image"]

@@ -24,7 +24,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from recipes.arcface_torch.atomic_file import publish_folder, staging_folder
+from ..atomic_file import publish_folder, staging_folder
 
 MANIFEST = "manifest.json"
 LICENSE_FILE = "MODEL.LICENSE"

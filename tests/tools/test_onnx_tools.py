@@ -16,10 +16,13 @@ from onnx import helper, numpy_helper
 from torch import nn
 
 from recipes.arcface_torch.backbones import get_model
+from recipes.arcface_torch.export.face_samples import builtin_faces, face_batch
+from recipes.arcface_torch.export.onnx_export import ExportError, _quiet_exporter, export_backbone
+from recipes.arcface_torch.export.onnx_inference import cpu_session, run_onnx
+from recipes.arcface_torch.face_image import to_network_input
 from tools import export_onnx, verify_onnx
-from tools.face_samples import builtin_faces, face_batch, to_network_input
-from tools.onnx_export import ExportError, _quiet_exporter, export_backbone
-from tools.onnx_inference import cpu_session, run_onnx
+
+pytestmark = pytest.mark.slow  # trains, exports or spawns processes
 
 
 class TinyFaceNet(nn.Module):
@@ -212,7 +215,8 @@ def test_verify_r18_json_report(r18_model, capsys):
 
 
 def test_insightface_loads_export_and_package_and_the_package_verifies(mbf_run, capsys):
-    from insightface.model_zoo import ArcFaceONNX, get_model as insightface_model
+    from insightface.model_zoo import ArcFaceONNX
+    from insightface.model_zoo import get_model as insightface_model
 
     folder, onnx_path = mbf_run
     model = insightface_model(str(onnx_path), providers=["CPUExecutionProvider"])

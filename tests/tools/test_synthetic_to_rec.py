@@ -1,9 +1,13 @@
 """The embedded data written as an insightface folder trains through the RecordIO and .bin path."""
+import pytest
+
 from recipes.arcface_torch.config import get_config
 from recipes.arcface_torch.datasets.recordio_faces import RecordIOFaces
 from recipes.arcface_torch.evaluation.bin_file import load_bin
 from recipes.arcface_torch.train import train
 from tools.synthetic_to_rec import main as synthetic_to_rec
+
+pytestmark = pytest.mark.slow  # trains, exports or spawns processes
 
 SMALL = ["--set", "synthetic.num_identities=12", "--set", "synthetic.images_per_identity=6",
          "--set", "synthetic.val_identities=10", "--set", "synthetic.val_pairs=40", "--set", "synthetic.label_noise=0.25",

@@ -96,7 +96,7 @@ def test_verification_pairs_are_balanced_disjoint_and_deterministic():
     assert identities.min() >= 1_000_000 and identities.max() < 1_000_040
     assert 0 < issame[:50].sum() < 50  # positives and negatives are mixed, not in blocks
     again = synthetic_verification_pairs(40, 101, seed=1, identity_offset=1_000_000)
-    for x, y in zip(again, (identities, samples, issame)):
+    for x, y in zip(again, (identities, samples, issame), strict=False):
         np.testing.assert_array_equal(x, y)
 
 

@@ -1,7 +1,11 @@
 """A short real training run on the embedded synthetic identities with loss = "unpg" learns:
 verification accuracy on held-out identities ends well above chance (0.5) and the loss goes down."""
+import pytest
+
 from recipes.arcface_torch.config import get_config
 from recipes.arcface_torch.train import train
+
+pytestmark = pytest.mark.slow  # trains, exports or spawns processes
 
 
 def test_unpg_training_on_embedded_data_learns(tmp_path):

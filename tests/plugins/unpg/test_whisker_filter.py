@@ -31,6 +31,7 @@ def test_ties_use_the_sorted_position():
     assert bounds.q1.item() == pytest.approx(0.1) and bounds.q3.item() == pytest.approx(0.9)
 
 
+@pytest.mark.slow
 def test_more_values_than_torch_quantile_accepts():
     n = 2**24 + 3  # torch.quantile refuses inputs this large
     values = torch.from_numpy(np.random.default_rng(0).random(n, dtype=np.float32))

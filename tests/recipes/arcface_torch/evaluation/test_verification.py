@@ -240,7 +240,7 @@ def test_load_bin_refuses_wrong_structures(tmp_path, payload, message):
 def test_load_bin_names_undecodable_image(tmp_path):
     _, encoded = encoded_faces(1)
     path = save_bin(tmp_path / "broken.bin", [encoded[0], b"not an image"], [False])
-    with pytest.raises(ValueError, match=r"broken.bin image 1: cannot decode"):
+    with pytest.raises(ValueError, match=r"broken.bin image 1: could not decode"):
         load_bin(path)
 
 

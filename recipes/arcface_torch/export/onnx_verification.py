@@ -13,14 +13,28 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.backbone_checkpoint import CheckpointError, build_backbone, resolve_checkpoint
-from tools.face_samples import builtin_faces, face_batch, folder_faces, to_network_input
-from tools.insightface_package import PackageError, is_package, read_package
-from tools.onnx_checks import (FAIL, PASS, SKIP, Check, check_dynamic_batch, check_file, check_finite,
-                               check_input, check_insightface, check_latency, check_onnx_checker, check_output,
-                               check_parity, check_weights)
-from tools.onnx_inference import ORT_ERRORS, cpu_session
-from tools.onnx_preprocessing import ARCFACE_MEAN, ARCFACE_STD, expected_preprocessing
+from ..face_image import to_network_input
+from .backbone_checkpoint import CheckpointError, build_backbone, resolve_checkpoint
+from .face_samples import builtin_faces, face_batch, folder_faces
+from .insightface_package import PackageError, is_package, read_package
+from .onnx_checks import (
+    FAIL,
+    PASS,
+    SKIP,
+    Check,
+    check_dynamic_batch,
+    check_file,
+    check_finite,
+    check_input,
+    check_insightface,
+    check_latency,
+    check_onnx_checker,
+    check_output,
+    check_parity,
+    check_weights,
+)
+from .onnx_inference import ORT_ERRORS, cpu_session
+from .onnx_preprocessing import ARCFACE_MEAN, ARCFACE_STD, expected_preprocessing
 
 PARITY_MIN_COSINE = 0.9999
 FACE_COUNT = 32

@@ -6,7 +6,6 @@ import os
 import pickle
 import random
 import struct
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,8 +19,9 @@ from recipes.arcface_torch.datasets.recordio import (
     pack_record,
     unpack_record,
 )
+from tests.support import FIXTURES
 
-FIXTURE = Path(__file__).parent / "fixtures" / "mxnet"
+FIXTURE = FIXTURES / "mxnet"
 EXPECTED = json.loads((FIXTURE / "expected.json").read_text())
 
 
@@ -79,10 +79,10 @@ def test_round_trip_random_payloads(tmp_path):
     payloads = _random_payloads(0)
     assert any(p.find(MAGIC_BYTES) % 4 == 0 and p for p in payloads)  # the split path is exercised
     keys = random.Random(1).sample(range(10_000), len(payloads))
-    idx, rec = _write(tmp_path, list(zip(keys, payloads)))
+    idx, rec = _write(tmp_path, list(zip(keys, payloads, strict=False)))
     with IndexedRecordReader(idx, rec) as reader:
         assert list(reader.keys) == keys
-        for key, payload in reversed(list(zip(keys, payloads))):
+        for key, payload in reversed(list(zip(keys, payloads, strict=False))):
             assert reader.read(key) == payload
         assert [p for _, p in reader.scan()] == payloads
         assert 10_001 not in reader

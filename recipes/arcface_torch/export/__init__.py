@@ -1,0 +1,1 @@
+"""Library code behind the ONNX tools: export, checks, verification, checkpoint reading, sample faces."""
