@@ -25,7 +25,8 @@ def build_train_dataset(config) -> Dataset:
         from .synthetic_faces import SyntheticFaces
 
         s = config.synthetic
-        return SyntheticFaces(s.num_identities, s.images_per_identity, seed=s.seed, label_noise=s.label_noise)
+        return SyntheticFaces(s.num_identities, s.images_per_identity, seed=s.seed, label_noise=s.label_noise,
+                              preset=s.preset, max_yaw=s.max_yaw)
     root = Path(config.rec)
     if not root.exists():
         raise FileNotFoundError(f"config.rec={config.rec!r} does not exist; point it at a RecordIO folder "
@@ -52,7 +53,8 @@ def build_val_sets(config) -> list[VerificationSet]:
 
             s = config.synthetic
             sets.append(synthetic_verification_set(s.val_identities, s.val_pairs, seed=s.seed,
-                                                   identity_offset=SYNTHETIC_VAL_OFFSET, name=SYNTHETIC))
+                                                   identity_offset=SYNTHETIC_VAL_OFFSET, name=SYNTHETIC,
+                                                   preset=s.preset, max_yaw=s.max_yaw))
             continue
         from ..evaluation.bin_file import load_bin
 
