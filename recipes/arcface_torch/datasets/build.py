@@ -43,9 +43,16 @@ def build_train_dataset(config) -> Dataset:
                      f"pack images with tools/pack_rec.py or point to the dataset folder")
 
 
+def val_target_path(rec: str, target: str) -> Path:
+    """A val target is a .bin path (ends in .bin or names a folder) or a name looked up as `<rec>/<name>.bin`."""
+    if target.endswith(".bin") or "/" in target or "\\" in target:
+        return Path(target).expanduser()
+    return Path(rec) / f"{target}.bin"
+
+
 def build_val_sets(config) -> list[VerificationSet]:
-    """One VerificationSet per name in config.val_targets: `<rec>/<name>.bin`, or with rec = "synthetic" the
-    held-out synthetic pairs for the name "synthetic"."""
+    """One VerificationSet per entry of config.val_targets: a name (`<rec>/<name>.bin`) or a .bin path, or with
+    rec = "synthetic" the held-out synthetic pairs for the name "synthetic"."""
     sets = []
     for name in config.val_targets:
         if name == SYNTHETIC and config.rec == SYNTHETIC:
@@ -58,10 +65,10 @@ def build_val_sets(config) -> list[VerificationSet]:
             continue
         from ..evaluation.bin_file import load_bin
 
-        path = Path(config.rec) / f"{name}.bin"
+        path = val_target_path(config.rec, name)
         if not path.is_file():
-            raise FileNotFoundError(f"val target {name!r} not found at {path}; put {name}.bin beside the .rec "
-                                    f"or remove it from config.val_targets")
+            raise FileNotFoundError(f"val target {name!r} not found at {path}; put {name}.bin beside the .rec, give "
+                                    f"the .bin's path, or remove it from config.val_targets")
         sets.append(load_bin(path))
     return sets
 
