@@ -7,7 +7,7 @@ Base setting: TinyFaceNet, batch 64, the "hard" synthetic task (head turns up to
 harsh light), 400 training identities x 8 images, 5% wrong labels, s = 32, 3 epochs = 150 steps,
 no warmup; scored over all pairs of 200 held-out identities x 4 images. Each level changes one thing
 (see LEVELS). Levels are run in the order listed, so a run cut short still holds the first factors;
-finished runs are reused when the command is repeated. Writes, into --results: study.md (per level:
+finished runs are reused when the command is repeated, and --no-run only summarises the finished ones. Writes, into --results: study.md (per level:
 mean accuracy and TAR of both losses and the paired difference with its spread and wins over seeds),
 study.json and study.png (the differences per level with their seed-to-seed spread).
 """
@@ -33,15 +33,15 @@ PAIR = ("arcface", "arcface+unpg")
 LEVELS = [
     ("base", "base", {}, PAIR),
     ("s=64", "scale s", {"scale": 64.0}, PAIR),
-    ("no label noise", "label noise", {"synthetic": {"label_noise": 0.0}}, PAIR),
     ("100 ids x 32 img", "classes vs batch pairs", {"synthetic": {"num_identities": 100, "images_per_identity": 32}}, PAIR),
-    ("1600 ids x 2 img", "classes vs batch pairs", {"synthetic": {"num_identities": 1600, "images_per_identity": 2}}, PAIR),
-    ("frontal (max_yaw 0)", "pose", {"synthetic": {"max_yaw": 0.0}}, PAIR),
-    ("wisk 0.5", "wisk", {}, ("unpg_wisk0.5",)),
     ("no filter", "wisk", {}, ("unpg_nofilter",)),
+    ("frontal (max_yaw 0)", "pose", {"synthetic": {"max_yaw": 0.0}}, PAIR),
+    ("2x steps", "training length", {"num_epoch": 6}, PAIR),
+    ("no label noise", "label noise", {"synthetic": {"label_noise": 0.0}}, PAIR),
     ("warmup 1 epoch", "LR schedule", {"warmup_epoch": 1}, PAIR),
-    ("2x steps (300)", "training length", {"num_epoch": 6}, PAIR),
     ("classic task", "synthetic preset", {"synthetic": {"preset": "classic"}}, PAIR),
+    ("1600 ids x 2 img", "classes vs batch pairs", {"synthetic": {"num_identities": 1600, "images_per_identity": 2}}, PAIR),
+    ("wisk 0.5", "wisk", {}, ("unpg_wisk0.5",)),
     ("wisk 1.0", "wisk", {}, ("unpg_wisk1.0",)),
 ]
 TEST_SET = "synthetic_heldout"
@@ -97,6 +97,11 @@ def level_rows(levels: list[tuple], plan: list[dict]) -> list[dict]:
         row["train_seconds"] = float(np.mean([records[(level, variant, s)]["train_seconds"] for s in seeds]))
         rows.append(row)
     return rows
+
+
+def mean_train_minutes(plan: list[dict]) -> float:
+    seconds = [record["train_seconds"] for record in load_records(plan)]
+    return float(np.mean(seconds)) / 60 if seconds else 0.0
 
 
 def fmt(values) -> str:
@@ -157,6 +162,7 @@ def main(argv=None) -> int:
     parser.add_argument("--config", default="synthetic_compare", help="base config (model, batch, scale, optimiser)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override on every run (after the level's)")
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel")
+    parser.add_argument("--no-run", action="store_true", help="start no run; summarise the finished ones")
     parser.add_argument("--output", default="work_dirs/unpg_study", help="folder for the runs")
     parser.add_argument("--results", default="benchmarks/results/unpg_study", help="folder for study.md/json/png")
     args = parser.parse_args(argv)
@@ -177,15 +183,18 @@ def main(argv=None) -> int:
         return 1
     plan = build_plan(levels, args.seeds, args.config, Path(args.output), extra)
     started = time.time()
-    outcomes = launch_runs(plan, args.jobs, log=lambda line: print(f"[{(time.time() - started) / 60:5.1f} min] {line}", flush=True))
-    failed = [Path(entry["run_dir"]).relative_to(args.output) for entry, code in outcomes if code != 0]
+    failed = []
+    if not args.no_run:
+        outcomes = launch_runs(plan, args.jobs, log=lambda line: print(f"[{(time.time() - started) / 60:5.1f} min] {line}", flush=True))
+        failed = [Path(entry["run_dir"]).relative_to(args.output) for entry, code in outcomes if code != 0]
+    finished = len(load_records(plan))
     rows = level_rows(levels, plan)
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     command = " ".join(["python benchmarks/unpg_study.py", "--seeds", *map(str, args.seeds), *(f"--set {x}" for x in args.set)])
     header = (f"`{command}` | config {args.config} + "
-              f"{json.dumps(BASE)} | {len(plan) - len(failed)} runs, {args.jobs} in parallel on {os.cpu_count()} CPU cores, "
-              f"this invocation {(time.time() - started) / 60:.1f} min")
+              f"{json.dumps(BASE)} | {finished} of {len(plan)} runs finished, {args.jobs} in parallel on {os.cpu_count()} CPU cores, "
+              f"mean train time per run {mean_train_minutes(plan):.1f} min")
     table = write_table(rows, header)
     write_bytes_atomically(results / "study.md", (table + "\n").encode())
     write_bytes_atomically(results / "study.json", json.dumps(rows, indent=1).encode())
