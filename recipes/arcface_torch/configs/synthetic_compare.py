@@ -1,6 +1,7 @@
 """Settings of the loss comparison (benchmarks/compare_unpg.py): TinyFaceNet on the "hard" synthetic task
-(head turns, occluders, harsh light) with 5% mislabelled samples, 400 steps. The "hard" renderer costs about
-twice the "classic" one per image; on 2 idle CPU cores 7 methods x 3 seeds take roughly 40 minutes.
+(head turns, occluders, harsh light) with 5% mislabelled samples, 400 steps. The "hard" renderer draws about
+half as many images per second as "classic" (210 vs 410 on one busy core), so runs take longer than the
+27 minutes that 7 methods x 3 seeds took on the classic task (2 idle CPU cores).
 `--set synthetic.preset=classic` gives the frontal task of earlier releases."""
 from easydict import EasyDict as edict
 
