@@ -74,6 +74,17 @@ def check_test_path(path: str) -> str | None:
         return None if target.is_file() else f"--test {path}: the .bin file does not exist; check the path"
     if not target.is_dir():
         return f"--test {path}: not a .bin file nor a folder of identity sub-folders; check the path"
+    from recipes.arcface_torch.datasets.image_folder_faces import list_identity_folder
+
+    try:
+        _, samples = list_identity_folder(target)
+    except ValueError as error:
+        return f"--test {path}: {error}"
+    counts = np.bincount([label for _, label in samples])
+    positives = int((counts * (counts - 1) // 2).sum())
+    if positives < 5 or counts.size < 2:
+        return (f"--test {path}: {counts.size} identities with {positives} positive pairs; 10-fold accuracy needs "
+                f">= 2 identities and >= 5 positive pairs (identities with 2+ images)")
     return None
 
 
@@ -308,13 +319,13 @@ def check_arguments(args) -> tuple[dict, str | None]:
     for far in args.fars:
         if not 0.0 < far <= 1.0:
             return {}, f"--fars {far:g} is outside (0, 1]; pass FARs such as 1e-3"
+    names = [test_set_name(path) for path in args.test]
+    if len(set(names)) != len(names):
+        return {}, f"--test names {names} repeat; give each test set a distinct file or folder name"
     for path in args.test:
         problem = check_test_path(path)
         if problem:
             return {}, problem
-    names = [test_set_name(path) for path in args.test]
-    if len(set(names)) != len(names):
-        return {}, f"--test names {names} repeat; give each test set a distinct file or folder name"
     if args.train and not Path(args.train).is_dir():
         return {}, f"--train {args.train} is not a folder; pass an image folder or a RecordIO folder (tools/pack_rec.py)"
     try:

@@ -32,11 +32,11 @@ PAIR = ("arcface", "arcface+unpg")
 # runs only a UNPG variant is the base level's ArcFace.
 LEVELS = [
     ("base", "base", {}, PAIR),
-    ("s=64", "scale s", {"scale": 64.0}, PAIR),
-    ("100 ids x 32 img", "classes vs batch pairs", {"synthetic": {"num_identities": 100, "images_per_identity": 32}}, PAIR),
-    ("no filter", "wisk", {}, ("unpg_nofilter",)),
-    ("frontal (max_yaw 0)", "pose", {"synthetic": {"max_yaw": 0.0}}, PAIR),
     ("2x steps", "training length", {"num_epoch": 6}, PAIR),
+    ("s=64", "scale s", {"scale": 64.0}, PAIR),
+    ("no filter", "wisk", {}, ("unpg_nofilter",)),
+    ("100 ids x 32 img", "classes vs batch pairs", {"synthetic": {"num_identities": 100, "images_per_identity": 32}}, PAIR),
+    ("frontal (max_yaw 0)", "pose", {"synthetic": {"max_yaw": 0.0}}, PAIR),
     ("no label noise", "label noise", {"synthetic": {"label_noise": 0.0}}, PAIR),
     ("warmup 1 epoch", "LR schedule", {"warmup_epoch": 1}, PAIR),
     ("classic task", "synthetic preset", {"synthetic": {"preset": "classic"}}, PAIR),

@@ -30,6 +30,12 @@ def test_argument_errors_are_one_sentence_naming_the_value(tmp_path):
     twice = [str(tmp_path / "a" / "faces"), str(tmp_path / "b" / "faces")]
     assert "repeat; give each test set a distinct" in compare.check_arguments(_args(test=twice))[1]
     assert "--train" in compare.check_arguments(_args(train=str(tmp_path / "nothing")))[1]
+    assert "has no identity sub-folders" in compare.check_arguments(_args(test=[str(tmp_path / "b" / "faces")]))[1]
+    for k in range(3):
+        (tmp_path / "few" / f"id{k}").mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "few" / f"id{k}" / "0.png"), np.zeros((112, 112, 3), np.uint8))
+    assert "3 identities with 0 positive pairs; 10-fold accuracy needs" in compare.check_arguments(
+        _args(test=[str(tmp_path / "few")]))[1]
     problem = compare.check_arguments(_args(train=str(tmp_path / "a")))[1]
     assert problem.startswith("no --test given")
     common, problem = compare.check_arguments(_args(set=["scale=64.0"]))
