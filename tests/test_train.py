@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,7 +12,8 @@ from plugins.unpg import PartialFC
 from recipes.arcface_torch import checkpoint as checkpoint_module
 from recipes.arcface_torch.checkpoint import atomic_torch_save, load_checkpoint
 from recipes.arcface_torch.config import ConfigError, get_config
-from recipes.arcface_torch.train import TrainingError, main, train
+from recipes.arcface_torch.datasets.build import build_train_dataset
+from recipes.arcface_torch.train import TrainingError, main, resolve_num_classes, train
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = "recipes/arcface_torch/configs/synthetic_unpg"
@@ -37,8 +39,8 @@ def test_resume_continues_the_same_run_exactly(tmp_path):
     a = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
     b = torch.load(tmp_path / "split" / "model.pt", weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    head_a = load_checkpoint(tmp_path / "straight" / "checkpoint_rank0.pt")["head"]["weight"]
-    head_b = load_checkpoint(tmp_path / "split" / "checkpoint_rank0.pt")["head"]["weight"]
+    head_a = load_checkpoint(tmp_path / "straight" / "checkpoint_rank0.pt")["state_dict_softmax_fc"]["weight"]
+    head_b = load_checkpoint(tmp_path / "split" / "checkpoint_rank0.pt")["state_dict_softmax_fc"]["weight"]
     assert torch.equal(head_a, head_b)
 
 
@@ -63,8 +65,8 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
     with pytest.raises(TrainingError, match=r"loss is nan at step 13 .*last good checkpoint .* is kept"):
         train(small_config(output, max_steps=20, resume=True))
     kept = load_checkpoint(output / "checkpoint_rank0.pt")
-    assert kept["step"] == good["step"] == 10
-    assert torch.equal(kept["head"]["weight"], good["head"]["weight"])
+    assert kept["global_step"] == good["global_step"] == 10
+    assert torch.equal(kept["state_dict_softmax_fc"]["weight"], good["state_dict_softmax_fc"]["weight"])
 
 
 def test_interrupted_checkpoint_save_keeps_previous_file(tmp_path, monkeypatch):
@@ -84,8 +86,15 @@ def test_interrupted_checkpoint_save_keeps_previous_file(tmp_path, monkeypatch):
 
 
 def test_too_few_classes_in_config_is_an_error(tmp_path):
+    dataset_with_20_classes = SimpleNamespace(num_classes=20)
     with pytest.raises(ConfigError, match="config.num_classes=5 but the dataset has 20 classes; set num_classes to 20"):
-        train(small_config(tmp_path / "classes", num_classes=5))
+        resolve_num_classes(small_config(tmp_path / "classes", num_classes=5), dataset_with_20_classes)
+
+
+def test_synthetic_rec_honours_num_classes(tmp_path):
+    """rec = "synthetic" renders config.num_classes identities when a config sets it (upstream configs do)."""
+    assert build_train_dataset(small_config(tmp_path, num_classes=7)).num_classes == 7
+    assert build_train_dataset(small_config(tmp_path)).num_classes == 20
 
 
 def test_label_outside_class_range_is_an_error():
@@ -126,10 +135,10 @@ def test_torchrun_two_cpu_ranks(tmp_path):
     assert "2 rank(s)" in result.stdout
     for rank in (0, 1):
         state = load_checkpoint(output / f"checkpoint_rank{rank}.pt")
-        assert state["step"] == 3 and state["world_size"] == 2
+        assert state["global_step"] == 3 and state["world_size"] == 2
     # 21 classes over 2 ranks: shards of 11 and 10 centres
-    assert load_checkpoint(output / "checkpoint_rank0.pt")["head"]["weight"].shape[0] == 11
-    assert load_checkpoint(output / "checkpoint_rank1.pt")["head"]["weight"].shape[0] == 10
+    assert load_checkpoint(output / "checkpoint_rank0.pt")["state_dict_softmax_fc"]["weight"].shape[0] == 11
+    assert load_checkpoint(output / "checkpoint_rank1.pt")["state_dict_softmax_fc"]["weight"].shape[0] == 10
 
 
 def test_cli_reports_unreadable_checkpoint(tmp_path, capsys):

@@ -1,11 +1,22 @@
-"""Process-group set-up from the environment torchrun provides; plain `python` means one process, no group."""
+"""Process-group set-up from the environment torchrun provides; plain `python` means one process, no group.
+
+Nothing hangs: collectives time out after `config.dist_timeout` seconds (torch's default is 30 minutes), each
+rank posts the step it starts on the group's store so that a timeout can name the ranks that stopped
+answering, and checks made before training are agreed on by every rank so that an error on one rank
+stops them all instead of leaving the others waiting in a collective.
+"""
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+
+
+class RankError(RuntimeError):
+    """Another rank failed or stopped answering; the message names it."""
 
 
 @dataclass
@@ -14,14 +25,16 @@ class DistContext:
     local_rank: int
     world_size: int
     device: torch.device
+    timeout_s: float = 300.0
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
 
-def setup_distributed() -> DistContext:
-    """nccl on CUDA, gloo on CPU; initialises a group only when torchrun set WORLD_SIZE > 1."""
+def setup_distributed(timeout_s: float = 300.0) -> DistContext:
+    """nccl on CUDA, gloo on CPU; initialises a group only when torchrun set WORLD_SIZE > 1.
+    `timeout_s` bounds every collective (a group created by the caller keeps its own timeout)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -31,12 +44,74 @@ def setup_distributed() -> DistContext:
     else:
         device = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world_size)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world_size,
+                                timeout=timedelta(seconds=timeout_s))
     elif dist.is_initialized():
         rank, world_size = dist.get_rank(), dist.get_world_size()
-    return DistContext(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
+    return DistContext(rank=rank, local_rank=local_rank, world_size=world_size, device=device, timeout_s=timeout_s)
 
 
 def cleanup_distributed() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def _store():
+    try:
+        return dist.distributed_c10d._get_default_store()
+    except (AttributeError, RuntimeError, ValueError):
+        return None
+
+
+def post_progress(ctx: DistContext, step: int) -> None:
+    """Record on the group's store that this rank starts global step `step` (one small store write)."""
+    if ctx.world_size > 1 and (store := _store()) is not None:
+        store.set(f"arcface_progress/{ctx.rank}", str(step))
+
+
+def lagging_ranks(ctx: DistContext, step: int) -> list[tuple[int, int | None]]:
+    """(rank, last step it started, None if never) for every other rank that has not started `step`."""
+    store = _store()
+    if store is None:
+        return []
+    behind = []
+    for rank in range(ctx.world_size):
+        if rank == ctx.rank:
+            continue
+        key = f"arcface_progress/{rank}"
+        try:
+            last = int(store.get(key)) if store.check([key]) else None
+        except RuntimeError:  # the store itself is gone with its host rank
+            last = None
+        if last is None or last < step:
+            behind.append((rank, last))
+    return behind
+
+
+def explain_collective_failure(ctx: DistContext, step: int, error: BaseException) -> RankError:
+    """A RankError naming the ranks that stopped answering while this rank waited at global step `step`."""
+    behind = lagging_ranks(ctx, step)
+    if behind:
+        who = ", ".join(f"rank {r} (last started step {last})" if last is not None else f"rank {r} (never started a step)"
+                        for r, last in behind)
+    else:
+        who = "another rank (it failed or was stopped; see its log)"
+    return RankError(f"rank {ctx.rank} stopped at step {step}: {who} did not answer within dist_timeout="
+                     f"{ctx.timeout_s:g}s ({str(error).splitlines()[0][:200]}); the job stops, resume from the last checkpoint")
+
+
+def agree(ctx: DistContext, error: BaseException | None) -> None:
+    """Every rank passes its own error (or None). A rank with an error raises it; if only other ranks have one,
+    this rank raises RankError naming the first of them. Collective: all_gather_object of one string per rank."""
+    if ctx.world_size == 1 or not dist.is_initialized():
+        if error is not None:
+            raise error
+        return
+    messages: list[str | None] = [None] * ctx.world_size
+    dist.all_gather_object(messages, None if error is None else str(error))  # collective: every rank's verdict
+    if error is not None:
+        raise error
+    failed = [(rank, text) for rank, text in enumerate(messages) if text]
+    if failed:
+        rank, text = failed[0]
+        raise RankError(f"rank {rank}: {text}")
