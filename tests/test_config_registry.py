@@ -36,7 +36,7 @@ def test_missing_config_lists_available():
 
 @pytest.mark.parametrize("key, value, message", [
     ("sample_rate", 1.5, r"sample_rate=1.5 must be a number in \[0, 1\]"),
-    ("margin_list", (1.0, 0.5), "margin_list=.* must have 3 values"),
+    ("margin_list", (1.0, 0.5), "margin_list=.* must have 3 numbers"),
     ("batch_size", 0, "batch_size=0 must be a positive integer"),
     ("optimizer", "adam", "optimizer='adam' is not supported"),
 ])
