@@ -3,16 +3,22 @@
 Nothing hangs: collectives time out after `config.dist_timeout` seconds (torch's default is 30 minutes), each
 rank posts the step it starts on the group's store so that a timeout can name the ranks that stopped
 answering, and checks made before training are agreed on by every rank so that an error on one rank
-stops them all instead of leaving the others waiting in a collective.
+stops them all instead of leaving the others waiting in a collective. A heartbeat thread per rank tells a
+rank that stopped (SIGSTOP, killed, hung) from ranks that merely wait for it.
 """
 from __future__ import annotations
 
 import os
+import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+
+
+HEARTBEAT_INTERVAL_S = 1.0
 
 
 class RankError(RuntimeError):
@@ -69,31 +75,62 @@ def post_progress(ctx: DistContext, step: int) -> None:
         store.set(f"arcface_progress/{ctx.rank}", str(step))
 
 
-def lagging_ranks(ctx: DistContext, step: int) -> list[tuple[int, int | None]]:
-    """(rank, last step it started, None if never) for every other rank that has not started `step`."""
+class Heartbeat:
+    """A daemon thread that bumps this rank's counter on the group's store every `interval_s` seconds.
+    It keeps beating while the rank waits in a collective; it stops when the process is stopped, killed or
+    hung in native code, which is how a timeout tells the rank that stopped from the ranks that waited."""
+
+    def __init__(self, ctx: DistContext, interval_s: float = HEARTBEAT_INTERVAL_S):
+        self.ctx, self.interval_s = ctx, interval_s
+        self.store = _store() if ctx.world_size > 1 else None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="arcface-heartbeat", daemon=True)
+
+    def _run(self) -> None:
+        beats = 0
+        while not self._stop.is_set():
+            beats += 1
+            try:
+                self.store.set(f"arcface_heartbeat/{self.ctx.rank}", str(beats))
+            except RuntimeError:  # the store is gone: the job is ending
+                return
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> "Heartbeat":
+        if self.store is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+
+
+def _read(store, key: str) -> str | None:
+    try:
+        return store.get(key).decode() if store.check([key]) else None
+    except RuntimeError:  # the store itself is gone with its host
+        return None
+
+
+def silent_ranks(ctx: DistContext, wait_s: float = 2.5 * HEARTBEAT_INTERVAL_S) -> list[tuple[int, str | None]]:
+    """(rank, last step it started) for every other rank whose heartbeat did not move during `wait_s`."""
     store = _store()
     if store is None:
         return []
-    behind = []
-    for rank in range(ctx.world_size):
-        if rank == ctx.rank:
-            continue
-        key = f"arcface_progress/{rank}"
-        try:
-            last = int(store.get(key)) if store.check([key]) else None
-        except RuntimeError:  # the store itself is gone with its host rank
-            last = None
-        if last is None or last < step:
-            behind.append((rank, last))
-    return behind
+    others = [rank for rank in range(ctx.world_size) if rank != ctx.rank]
+    before = {rank: _read(store, f"arcface_heartbeat/{rank}") for rank in others}
+    time.sleep(wait_s)
+    after = {rank: _read(store, f"arcface_heartbeat/{rank}") for rank in others}
+    return [(rank, _read(store, f"arcface_progress/{rank}")) for rank in others
+            if after[rank] is None or after[rank] == before[rank]]
 
 
 def explain_collective_failure(ctx: DistContext, step: int, error: BaseException) -> RankError:
     """A RankError naming the ranks that stopped answering while this rank waited at global step `step`."""
-    behind = lagging_ranks(ctx, step)
-    if behind:
-        who = ", ".join(f"rank {r} (last started step {last})" if last is not None else f"rank {r} (never started a step)"
-                        for r, last in behind)
+    silent = silent_ranks(ctx)
+    if silent:
+        who = ", ".join(f"rank {rank} (last started step {last}, no heartbeat)" if last is not None
+                        else f"rank {rank} (never started a step, no heartbeat)" for rank, last in silent)
     else:
         who = "another rank (it failed or was stopped; see its log)"
     return RankError(f"rank {ctx.rank} stopped at step {step}: {who} did not answer within dist_timeout="

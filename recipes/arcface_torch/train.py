@@ -35,7 +35,7 @@ from recipes.arcface_torch.checkpoint import (CheckpointError, atomic_torch_save
                                               find_checkpoint, load_checkpoint, non_finite_tensors, rng_state, set_rng_state)
 from recipes.arcface_torch.config import ConfigError, config_warnings, get_config
 from recipes.arcface_torch.datasets.build import build_train_dataset, build_train_loader, build_val_sets
-from recipes.arcface_torch.distributed import (RankError, agree, cleanup_distributed, explain_collective_failure,
+from recipes.arcface_torch.distributed import (Heartbeat, RankError, agree, cleanup_distributed, explain_collective_failure,
                                                post_progress, setup_distributed)
 from recipes.arcface_torch.evaluation.callback import VerificationCallback
 from recipes.arcface_torch.losses import build_head
@@ -228,47 +228,48 @@ def _train(config, ctx, output: Path, lock, allow_config_change: bool) -> dict:
                 f"{batches_per_epoch} batches/epoch, {last_step} steps (LR schedule: {warmup_steps} warmup, {total_steps} total)")
 
     try:
-        while step < last_step and epoch < config.num_epoch:
-            sampler.set_epoch(epoch, start_batch)
-            if hasattr(dataset, "set_epoch"):
-                dataset.set_epoch(epoch)  # new flips every epoch, a function of (seed, epoch, index)
-            model.train()
-            for batch, (images, labels) in enumerate(loader, start=start_batch):
-                post_progress(ctx, step + 1)
-                if head.negative_pairs is not None:
-                    head.negative_pairs.collect_stats = (step + 1) % config.frequent == 0
-                images, labels = images.to(ctx.device, non_blocking=True), labels.to(ctx.device, non_blocking=True)
-                loss = head(model(images).float(), labels)  # the backbone autocasts its own trunk
-                loss_value = loss.item()
-                if not math.isfinite(loss_value):
-                    kept = f"the last good checkpoint {ckpt_file} is kept" if ckpt_file.exists() else "no checkpoint was written"
-                    raise TrainingError(f"loss is {loss_value} at step {step + 1} (epoch {epoch}); training stopped and {kept}; "
-                                        f"lower config.lr, keep clip_grad_norm > 0 or check the data")
-                scaler.scale(loss / config.gradient_acc).backward()
-                step += 1
-                if step % config.gradient_acc == 0:  # upstream: one optimizer step per gradient_acc batches
-                    scaler.unscale_(optimizer)
-                    if config.clip_grad_norm > 0:
-                        torch.nn.utils.clip_grad_norm_(backbone.parameters(), config.clip_grad_norm)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    optimizer.zero_grad(set_to_none=True)
-                scheduler.step()  # every batch, as upstream's train_v2
-                loss_meter.update(loss_value)
-                loss_history.append((step, loss_value))
-                progress(step, epoch, loss_meter, scheduler.get_last_lr()[0], scaler.get_scale() if scaler.is_enabled() else None,
-                         head.last_stats if step % config.frequent == 0 else {})
-                results = verification(step, backbone) or results
-                if step >= last_step:
-                    next_epoch, next_batch = (epoch, batch + 1) if batch + 1 < batches_per_epoch else (epoch + 1, 0)
-                    save(next_epoch, next_batch)
-                    break
-            else:
-                epoch, start_batch = epoch + 1, 0
-                if step % config.gradient_acc == 0:
-                    save(epoch, 0)
-                continue
-            break
+        with Heartbeat(ctx):  # lets a timeout tell the rank that stopped from the ranks that waited
+            while step < last_step and epoch < config.num_epoch:
+                sampler.set_epoch(epoch, start_batch)
+                if hasattr(dataset, "set_epoch"):
+                    dataset.set_epoch(epoch)  # new flips every epoch, a function of (seed, epoch, index)
+                model.train()
+                for batch, (images, labels) in enumerate(loader, start=start_batch):
+                    post_progress(ctx, step + 1)
+                    if head.negative_pairs is not None:
+                        head.negative_pairs.collect_stats = (step + 1) % config.frequent == 0
+                    images, labels = images.to(ctx.device, non_blocking=True), labels.to(ctx.device, non_blocking=True)
+                    loss = head(model(images).float(), labels)  # the backbone autocasts its own trunk
+                    loss_value = loss.item()
+                    if not math.isfinite(loss_value):
+                        kept = f"the last good checkpoint {ckpt_file} is kept" if ckpt_file.exists() else "no checkpoint was written"
+                        raise TrainingError(f"loss is {loss_value} at step {step + 1} (epoch {epoch}); training stopped and {kept}; "
+                                            f"lower config.lr, keep clip_grad_norm > 0 or check the data")
+                    scaler.scale(loss / config.gradient_acc).backward()
+                    step += 1
+                    if step % config.gradient_acc == 0:  # upstream: one optimizer step per gradient_acc batches
+                        scaler.unscale_(optimizer)
+                        if config.clip_grad_norm > 0:
+                            torch.nn.utils.clip_grad_norm_(backbone.parameters(), config.clip_grad_norm)
+                        scaler.step(optimizer)
+                        scaler.update()
+                        optimizer.zero_grad(set_to_none=True)
+                    scheduler.step()  # every batch, as upstream's train_v2
+                    loss_meter.update(loss_value)
+                    loss_history.append((step, loss_value))
+                    progress(step, epoch, loss_meter, scheduler.get_last_lr()[0], scaler.get_scale() if scaler.is_enabled() else None,
+                             head.last_stats if step % config.frequent == 0 else {})
+                    results = verification(step, backbone) or results
+                    if step >= last_step:
+                        next_epoch, next_batch = (epoch, batch + 1) if batch + 1 < batches_per_epoch else (epoch + 1, 0)
+                        save(next_epoch, next_batch)
+                        break
+                else:
+                    epoch, start_batch = epoch + 1, 0
+                    if step % config.gradient_acc == 0:
+                        save(epoch, 0)
+                    continue
+                break
     except RuntimeError as error:
         if ctx.world_size > 1 and not isinstance(error, (TrainingError, RankError)) and _is_collective_failure(error):
             raise explain_collective_failure(ctx, step + 1, error) from error

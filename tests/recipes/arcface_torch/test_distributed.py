@@ -1,0 +1,101 @@
+"""Nothing hangs: a rank that stops answering ends the job within config.dist_timeout, naming that rank;
+a check that fails on one rank stops every rank."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch.distributed as dist
+
+from recipes.arcface_torch.distributed import DistContext, RankError, agree
+from tests.distributed_harness import run_on_ranks
+
+ROOT = Path(__file__).resolve().parents[3]
+DEMO = "recipes/arcface_torch/configs/synthetic_unpg"
+
+
+def _children_with_rank(parent_pid: int, rank: int) -> list[int]:
+    """Descendant processes of `parent_pid` whose environment holds RANK=<rank> (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in environ and f"TORCHELASTIC_RUN_ID".encode() in b" ".join(environ):
+            ppid = int(stat[1])
+            if ppid == parent_pid or _is_descendant(ppid, parent_pid):
+                found.append(int(entry.name))
+    return found
+
+
+def _is_descendant(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        try:
+            pid = int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            return False
+    return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the rank's process through /proc")
+def test_a_stopped_rank_ends_the_job_within_dist_timeout_naming_it(tmp_path):
+    output = tmp_path / "stall"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29547",
+               "recipes/arcface_torch/train.py", DEMO, "--set", f"output={output}", "--set", "num_epoch=200",
+               "--set", "num_workers=0", "--set", "batch_size=4", "--set", "val_targets=[]", "--set", "frequent=1",
+               "--set", "dist_timeout=6", "--set", "synthetic={'num_identities': 8, 'images_per_identity': 2}"]
+    launcher = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stopped = []
+    try:
+        log = output / "training.log"
+        deadline = time.time() + 120
+        while time.time() < deadline and not (log.exists() and "Global Step: 3 " in log.read_text()):
+            time.sleep(0.2)
+        assert log.exists(), "training never started"
+        stopped = _children_with_rank(launcher.pid, 1)
+        assert len(stopped) == 1, stopped
+        os.kill(stopped[0], signal.SIGSTOP)  # rank 1 stops answering, as a hung or swapped-out process would
+        started = time.time()
+        _, err = launcher.communicate(timeout=120)
+        elapsed = time.time() - started
+    finally:
+        for pid in stopped:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+    assert launcher.returncode != 0
+    assert elapsed < 60  # dist_timeout=6 s, not torch's 30 minutes
+    lines = [line for line in err.splitlines() if line.startswith("error (rank 0)")]
+    assert lines, err[-3000:]
+    assert "rank 1 (last started step" in lines[0] and "did not answer within dist_timeout=6s" in lines[0]
+
+
+def _agree_worker(rank, world_size):
+    ctx = DistContext(rank=rank, local_rank=rank, world_size=world_size, device=dist.get_backend() and None)
+    try:
+        agree(ctx, ValueError("the dataset folder is missing on this host") if rank == 1 else None)
+    except (RankError, ValueError) as error:
+        return type(error).__name__, str(error)
+    return None
+
+
+@pytest.mark.slow
+def test_a_check_failing_on_one_rank_stops_every_rank():
+    results = run_on_ranks(_agree_worker, 2)
+    assert results[0] == ("RankError", "rank 1: the dataset folder is missing on this host")
+    assert results[1] == ("ValueError", "the dataset folder is missing on this host")
