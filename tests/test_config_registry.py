@@ -123,6 +123,7 @@ def test_upstream_edge_values_load_with_warnings(tmp_path):
     assert any("Weights & Biases logging is not built in" in note for note in config_warnings(wandb))
 
 
+@pytest.mark.slow
 def test_vit_network_passes_validation_and_fails_in_one_line_when_built(tmp_path, capsys):
     values = dict(UPSTREAM["configs"]["wf42m_pfc03_40epoch_8gpu_vit_t"], rec="synthetic", num_classes=0, batch_size=4,
                   val_targets=[], num_workers=0, output=str(tmp_path / "out"))

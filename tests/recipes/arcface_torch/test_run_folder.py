@@ -60,6 +60,7 @@ def test_folder_holding_a_run_needs_resume_or_force(tmp_path):
     check_run_folder(tmp_path, resume=False, force=True)
 
 
+@pytest.mark.slow
 def test_second_run_into_the_same_folder_is_refused_and_loses_nothing(tmp_path, capsys):
     output = tmp_path / "run"
     train(tiny(output))
