@@ -322,3 +322,24 @@ def test_run_ends_nonzero_when_the_model_cannot_be_saved(tmp_path, monkeypatch, 
     assert code == 1
     assert captured.err == f"error: no space left on the device while writing {output / 'model.pt'}; model.pt was not written; free space there and run again\n"
     assert "model saved" not in captured.out
+
+
+class _DatasetWithABadImage(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        if index == 2:
+            raise ValueError("train.rec key 3: could not decode the image (12 bytes, not a valid JPEG/PNG); re-encode or remove it")
+        return torch.zeros(1)
+
+
+def test_errors_inside_dataloader_workers_are_reported_by_their_first_cause():
+    from recipes.arcface_torch.train import first_cause
+
+    loader = torch.utils.data.DataLoader(_DatasetWithABadImage(), batch_size=1, num_workers=1)
+    with pytest.raises(ValueError) as caught:
+        list(loader)
+    assert "Original Traceback" in str(caught.value)  # what torch re-raises: a multi-line worker traceback
+    assert first_cause(caught.value) == ("train.rec key 3: could not decode the image (12 bytes, not a valid JPEG/PNG); "
+                                         "re-encode or remove it")

@@ -11,7 +11,6 @@ is decoded once to check it; the file is written to a temp name and renamed, nev
 from __future__ import annotations
 
 import argparse
-import os
 import pickle
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tqdm import tqdm  # noqa: E402
 
+from recipes.arcface_torch.atomic_file import write_atomically  # noqa: E402
 from recipes.arcface_torch.datasets.face_image import decode_face  # noqa: E402
 
 
@@ -40,8 +40,13 @@ def read_pairs(pairs_path: Path, root: Path) -> list[tuple[Path, Path, bool, int
     return pairs
 
 
-def make_bin(pairs_path: Path, output: Path, root: Path | None = None, image_size=(112, 112), progress: bool = True) -> int:
-    """Write the .bin for `pairs_path` to `output`; return the number of pairs."""
+def make_bin(pairs_path: Path, output: Path, root: Path | None = None, image_size=(112, 112), progress: bool = True,
+             force: bool = False) -> int:
+    """Write the .bin for `pairs_path` to `output`; return the number of pairs. An existing `output` is
+    replaced only with `force`."""
+    output = Path(output)
+    if output.exists() and not force:
+        raise FileExistsError(f"{output} already exists; pass --force to replace it, or choose another output file")
     pairs_path = Path(pairs_path)
     root = Path(root) if root is not None else pairs_path.parent
     pairs = read_pairs(pairs_path, root)
@@ -54,19 +59,10 @@ def make_bin(pairs_path: Path, output: Path, root: Path | None = None, image_siz
             decode_face(data, f"{pairs_path} line {number}: {path}", image_size)
             bins.append(data)
         issame.append(same)
-    output = Path(output)
     if not output.parent.is_dir():
         raise FileNotFoundError(f"output folder {output.parent} does not exist; create it first")
-    temp = output.with_name(output.name + f".tmp-{os.getpid()}")
-    try:
-        with open(temp, "wb") as handle:
-            pickle.dump((bins, issame), handle, protocol=4)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, output)
-    finally:
-        if temp.exists():
-            os.remove(temp)
+    # temp file + rename; a full disk keeps any previous file, leftovers of a killed run are removed
+    write_atomically(output, lambda handle: pickle.dump((bins, issame), handle, protocol=4))
     return len(issame)
 
 
@@ -78,9 +74,11 @@ def main(argv=None) -> int:
                         help="folder the image paths are relative to (default: the pairs file's folder)")
     parser.add_argument("--image-size", type=int, nargs=2, default=(112, 112), metavar=("H", "W"), help="required face size")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--force", action="store_true", help="replace an existing output file")
     args = parser.parse_args(argv)
     try:
-        count = make_bin(args.pairs, args.output, args.root, tuple(args.image_size), progress=not args.quiet)
+        count = make_bin(args.pairs, args.output, args.root, tuple(args.image_size), progress=not args.quiet,
+                         force=args.force)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -20,6 +20,7 @@ import ast
 import json
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -369,7 +370,7 @@ def first_cause(error: BaseException) -> str:
     text = str(error)
     if "Original Traceback" in text:  # DataLoader worker: the original exception is the last line
         lines = [line.strip() for line in text.splitlines() if line.strip()]
-        text = lines[-1] if lines else text
+        text = re.sub(r"^(?:\w+\.)*[A-Z]\w*(?:Error|Exception): ", "", lines[-1]) if lines else text
     return " ".join(text.split())
 
 
