@@ -22,12 +22,14 @@ import math
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch
+import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from recipes.arcface_torch.atomic_file import write_bytes_atomically
@@ -255,7 +257,9 @@ def _train(config, ctx, output: Path, lock, allow_config_change: bool) -> dict:
                         scaler.step(optimizer)
                         scaler.update()
                         optimizer.zero_grad(set_to_none=True)
-                    scheduler.step()  # every batch, as upstream's train_v2
+                    with warnings.catch_warnings():  # with gradient_acc > 1 torch warns that no optimizer step came first
+                        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+                        scheduler.step()  # every batch, as upstream's train_v2
                     loss_meter.update(loss_value)
                     loss_history.append((step, loss_value))
                     progress(step, epoch, loss_meter, scheduler.get_last_lr()[0], scaler.get_scale() if scaler.is_enabled() else None,
@@ -295,15 +299,16 @@ def resume(config, current: dict, ctx, output: Path, backbone, head, optimizer, 
         check_checkpoint_keys(state, path)
         written_by = state.get("world_size", len(list(output.glob("checkpoint_gpu_*.pt"))) or None)
         if written_by is not None and written_by != ctx.world_size:
-            problem = TrainingError(f"{path} was written by {written_by} ranks but this run has {ctx.world_size}; the class centres "
-                       f"are sharded per rank, so resume with {written_by} processes (reshard the centres to change it)")
+            problem = TrainingError(f"{path} was written by {written_by} ranks but this run has {ctx.world_size}; the class "
+                                    f"centres are sharded per rank, so resume with {written_by} processes (reshard the "
+                                    f"centres to change it)")
     except (FileNotFoundError, CheckpointError) as error:
         problem = error
     if problem is None and ctx.is_main and (output / "config.json").is_file():
         changes = changed_run_keys(current, json.loads((output / "config.json").read_text()))
         if changes and not allow_config_change:
-            problem = TrainingError(f"the config changed since the checkpoint ({'; '.join(changes)}); restore those values, or pass "
-                       f"--allow-config-change to continue the run with the new ones")
+            problem = TrainingError(f"the config changed since the checkpoint ({'; '.join(changes)}); restore those values, "
+                                    f"or pass --allow-config-change to continue the run with the new ones")
         elif changes:
             logger.warning(f"resuming with changed config values: {'; '.join(changes)}")
     agree(ctx, problem)
@@ -311,8 +316,6 @@ def resume(config, current: dict, ctx, output: Path, backbone, head, optimizer, 
     position = [int(state["global_step"]), int(state["epoch"]), int(state.get("next_batch", 0))]
     positions = [position] * ctx.world_size
     if ctx.world_size > 1:
-        import torch.distributed as dist
-
         dist.all_gather_object(positions, position)  # collective: every rank's (step, epoch, batch)
     if any(p != positions[0] for p in positions):
         raise TrainingError(f"rank checkpoints disagree on (step, epoch, batch): "
