@@ -343,3 +343,10 @@ def test_errors_inside_dataloader_workers_are_reported_by_their_first_cause():
     assert "Original Traceback" in str(caught.value)  # what torch re-raises: a multi-line worker traceback
     assert first_cause(caught.value) == ("train.rec key 3: could not decode the image (12 bytes, not a valid JPEG/PNG); "
                                          "re-encode or remove it")
+
+
+@pytest.mark.slow
+def test_interclass_filtering_trains_in_the_recipe(tmp_path):
+    """Upstream's wf12m *_filter04 configs: interclass_filtering_threshold = 0.4 with partial FC sampling."""
+    result = train(small_config(tmp_path / "filter", interclass_filtering_threshold=0.4, sample_rate=0.3, max_steps=3))
+    assert result["step"] == 3 and all(math.isfinite(loss) for _, loss in result["loss_history"])

@@ -99,3 +99,31 @@ def test_a_check_failing_on_one_rank_stops_every_rank():
     results = run_on_ranks(_agree_worker, 2)
     assert results[0] == ("RankError", "rank 1: the dataset folder is missing on this host")
     assert results[1] == ("ValueError", "the dataset folder is missing on this host")
+
+
+@pytest.mark.slow
+def test_an_error_on_one_rank_stops_the_whole_job_without_waiting_for_the_timeout(tmp_path):
+    """One corrupt image, read by whichever rank's shard holds it: that rank exits with one line, and the other
+    rank, waiting in a collective, is stopped long before dist_timeout."""
+    from tools.synthetic_to_rec import main as synthetic_to_rec
+
+    data = tmp_path / "rec"
+    assert synthetic_to_rec([str(data), "--set", "synthetic.num_identities=12", "--set", "synthetic.images_per_identity=6",
+                             "--set", "synthetic.val_identities=10", "--set", "synthetic.val_pairs=20", "--quiet"]) == 0
+    offsets = dict(line.split("\t") for line in (data / "train.idx").read_text().split("\n") if line)
+    with open(data / "train.rec", "r+b") as rec:
+        rec.seek(int(offsets["1"]) + 8 + 24)  # record magic and length, then the image header: the JPEG starts here
+        rec.write(b"\0\0\0\0")  # no JPEG start marker: this one image cannot be decoded
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29549",
+               "recipes/arcface_torch/train.py", DEMO, "--set", f"rec={data}", "--set", f"output={tmp_path / 'out'}",
+               "--set", "num_epoch=50", "--set", "num_workers=0", "--set", "batch_size=8", "--set", "val_targets=[]",
+               "--set", "embedding_size=16", "--set", "dist_timeout=300"]
+    started = time.time()
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=280)
+    elapsed = time.time() - started
+    assert result.returncode != 0
+    assert elapsed < 150  # the other rank did not sit out dist_timeout=300 s
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error (rank ")]
+    assert len(lines) == 1, result.stderr[-3000:]
+    assert "key 1: could not decode the image" in lines[0]
