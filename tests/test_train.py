@@ -157,7 +157,6 @@ import math  # noqa: E402
 from recipes.arcface_torch.backbones import get_model  # noqa: E402
 from recipes.arcface_torch.checkpoint import UPSTREAM_KEYS  # noqa: E402
 from recipes.arcface_torch.datasets.synthetic_faces import SyntheticFaces  # noqa: E402
-from recipes.arcface_torch.distributed import RankError  # noqa: E402
 
 
 def upstream_lr(base, warmup, total, step):

@@ -127,3 +127,30 @@ def test_an_error_on_one_rank_stops_the_whole_job_without_waiting_for_the_timeou
     lines = [line for line in result.stderr.splitlines() if line.startswith("error (rank ")]
     assert len(lines) == 1, result.stderr[-3000:]
     assert "key 1: could not decode the image" in lines[0]
+
+
+def _train_worker(rank, world_size, output, overrides):
+    from recipes.arcface_torch.config import get_config
+    from recipes.arcface_torch.train import TrainingError, train
+
+    config = get_config(DEMO, output=output, num_workers=0, batch_size=4, num_epoch=2, val_targets=[], embedding_size=16,
+                        synthetic={"num_identities": 8, "images_per_identity": 4}, **overrides)
+    try:
+        return train(config)["step"]
+    except (TrainingError, RankError) as error:
+        return type(error).__name__, str(error)
+
+
+@pytest.mark.slow
+def test_resume_refuses_rank_checkpoints_that_disagree(tmp_path):
+    from recipes.arcface_torch.checkpoint import atomic_torch_save, load_checkpoint
+
+    output = str(tmp_path / "two")
+    assert run_on_ranks(_train_worker, 2, output, {"max_steps": 2}) == [2, 2]
+    state = load_checkpoint(tmp_path / "two" / "checkpoint_rank1.pt")
+    state["global_step"] = 3  # as if rank 1's save of a later step survived and rank 0's did not
+    atomic_torch_save(state, tmp_path / "two" / "checkpoint_rank1.pt")
+    results = run_on_ranks(_train_worker, 2, output, {"max_steps": 4, "resume": True})
+    for name, message in results:
+        assert name == "TrainingError"
+        assert message.startswith("rank checkpoints disagree on (step, epoch, batch): rank 0 (2, 0, 2), rank 1 (3, 0, 2)")
