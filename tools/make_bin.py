@@ -37,8 +37,13 @@ def read_pairs(pairs_path: Path, root: Path) -> list[tuple[Path, Path, bool, int
     return pairs
 
 
-def make_bin(pairs_path: Path, output: Path, root: Path | None = None, image_size=(112, 112), progress: bool = True) -> int:
-    """Write the .bin for `pairs_path` to `output`; return the number of pairs."""
+def make_bin(pairs_path: Path, output: Path, root: Path | None = None, image_size=(112, 112), progress: bool = True,
+             force: bool = False) -> int:
+    """Write the .bin for `pairs_path` to `output`; return the number of pairs. An existing `output` is
+    replaced only with `force`."""
+    output = Path(output)
+    if output.exists() and not force:
+        raise FileExistsError(f"{output} already exists; pass --force to replace it, or choose another output file")
     pairs_path = Path(pairs_path)
     root = Path(root) if root is not None else pairs_path.parent
     pairs = read_pairs(pairs_path, root)
@@ -51,10 +56,9 @@ def make_bin(pairs_path: Path, output: Path, root: Path | None = None, image_siz
             decode_face(data, f"{pairs_path} line {number}: {path}", image_size)
             bins.append(data)
         issame.append(same)
-    output = Path(output)
     if not output.parent.is_dir():
         raise FileNotFoundError(f"output folder {output.parent} does not exist; create it first")
-    save_bin(output, bins, issame)
+    save_bin(output, bins, issame)  # atomic: a full disk keeps any previous file
     return len(issame)
 
 
@@ -66,9 +70,11 @@ def main(argv=None) -> int:
                         help="folder the image paths are relative to (default: the pairs file's folder)")
     parser.add_argument("--image-size", type=int, nargs=2, default=(112, 112), metavar=("H", "W"), help="required face size")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--force", action="store_true", help="replace an existing output file")
     args = parser.parse_args(argv)
     try:
-        count = make_bin(args.pairs, args.output, args.root, tuple(args.image_size), progress=not args.quiet)
+        count = make_bin(args.pairs, args.output, args.root, tuple(args.image_size), progress=not args.quiet,
+                         force=args.force)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -5,6 +5,7 @@ or an image folder (one sub-folder per identity).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -25,7 +26,9 @@ def build_train_dataset(config) -> Dataset:
         from .synthetic_faces import SyntheticFaces
 
         s = config.synthetic
-        return SyntheticFaces(s.num_identities, s.images_per_identity, seed=s.seed, label_noise=s.label_noise)
+        identities = config.num_classes or s.num_identities  # an upstream config's num_classes sizes the set
+        return SyntheticFaces(identities, s.images_per_identity, seed=s.seed, label_noise=s.label_noise,
+                              flip_seed=config.seed)
     root = Path(config.rec)
     if not root.exists():
         raise FileNotFoundError(f"config.rec={config.rec!r} does not exist; point it at a RecordIO folder "
@@ -33,18 +36,19 @@ def build_train_dataset(config) -> Dataset:
     if (root / "train.rec").is_file():
         from .recordio_faces import RecordIOFaces
 
-        return RecordIOFaces(root)
+        return RecordIOFaces(root, seed=config.seed)
     if root.is_dir():
         from .image_folder_faces import ImageFolderFaces
 
-        return ImageFolderFaces(root)
+        return ImageFolderFaces(root, seed=config.seed)
     raise ValueError(f"config.rec={config.rec!r} is neither a folder with train.rec nor an image folder; "
                      f"pack images with tools/pack_rec.py or point to the dataset folder")
 
 
-def build_val_sets(config) -> list[VerificationSet]:
+def build_val_sets(config, warn: Callable[[str], None] = print) -> list[VerificationSet]:
     """One VerificationSet per name in config.val_targets: `<rec>/<name>.bin`, or with rec = "synthetic" the
-    held-out synthetic pairs for the name "synthetic"."""
+    held-out synthetic pairs for the name "synthetic". A missing .bin is skipped with one `warn` line, as
+    upstream skips it."""
     sets = []
     for name in config.val_targets:
         if name == SYNTHETIC and config.rec == SYNTHETIC:
@@ -58,8 +62,9 @@ def build_val_sets(config) -> list[VerificationSet]:
 
         path = Path(config.rec) / f"{name}.bin"
         if not path.is_file():
-            raise FileNotFoundError(f"val target {name!r} not found at {path}; put {name}.bin beside the .rec "
-                                    f"or remove it from config.val_targets")
+            warn(f"val target {name!r} skipped: {path} does not exist; put {name}.bin beside the .rec "
+                 f"or remove it from config.val_targets")
+            continue
         sets.append(load_bin(path))
     return sets
 

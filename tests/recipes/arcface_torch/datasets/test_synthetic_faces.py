@@ -140,3 +140,17 @@ def test_bad_index_and_pair_arguments_are_named():
         SyntheticFaceRenderer(-3)
     with pytest.raises(ValueError, match="sample must be a non-negative integer, got -1"):
         SyntheticFaceRenderer(0).render(1, -1)
+
+
+def test_flips_are_redrawn_every_epoch_and_follow_the_seed():
+    ds = SyntheticFaces(10, 4, seed=1, flip=True, flip_seed=7)
+    plain = SyntheticFaces(10, 4, seed=1, flip=False)
+
+    def flips(dataset, epoch):
+        dataset.set_epoch(epoch)
+        return [not torch.equal(dataset[i][0], plain[i][0]) for i in range(len(dataset))]
+
+    epoch0, epoch1 = flips(ds, 0), flips(ds, 1)
+    assert epoch0 != epoch1 and 8 <= sum(epoch1) <= 32
+    assert flips(ds, 0) == epoch0  # a pure function of (seed, epoch, index): resuming mid-epoch sees the same flips
+    assert flips(SyntheticFaces(10, 4, seed=1, flip=True, flip_seed=8), 0) != epoch0
