@@ -22,7 +22,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 demo: $(VENV)/.installed
 	test -f $(DEMO_DATA)/train.rec || $(PY) tools/synthetic_to_rec.py $(DEMO_DATA) --config $(DEMO_CONFIG) --quiet
-	$(PY) recipes/arcface_torch/train.py $(DEMO_CONFIG) --set rec=$(DEMO_DATA) --set output=$(DEMO_OUT)
+	$(PY) recipes/arcface_torch/train.py $(DEMO_CONFIG) --set rec=$(DEMO_DATA) --set output=$(DEMO_OUT) --force
 	$(PY) tools/export_onnx.py $(DEMO_OUT) --output $(DEMO_OUT)/model.onnx --force
 	$(PY) tools/verify_onnx.py $(DEMO_OUT)/model.onnx --checkpoint $(DEMO_OUT)
 

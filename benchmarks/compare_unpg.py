@@ -153,7 +153,7 @@ def run_one(spec_path: Path) -> int:
     cfg = get_config(spec["config"], **spec["overrides"])
     test_sets = load_test_sets(spec["tests"], cfg)
     started = time.time()
-    result = train(cfg)
+    result = train(cfg, force=True)  # this harness writes spec.json and stdout.log into the folder first
     train_seconds = time.time() - started
     backbone = get_model(cfg.network, num_features=cfg.embedding_size)
     backbone.load_state_dict(torch.load(Path(cfg.output) / "model.pt", map_location="cpu", weights_only=True))

@@ -143,6 +143,10 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    if args.samples < 1:
+        print(f"error: --samples {args.samples} must be a positive number of images to decode, e.g. --samples 8 "
+              f"(or --full to decode every image)", file=sys.stderr)
+        return 1
     if not args.root.is_dir():
         print(f"error: {args.root} is not a folder; pass the folder that holds train.rec, train.idx and property",
               file=sys.stderr)

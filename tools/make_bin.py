@@ -42,8 +42,12 @@ def read_pairs(pairs_path: Path, root: Path) -> list[tuple[Path, Path, bool, int
 
 
 def make_bin(pairs_path: Path, output: Path, root: Path | None = None, image_size=(112, 112), progress: bool = True,
-             resize: bool = False, landmarks: Path | None = None) -> int:
-    """Write the .bin for `pairs_path` to `output`; return the number of pairs. Each distinct image is read once."""
+             force: bool = False, resize: bool = False, landmarks: Path | None = None) -> int:
+    """Write the .bin for `pairs_path` to `output`; return the number of pairs. An existing `output` is
+    replaced only with `force`. Each distinct image is read once."""
+    output = Path(output)
+    if output.exists() and not force:
+        raise FileExistsError(f"{output} already exists; pass --force to replace it, or choose another output file")
     pairs_path = Path(pairs_path)
     root = Path(root) if root is not None else pairs_path.parent
     pairs = read_pairs(pairs_path, root)
@@ -59,10 +63,9 @@ def make_bin(pairs_path: Path, output: Path, root: Path | None = None, image_siz
                 prepared[key] = prepare_face(path, image_size, resize, points.get(key), f"{pairs_path} line {number}: {path}")
             bins.append(prepared[key])
         issame.append(same)
-    output = Path(output)
     if not output.parent.is_dir():
         raise FileNotFoundError(f"output folder {output.parent} does not exist; create it first")
-    save_bin(output, bins, issame)
+    save_bin(output, bins, issame)  # atomic: a full disk keeps any previous file
     return len(issame)
 
 
@@ -76,13 +79,14 @@ def main(argv=None) -> int:
     parser.add_argument("--resize", type=int, metavar="SIZE", help="resize faces of another size to SIZE x SIZE (already-cropped faces)")
     parser.add_argument("--landmarks", type=Path, help="file of 'path x1 y1 ... x5 y5' lines (relative to --root): align those images")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--force", action="store_true", help="replace an existing output file")
     args = parser.parse_args(argv)
     if args.resize is not None and args.resize <= 0:
         print(f"error: --resize {args.resize} must be a positive size in pixels, e.g. 112", file=sys.stderr)
         return 1
     size = (args.resize, args.resize) if args.resize else tuple(args.image_size)
     try:
-        count = make_bin(args.pairs, args.output, args.root, size, progress=not args.quiet,
+        count = make_bin(args.pairs, args.output, args.root, size, progress=not args.quiet, force=args.force,
                          resize=args.resize is not None, landmarks=args.landmarks)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -25,7 +25,7 @@ class PartialFC(nn.Module):
         margin_loss: callable (cos logits (B, C), shard labels (B,) with -1 off shard) -> scaled logits,
             with attribute `s` (scale) -- e.g. upstream's CombinedMarginLoss.
         embedding_size (D), num_classes (C, global), sample_rate: fraction of this shard's centres used per
-            step (positives always kept), fp16: compute the cosine matmul under fp16 autocast (CUDA),
+            step (positives always kept; 0 keeps only the positives, as upstream), fp16: compute the cosine matmul under fp16 autocast (CUDA),
         negative_pairs: None or a hook (X (B, D), y (B,), s) -> object with `.log_sum_exp` (0-d or None).
     The last hook diagnostics are in `self.last_stats`.
     """
@@ -33,8 +33,8 @@ class PartialFC(nn.Module):
     def __init__(self, margin_loss, embedding_size: int, num_classes: int, sample_rate: float = 1.0,
                  fp16: bool = False, negative_pairs: nn.Module | None = None):
         super().__init__()
-        if not 0.0 < sample_rate <= 1.0:
-            raise ValueError(f"sample_rate={sample_rate} must be in (0, 1]; use 1.0 to keep every class centre")
+        if not 0.0 <= sample_rate <= 1.0:
+            raise ValueError(f"sample_rate={sample_rate} must be in [0, 1]; use 1.0 to keep every class centre")
         self.rank, self.world_size = rank_and_world_size()
         if num_classes < self.world_size:
             raise ValueError(f"num_classes={num_classes} is smaller than the world size {self.world_size}; "

@@ -6,14 +6,18 @@
 """
 from __future__ import annotations
 
+import errno
+import glob
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 PathLike = str | os.PathLike
+_STALE_TEMP_AGE_S = 60.0
 
 
 def _umask() -> int:
@@ -27,6 +31,7 @@ def write_atomically(path: PathLike, write: Callable[[BinaryIO], None]) -> Path:
     On any error (or interrupt) the temp file is removed and `path` keeps its previous content."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(path)
     handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     done = False
     try:
@@ -37,10 +42,46 @@ def write_atomically(path: PathLike, write: Callable[[BinaryIO], None]) -> Path:
         os.chmod(temp_name, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(temp_name, path)
         done = True
+    except OSError as error:
+        if _is_disk_full(error):
+            kept = f"the previous {path.name} is kept" if path.exists() else f"{path.name} was not written"
+            raise DiskFullError(errno.ENOSPC, f"no space left on the device while writing {path}; {kept}; "
+                                              f"free space there and run again") from error
+        raise
     finally:
         if not done:
             Path(temp_name).unlink(missing_ok=True)
     return path
+
+
+class DiskFullError(OSError):
+    """The device ran out of space during an atomic write; the target file is unchanged."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def _is_disk_full(error: BaseException | None) -> bool:
+    while error is not None:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def remove_stale_temp_files(path: PathLike) -> list[Path]:
+    """Remove temp files `.<name>.*.tmp` that an interrupted write of `path` left beside it (a killed process
+    cannot clean up after itself). Only files older than a minute: a concurrent writer's live temp file stays."""
+    path = Path(path)
+    removed = []
+    for temp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            if temp.is_file() and time.time() - temp.stat().st_mtime > _STALE_TEMP_AGE_S:
+                temp.unlink()
+                removed.append(temp)
+        except FileNotFoundError:
+            continue
+    return removed
 
 
 def write_bytes_atomically(path: PathLike, data: bytes) -> Path:

@@ -2,6 +2,11 @@
 
 Each rank writes its own `checkpoint_rank{r}.pt` (the class centres are sharded); rank 0 also writes
 `model.pt`, the plain backbone state_dict that upstream arcface_torch and insightface tools read.
+
+A checkpoint holds upstream train_v2's keys (state_dict_backbone, state_dict_softmax_fc, state_optimizer,
+state_lr_scheduler, global_step, epoch: the next epoch to run) plus what an exact mid-epoch resume needs
+(next_batch, world_size, scaler, rng). Resume reads ours or upstream's `checkpoint_gpu_{r}.pt`; an upstream
+file lacks the extras and resumes at its epoch boundary.
 """
 from __future__ import annotations
 
@@ -25,6 +30,42 @@ def atomic_torch_save(obj, path: str | Path) -> None:
 
 def checkpoint_path(output: str | Path, rank: int) -> Path:
     return Path(output) / f"checkpoint_rank{rank}.pt"
+
+
+def upstream_checkpoint_path(output: str | Path, rank: int) -> Path:
+    """The name upstream arcface_torch's train_v2 writes once per epoch."""
+    return Path(output) / f"checkpoint_gpu_{rank}.pt"
+
+
+def find_checkpoint(output: str | Path, rank: int) -> Path:
+    """This rank's checkpoint to resume from: ours, else upstream's; FileNotFoundError naming both if neither."""
+    ours, upstream = checkpoint_path(output, rank), upstream_checkpoint_path(output, rank)
+    if ours.is_file():
+        return ours
+    if upstream.is_file():
+        return upstream
+    raise FileNotFoundError(f"no checkpoint at {ours} (or upstream's {upstream.name}); set config.resume = False to "
+                            f"start a new run there, or set config.save_all_states = True so runs can be resumed")
+
+
+UPSTREAM_KEYS = ("state_dict_backbone", "state_dict_softmax_fc", "state_optimizer", "state_lr_scheduler", "global_step", "epoch")
+
+
+def check_checkpoint_keys(state: dict, path: str | Path) -> None:
+    missing = [key for key in UPSTREAM_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}; it is not an arcface_torch training "
+                              f"checkpoint (model.pt holds weights only): set config.resume = False")
+
+
+def non_finite_tensors(*state_dicts: dict) -> list[str]:
+    """Names of floating-point tensors holding NaN or Inf, across the given state_dicts."""
+    bad = []
+    for state in state_dicts:
+        for name, value in state.items():
+            if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all():
+                bad.append(name)
+    return bad
 
 
 def rng_state() -> dict:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import copy
 import difflib
 import importlib.util
+import math
+import numbers
 from pathlib import Path
 
 from easydict import EasyDict as edict
@@ -56,7 +58,8 @@ def _merge(base: dict, overrides: dict) -> None:
 
 
 def get_config(name: str | Path, **overrides) -> edict:
-    """Base config overlaid with the file `name` and then with keyword `overrides`; unknown keys raise."""
+    """Base config overlaid with the file `name` and then with keyword `overrides`; unknown keys and bad
+    values raise ConfigError before any work starts."""
     path = resolve_config_path(name)
     cfg = copy.deepcopy(_load_module_config(CONFIG_DIR / "base.py"))
     file_cfg = _load_module_config(path)
@@ -66,24 +69,141 @@ def get_config(name: str | Path, **overrides) -> edict:
     _merge(cfg, overrides)
     cfg = edict(cfg)
     cfg.config_name = path.stem
-    if not cfg.output:
+    if cfg.output is None or cfg.output == "":
         cfg.output = str(Path("work_dirs") / path.stem)
     validate_config(cfg)
     return cfg
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _integer(minimum: int | None = None):
+    def check(value) -> bool:
+        return _is_int(value) and (minimum is None or value >= minimum)
+    return check
+
+
+def _number(low: float | None = None, high: float | None = None, low_open: bool = False, high_open: bool = False):
+    def check(value) -> bool:
+        if not _is_number(value):
+            return False
+        if low is not None and (value < low or (low_open and value == low)):
+            return False
+        return high is None or not (value > high or (high_open and value == high))
+    return check
+
+
+def _boolean(value) -> bool:
+    return isinstance(value, bool) or (_is_int(value) and value in (0, 1))
+
+
+def _one_of(*choices):
+    return lambda value: isinstance(value, str) and value in choices
+
+
+def _string(value) -> bool:
+    return isinstance(value, str) and value != ""
+
+
+def _string_list(value) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value)
+
+
+def _margins(value) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) == 3 and all(_is_number(m) for m in value)
+
+
+# key -> (check, what the value must be and how to fix it); every key the recipe reads is here
+_RULES = {
+    "network": (_string, "must be a backbone name such as 'r50', 'r100' or 'mbf'"),
+    "embedding_size": (_integer(1), "must be a positive integer; upstream uses 512"),
+    "dropout": (_number(0.0, 1.0, high_open=True), "must be a number in [0, 1); use 0.0 for none"),
+    "fp16": (_boolean, "must be True or False"),
+    "amp_dtype": (_one_of("auto", "float16", "bfloat16"), "must be 'auto', 'float16' or 'bfloat16'"),
+    "margin_list": (_margins, "must have 3 numbers (m1, m2, m3), e.g. (1.0, 0.5, 0.0) for ArcFace or (1.0, 0.0, 0.4) for CosFace"),
+    "scale": (_number(0.0, low_open=True), "must be a number > 0; upstream uses 64"),
+    "sample_rate": (_number(0.0, 1.0), "must be a number in [0, 1]; use 1.0 to keep every class centre"),
+    "interclass_filtering_threshold": (_number(0.0, 1.0, high_open=True), "must be a number in [0, 1); 0 turns the filter off"),
+    "margin_gradient": (_one_of("straight_through", "exact"), "must be 'straight_through' (upstream) or 'exact'"),
+    "loss": (_string, "must name a registered loss, e.g. 'margin_softmax' or 'unpg'"),
+    "plugins": (_string_list, "must be a list of module names, e.g. ['plugins.unpg']"),
+    "optimizer": (_one_of("sgd", "adamw"), "is not supported; use 'sgd' or 'adamw'"),
+    "lr": (_number(0.0, low_open=True), "must be a number > 0, e.g. 0.1 for sgd or 0.001 for adamw"),
+    "momentum": (_number(0.0, 1.0, high_open=True), "must be a number in [0, 1); upstream uses 0.9"),
+    "weight_decay": (_number(0.0), "must be a number >= 0; upstream uses 5e-4"),
+    "batch_size": (_integer(1), "must be a positive integer (images per rank per step)"),
+    "gradient_acc": (_integer(1), "must be a positive integer; 1 steps the optimizer every batch"),
+    "clip_grad_norm": (_number(0.0), "must be a number >= 0; 0 turns clipping off, upstream uses 5"),
+    "num_epoch": (_integer(1), "must be a positive integer"),
+    "warmup_epoch": (_integer(), "must be an integer number of epochs; 0 or less means no warmup"),
+    "lr_power": (_number(0.0, low_open=True), "must be a number > 0; upstream uses 1.0 (linear decay)"),
+    "max_steps": (_integer(0), "must be an integer >= 0; 0 trains for num_epoch epochs"),
+    "rec": (_string, "must be 'synthetic' or the path of a RecordIO or image folder"),
+    "num_classes": (_integer(0), "must be an integer >= 0; 0 reads it from the dataset"),
+    "num_image": (_integer(0), "must be an integer >= 0; 0 reads it from the dataset"),
+    "num_workers": (_integer(0), "must be an integer >= 0; 0 loads data in the training process"),
+    "seed": (_integer(), "must be an integer"),
+    "val_targets": (_string_list, "must be a list of names, e.g. ['lfw', 'cfp_fp'] or ['synthetic'] (a list, not a string)"),
+    "output": (_string, "must be a folder path"),
+    "verbose": (_integer(1), "must be a positive integer (verification every `verbose` steps)"),
+    "frequent": (_integer(1), "must be a positive integer (a progress line every `frequent` steps)"),
+    "resume": (_boolean, "must be True or False"),
+    "save_all_states": (_boolean, "must be True or False"),
+    "nan_policy": (_one_of("stop"), "is not supported; use 'stop'"),
+    "dist_timeout": (_number(0.0, low_open=True), "must be a number of seconds > 0, e.g. 300"),
+    "dali": (_boolean, "must be True or False"),
+    "dali_aug": (_boolean, "must be True or False"),
+    "using_wandb": (_boolean, "must be True or False"),
+    "save_artifacts": (_boolean, "must be True or False"),
+}
+_SYNTHETIC_RULES = {
+    "num_identities": (_integer(2), "must be an integer >= 2"),
+    "images_per_identity": (_integer(1), "must be a positive integer"),
+    "val_identities": (_integer(2), "must be an integer >= 2"),
+    "val_pairs": (_integer(2), "must be an integer >= 2"),
+    "label_noise": (_number(0.0, 1.0, high_open=True), "must be a number in [0, 1)"),
+    "seed": (_integer(), "must be an integer"),
+    "preset": (_one_of("classic", "hard"), "must be 'classic' or 'hard'"),
+    "max_yaw": (_number(0.0, 80.0), "must be a number of degrees in [0, 80], e.g. 40"),
+}
+
+
 def validate_config(cfg: edict) -> None:
-    """Value checks that do not need the dataset; each names the key, the value and the fix."""
-    if len(cfg.margin_list) != 3:
-        raise ConfigError(f"margin_list={cfg.margin_list!r} must have 3 values (m1, m2, m3), e.g. (1.0, 0.5, 0.0) for ArcFace")
-    if not 0.0 < cfg.sample_rate <= 1.0:
-        raise ConfigError(f"sample_rate={cfg.sample_rate} must be in (0, 1]; use 1.0 to keep every class centre")
-    for key in ("batch_size", "gradient_acc", "frequent", "verbose"):
-        if int(cfg[key]) < 1 or int(cfg[key]) != cfg[key]:
-            raise ConfigError(f"{key}={cfg[key]!r} must be a positive integer")
-    if cfg.optimizer not in ("sgd", "adamw"):
-        raise ConfigError(f"optimizer={cfg.optimizer!r} is not supported; use 'sgd' or 'adamw'")
-    if cfg.nan_policy not in ("stop",):
-        raise ConfigError(f"nan_policy={cfg.nan_policy!r} is not supported; use 'stop'")
-    if cfg.unpg.wisk < 0:
-        raise ConfigError(f"unpg.wisk={cfg.unpg.wisk} must be >= 0 (the paper uses 1.5); set unpg.filter=False to keep all pairs")
+    """Type and range of every value the recipe reads, before any work; each error names the key, the
+    value and the fix. Loss-specific keys (config.<loss>.*) are checked by their loss."""
+    for rules, node, prefix in ((_RULES, cfg, ""), (_SYNTHETIC_RULES, cfg.synthetic, "synthetic.")):
+        for key, (check, fix) in rules.items():
+            if not check(node[key]):
+                raise ConfigError(f"{prefix}{key}={node[key]!r} {fix}")
+    if cfg.max_steps % cfg.gradient_acc:
+        raise ConfigError(f"max_steps={cfg.max_steps} is not a multiple of gradient_acc={cfg.gradient_acc}; "
+                          f"stop on an optimizer step, e.g. max_steps={cfg.max_steps // cfg.gradient_acc * cfg.gradient_acc or cfg.gradient_acc}")
+    m1, m2, m3 = cfg.margin_list
+    if m1 <= 0 or m2 < 0 or m3 < 0:
+        raise ConfigError(f"margin_list={tuple(cfg.margin_list)!r} needs m1 > 0, m2 >= 0 and m3 >= 0, "
+                          f"e.g. (1.0, 0.5, 0.0) for ArcFace or (1.0, 0.0, 0.4) for CosFace")
+
+
+def config_warnings(cfg: edict) -> list[str]:
+    """One line per accepted value that asks for something this recipe does not do or that looks like a typo."""
+    notes = []
+    if cfg.sample_rate == 0:
+        notes.append("sample_rate=0 keeps only the class centres of the batch's own labels (as upstream); "
+                     "set e.g. 0.1 or 1.0 if negatives from other classes were meant")
+    if cfg.warmup_epoch < 0:
+        notes.append(f"warmup_epoch={cfg.warmup_epoch} means no warmup (as upstream treats it); use 0 to say so")
+    if cfg.dali or cfg.dali_aug:
+        installed = importlib.util.find_spec("nvidia") is not None and importlib.util.find_spec("nvidia.dali") is not None
+        why = "is installed but not used here" if installed else "is not installed"
+        notes.append(f"dali={cfg.dali}, dali_aug={cfg.dali_aug}: NVIDIA DALI {why}; the PyTorch DataLoader with "
+                     f"random horizontal flip loads the data")
+    if cfg.using_wandb or cfg.save_artifacts:
+        notes.append("using_wandb / save_artifacts: Weights & Biases logging is not built in; progress goes to "
+                     "training.log and TensorBoard in config.output")
+    return notes

@@ -41,13 +41,15 @@ def load_plugins(module_names) -> None:
 
 def build_margin(config) -> CombinedMarginLoss:
     m1, m2, m3 = config.margin_list
-    return CombinedMarginLoss(config.scale, m1, m2, m3, config.interclass_filtering_threshold)
+    return CombinedMarginLoss(config.scale, m1, m2, m3, config.interclass_filtering_threshold,
+                              gradient=config.margin_gradient)
 
 
-def build_head(config, num_classes: int, fp16: bool | None = None) -> PartialFC:
+def build_head(config, num_classes: int, fp16: bool = False) -> PartialFC:
     """Partial-FC head for `config.loss`; call after torch.distributed is initialised (it shards by rank).
-    `fp16` overrides config.fp16 (the trainer turns it off where autocast fp16 is unavailable)."""
+    `fp16` runs the head's cosine matmul under autocast; the trainer passes False, as upstream's train_v2
+    builds PartialFC_V2 with fp16=False and keeps the head in fp32."""
     load_plugins(config.plugins)
     hook = LOSSES.get(config.loss)(config)
     return PartialFC(build_margin(config), config.embedding_size, num_classes, config.sample_rate,
-                     config.fp16 if fp16 is None else fp16, negative_pairs=hook)
+                     fp16, negative_pairs=hook)

@@ -1,15 +1,17 @@
 """Train a face-recognition backbone with the partial-FC recipe (arcface_torch conventions).
 
     # one process (CPU, or one GPU)
-    python recipes/arcface_torch/train.py recipes/arcface_torch/configs/synthetic_mbf_unpg
+    python recipes/arcface_torch/train.py recipes/arcface_torch/configs/synthetic_unpg
     # 2 CPU ranks (gloo), or one rank per GPU (nccl) -- the same code
-    torchrun --nproc_per_node=2 recipes/arcface_torch/train.py recipes/arcface_torch/configs/synthetic_mbf_unpg
+    torchrun --nproc_per_node=2 recipes/arcface_torch/train.py recipes/arcface_torch/configs/synthetic_unpg
     # override config keys from the command line
-    python recipes/arcface_torch/train.py configs/synthetic_mbf_unpg --set loss=margin_softmax --set max_steps=50
+    python recipes/arcface_torch/train.py configs/synthetic_unpg --set loss=margin_softmax --set max_steps=50
 
 The output folder (config.output, default work_dirs/<config name>) receives config.json, model.pt
-(plain backbone state_dict, loadable by upstream arcface_torch), checkpoint_rank<r>.pt (exact resume),
-training.log and tensorboard/.
+(plain backbone state_dict, loadable by upstream arcface_torch), checkpoint_rank<r>.pt (with
+save_all_states: upstream's checkpoint keys plus exact mid-epoch resume state), training.log and
+tensorboard/. A folder that already holds a run needs resume=True or --force; train.lock keeps a second
+run out while one is writing.
 """
 from __future__ import annotations
 
@@ -18,10 +20,13 @@ import ast
 import json
 import math
 import os
+import re
 import sys
+import warnings
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from recipes.arcface_torch.atomic_file import write_bytes_atomically
@@ -29,23 +34,43 @@ from recipes.arcface_torch.backbones import get_model
 from recipes.arcface_torch.checkpoint import (
     CheckpointError,
     atomic_torch_save,
+    check_checkpoint_keys,
     checkpoint_path,
+    find_checkpoint,
     load_checkpoint,
+    non_finite_tensors,
     rng_state,
     set_rng_state,
 )
-from recipes.arcface_torch.config import ConfigError, get_config
+from recipes.arcface_torch.config import ConfigError, config_warnings, get_config
 from recipes.arcface_torch.datasets.build import build_train_dataset, build_train_loader, build_val_sets
-from recipes.arcface_torch.distributed import cleanup_distributed, setup_distributed
+from recipes.arcface_torch.distributed import (
+    Heartbeat,
+    RankError,
+    agree,
+    cleanup_distributed,
+    explain_collective_failure,
+    post_progress,
+    setup_distributed,
+)
 from recipes.arcface_torch.evaluation.callback import VerificationCallback
 from recipes.arcface_torch.losses import build_head
 from recipes.arcface_torch.lr_scheduler import PolynomialLRWarmup
 from recipes.arcface_torch.registry import RegistryError
+from recipes.arcface_torch.run_folder import RunFolderError, RunFolderLock, check_run_folder
 from recipes.arcface_torch.training_log import AverageMeter, ProgressLogger, setup_logging
 
 
 class TrainingError(RuntimeError):
-    """Training cannot go on (non-finite loss, mismatched resume state)."""
+    """Training cannot go on (non-finite loss or weights, mismatched resume state)."""
+
+
+# config keys that define a run: changing one between a checkpoint and its resume is refused unless allowed
+RUN_DEFINING_KEYS = ("network", "embedding_size", "margin_list", "scale", "margin_gradient", "sample_rate",
+                     "interclass_filtering_threshold", "loss", "optimizer", "lr", "lr_power", "momentum",
+                     "weight_decay", "batch_size", "gradient_acc", "clip_grad_norm", "num_epoch", "warmup_epoch",
+                     "num_image", "rec", "seed", "fp16", "amp_dtype")
+_COLLECTIVE_FAILURE = ("timed out", "timeout", "connection closed by peer", "connection reset", "broken pipe", "nccl")
 
 
 def configure_cpu_threads(config, device: torch.device, world_size: int) -> int | None:
@@ -73,71 +98,138 @@ def resolve_num_classes(config, dataset) -> int:
     return int(config.num_classes or found)
 
 
+def resolve_amp_dtype(config, device: torch.device) -> torch.dtype | None:
+    """The backbone's autocast type: None without fp16; "auto" is float16 on CUDA and bfloat16 on CPU."""
+    if not config.fp16:
+        return None
+    if config.amp_dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.bfloat16
+    return getattr(torch, config.amp_dtype)
+
+
+def schedule_steps(config, num_image: int, world_size: int) -> tuple[int, int]:
+    """(warmup, total) scheduler steps, counted in batches as upstream's train_v2 does:
+    num_image // (batch_size * world_size) * warmup_epoch and * num_epoch."""
+    per_epoch = num_image // (config.batch_size * world_size)
+    return per_epoch * config.warmup_epoch, per_epoch * config.num_epoch
+
+
 def write_run_config(config, path: Path, **extra) -> None:
     record = {key: value for key, value in config.items()}
     record.update(extra)
     write_bytes_atomically(path, json.dumps(record, indent=2, default=list).encode())
 
 
-def train(config) -> dict:
-    """Run (or resume) the training described by `config`; returns the final step, losses and verification."""
-    ctx = setup_distributed()
+def changed_run_keys(current: dict, saved: dict) -> list[str]:
+    """'key old -> new' for every run-defining key whose value differs from the saved config.json
+    (`current` as config.json records it: the config with the resolved num_image)."""
+    changes = []
+    for key in RUN_DEFINING_KEYS:
+        if key not in saved:
+            continue
+        old, new = saved[key], current[key]
+        if isinstance(new, tuple):
+            new = list(new)
+        if old != new:
+            changes.append(f"{key} {old!r} -> {new!r}")
+    return changes
+
+
+def _is_collective_failure(error: BaseException) -> bool:
+    text = str(error).lower()
+    return any(marker in text for marker in _COLLECTIVE_FAILURE)
+
+
+def train(config, force: bool = False, allow_config_change: bool = False) -> dict:
+    """Run (or resume) the training described by `config`; returns the final step, losses and verification.
+    force: train into an output folder that already holds a run; allow_config_change: resume although
+    run-defining keys (lr, batch size, ...) changed since the checkpoint."""
+    ctx = setup_distributed(config.dist_timeout)
     output = Path(config.output)
+    lock = RunFolderLock(output) if ctx.is_main else None
+    try:
+        problem = None
+        if lock is not None:
+            try:
+                lock.acquire()
+                check_run_folder(output, config.resume, force)
+            except RunFolderError as error:
+                problem = error
+        agree(ctx, problem)
+        return _train(config, ctx, output, lock, allow_config_change)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(config, ctx, output: Path, lock, allow_config_change: bool) -> dict:
     logger = setup_logging(output, ctx.rank)
-    amp = bool(config.fp16) and ctx.device.type == "cuda"
-    if config.fp16 and not amp:
-        logger.warning("config.fp16 is ignored on CPU: training runs in fp32")
+    if lock is not None and lock.taken_over:
+        logger.warning(f"took over a stale lock of {lock.taken_over} (that process no longer exists)")
+    for note in config_warnings(config) if ctx.is_main else []:
+        logger.warning(note)
+    amp_dtype = resolve_amp_dtype(config, ctx.device)
+    if amp_dtype is not None:
+        logger.info(f"fp16: backbone trunk under {str(amp_dtype).replace('torch.', '')} autocast, head in float32")
     threads = configure_cpu_threads(config, ctx.device, ctx.world_size)
     if threads is not None:
         logger.info(f"CPU: {threads} compute thread(s) per rank (set OMP_NUM_THREADS to choose)")
 
     dataset = build_train_dataset(config)
     num_classes = resolve_num_classes(config, dataset)
-    val_sets = build_val_sets(config) if ctx.is_main else []
+    val_sets = build_val_sets(config, warn=logger.warning) if ctx.is_main else []
     loader, sampler = build_train_loader(dataset, config, ctx.rank, ctx.world_size)
     batches_per_epoch = sampler.batches_per_epoch
-    total_steps = batches_per_epoch * config.num_epoch // config.gradient_acc
-    warmup_steps = batches_per_epoch * config.warmup_epoch // config.gradient_acc
-    last_step = min(total_steps, config.max_steps) if config.max_steps else total_steps
+    num_image = int(config.num_image or len(dataset))
+    warmup_steps, total_steps = schedule_steps(config, num_image, ctx.world_size)
+    if total_steps < 1:
+        raise ConfigError(f"num_image={num_image} gives no full global batch of {config.batch_size} x {ctx.world_size} "
+                          f"ranks; lower batch_size or set num_image to the dataset size (0 reads it)")
+    run_steps = batches_per_epoch * config.num_epoch
+    last_step = min(run_steps, config.max_steps) if config.max_steps else run_steps
 
     torch.manual_seed(config.seed)  # identical backbone initialisation on every rank
-    backbone = get_model(config.network, dropout=config.dropout, fp16=amp, num_features=config.embedding_size).to(ctx.device)
+    backbone = get_model(config.network, dropout=config.dropout, fp16=amp_dtype is not None,
+                         num_features=config.embedding_size, amp_dtype=amp_dtype).to(ctx.device)
     torch.manual_seed(config.seed + ctx.rank)
-    head = build_head(config, num_classes, fp16=amp).to(ctx.device)
+    head = build_head(config, num_classes, fp16=False).to(ctx.device)  # fp32 head, as upstream's train_v2
     model = DistributedDataParallel(backbone, broadcast_buffers=False) if ctx.world_size > 1 else backbone
     optimizer = build_optimizer(config, [{"params": backbone.parameters()}, {"params": head.parameters()}])
-    scheduler = PolynomialLRWarmup(optimizer, warmup_steps, total_steps)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    scheduler = PolynomialLRWarmup(optimizer, warmup_steps, total_steps, power=config.lr_power)
+    scaler = torch.amp.GradScaler(ctx.device.type, enabled=amp_dtype == torch.float16, growth_interval=100)
 
     step, epoch, start_batch = 0, 0, 0
     ckpt_file = checkpoint_path(output, ctx.rank)
     if config.resume:
-        state = load_checkpoint(ckpt_file)
-        if state["world_size"] != ctx.world_size:
-            raise TrainingError(f"{ckpt_file} was written by {state['world_size']} ranks but this run has "
-                                f"{ctx.world_size}; resume with the same number of processes")
-        backbone.load_state_dict(state["backbone"])
-        head.load_state_dict(state["head"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        step, epoch, start_batch = state["step"], state["epoch"], state["next_batch"]
-        logger.info(f"resumed from {ckpt_file} at step {step} (epoch {epoch}, batch {start_batch})")
+        current = {**config, "num_image": num_image}
+        step, epoch, start_batch = resume(config, current, ctx, output, backbone, head, optimizer, scheduler, scaler,
+                                          allow_config_change, logger)
+        if ctx.is_main and allow_config_change:
+            write_run_config(config, output / "config.json", num_classes=num_classes, num_image=num_image,
+                             world_size=ctx.world_size, total_steps=total_steps)
     elif ctx.is_main:
-        output.mkdir(parents=True, exist_ok=True)
-        write_run_config(config, output / "config.json", num_classes=num_classes, num_image=len(dataset),
+        write_run_config(config, output / "config.json", num_classes=num_classes, num_image=num_image,
                          world_size=ctx.world_size, total_steps=total_steps)
 
+    saved_step = None
+
     def save(next_epoch: int, next_batch: int) -> None:
+        """model.pt (rank 0) and each rank's checkpoint, only when every rank's weights are finite."""
+        nonlocal saved_step
+        bad = non_finite_tensors(backbone.state_dict(), head.state_dict())
+        agree(ctx, TrainingError(f"weights hold NaN/Inf ({', '.join(bad[:3])}) at step {step}; nothing was saved and "
+                                 f"the last checkpoint is kept; lower config.lr or keep clip_grad_norm > 0") if bad else None)
         if ctx.is_main:
             atomic_torch_save(backbone.state_dict(), output / "model.pt")
         if config.save_all_states:
             atomic_torch_save({
-                "step": step, "epoch": next_epoch, "next_batch": next_batch, "world_size": ctx.world_size,
-                "backbone": backbone.state_dict(), "head": head.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
+                "epoch": next_epoch, "global_step": step, "state_dict_backbone": backbone.state_dict(),
+                "state_dict_softmax_fc": head.state_dict(), "state_optimizer": optimizer.state_dict(),
+                "state_lr_scheduler": scheduler.state_dict(),
+                "next_batch": next_batch, "world_size": ctx.world_size, "state_scaler": scaler.state_dict(),
+                "rng": rng_state(),
             }, ckpt_file)
+        saved_step = step
 
     writer = None
     if ctx.is_main:
@@ -149,58 +241,121 @@ def train(config) -> dict:
     loss_meter, loss_history, results = AverageMeter(), [], {}
     logger.info(f"{config.config_name}: {config.network} + {config.loss} (margins {tuple(config.margin_list)}, s={config.scale}), "
                 f"{num_classes} classes, {len(dataset)} images, {ctx.world_size} rank(s) on {ctx.device}, "
-                f"{batches_per_epoch} batches/epoch, {total_steps} steps")
+                f"{batches_per_epoch} batches/epoch, {last_step} steps (LR schedule: {warmup_steps} warmup, {total_steps} total)")
 
-    accumulated = 0
-    while step < last_step and epoch < config.num_epoch:
-        sampler.set_epoch(epoch, start_batch)
-        model.train()
-        for batch, (images, labels) in enumerate(loader, start=start_batch):
-            if head.negative_pairs is not None:
-                head.negative_pairs.collect_stats = (step + 1) % config.frequent == 0
-            images, labels = images.to(ctx.device, non_blocking=True), labels.to(ctx.device, non_blocking=True)
-            with torch.autocast(device_type=ctx.device.type, enabled=amp):
-                embeddings = model(images)
-            loss = head(embeddings.float(), labels)
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                kept = f"the last good checkpoint {ckpt_file} is kept" if ckpt_file.exists() else "no checkpoint was written"
-                raise TrainingError(f"loss is {loss_value} at step {step + 1} (epoch {epoch}); training stopped and {kept}; "
-                                    f"lower config.lr, keep clip_grad_norm > 0 or check the data")
-            scaler.scale(loss / config.gradient_acc).backward()
-            accumulated += 1
-            if accumulated < config.gradient_acc:
-                continue
-            accumulated = 0
-            scaler.unscale_(optimizer)
-            if config.clip_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(backbone.parameters(), config.clip_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            step += 1
-            loss_meter.update(loss_value)
-            loss_history.append((step, loss_value))
-            progress(step, epoch, loss_meter, optimizer.param_groups[0]["lr"], scaler.get_scale() if amp else None,
-                     head.last_stats if step % config.frequent == 0 else {})
-            results = verification(step, backbone) or results
-            if step >= last_step:
-                next_epoch, next_batch = (epoch, batch + 1) if batch + 1 < batches_per_epoch else (epoch + 1, 0)
-                save(next_epoch, next_batch)
+    try:
+        with Heartbeat(ctx):  # lets a timeout tell the rank that stopped from the ranks that waited
+            while step < last_step and epoch < config.num_epoch:
+                sampler.set_epoch(epoch, start_batch)
+                if hasattr(dataset, "set_epoch"):
+                    dataset.set_epoch(epoch)  # new flips every epoch, a function of (seed, epoch, index)
+                model.train()
+                for batch, (images, labels) in enumerate(loader, start=start_batch):
+                    post_progress(ctx, step + 1)
+                    if head.negative_pairs is not None:
+                        head.negative_pairs.collect_stats = (step + 1) % config.frequent == 0
+                    images, labels = images.to(ctx.device, non_blocking=True), labels.to(ctx.device, non_blocking=True)
+                    loss = head(model(images).float(), labels)  # the backbone autocasts its own trunk
+                    loss_value = loss.item()
+                    if not math.isfinite(loss_value):
+                        kept = f"the last good checkpoint {ckpt_file} is kept" if ckpt_file.exists() else "no checkpoint was written"
+                        raise TrainingError(f"loss is {loss_value} at step {step + 1} (epoch {epoch}); training stopped and {kept}; "
+                                            f"lower config.lr, keep clip_grad_norm > 0 or check the data")
+                    scaler.scale(loss / config.gradient_acc).backward()
+                    step += 1
+                    if step % config.gradient_acc == 0:  # upstream: one optimizer step per gradient_acc batches
+                        scaler.unscale_(optimizer)
+                        if config.clip_grad_norm > 0:
+                            torch.nn.utils.clip_grad_norm_(backbone.parameters(), config.clip_grad_norm)
+                        scaler.step(optimizer)
+                        scaler.update()
+                        optimizer.zero_grad(set_to_none=True)
+                    with warnings.catch_warnings():  # with gradient_acc > 1 torch warns that no optimizer step came first
+                        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+                        scheduler.step()  # every batch, as upstream's train_v2
+                    loss_meter.update(loss_value)
+                    loss_history.append((step, loss_value))
+                    progress(step, epoch, loss_meter, scheduler.get_last_lr()[0], scaler.get_scale() if scaler.is_enabled() else None,
+                             head.last_stats if step % config.frequent == 0 else {})
+                    results = verification(step, backbone) or results
+                    if step >= last_step:
+                        next_epoch, next_batch = (epoch, batch + 1) if batch + 1 < batches_per_epoch else (epoch + 1, 0)
+                        save(next_epoch, next_batch)
+                        break
+                else:
+                    epoch, start_batch = epoch + 1, 0
+                    if step % config.gradient_acc == 0:
+                        save(epoch, 0)
+                    continue
                 break
-        else:
-            epoch, start_batch = epoch + 1, 0
-            if accumulated == 0:
-                save(epoch, 0)
-            continue
-        break
+    except RuntimeError as error:
+        if ctx.world_size > 1 and not isinstance(error, (TrainingError, RankError)) and _is_collective_failure(error):
+            raise explain_collective_failure(ctx, step + 1, error) from error
+        raise
 
+    if saved_step != step:
+        save(epoch, 0)
     results = verification(step, backbone, force=True) or results
     if writer is not None:
         writer.close()
     logger.info(f"finished at step {step}; model saved to {output / 'model.pt'}")
     return {"step": step, "loss_history": loss_history, "verification": results, "output": str(output)}
+
+
+def resume(config, current: dict, ctx, output: Path, backbone, head, optimizer, scheduler, scaler, allow_config_change: bool,
+           logger) -> tuple[int, int, int]:
+    """Load this rank's checkpoint (ours or upstream's) after every rank agrees it can; returns (step, epoch, batch)."""
+    problem, state, path = None, None, None
+    try:
+        path = find_checkpoint(output, ctx.rank)
+        state = load_checkpoint(path)
+        check_checkpoint_keys(state, path)
+        written_by = state.get("world_size", len(list(output.glob("checkpoint_gpu_*.pt"))) or None)
+        if written_by is not None and written_by != ctx.world_size:
+            problem = TrainingError(f"{path} was written by {written_by} ranks but this run has {ctx.world_size}; the class "
+                                    f"centres are sharded per rank, so resume with {written_by} processes (reshard the "
+                                    f"centres to change it)")
+    except (FileNotFoundError, CheckpointError) as error:
+        problem = error
+    if problem is None and ctx.is_main and (output / "config.json").is_file():
+        changes = changed_run_keys(current, json.loads((output / "config.json").read_text()))
+        if changes and not allow_config_change:
+            problem = TrainingError(f"the config changed since the checkpoint ({'; '.join(changes)}); restore those values, "
+                                    f"or pass --allow-config-change to continue the run with the new ones")
+        elif changes:
+            logger.warning(f"resuming with changed config values: {'; '.join(changes)}")
+    agree(ctx, problem)
+
+    position = [int(state["global_step"]), int(state["epoch"]), int(state.get("next_batch", 0))]
+    positions = [position] * ctx.world_size
+    if ctx.world_size > 1:
+        dist.all_gather_object(positions, position)  # collective: every rank's (step, epoch, batch)
+    if any(p != positions[0] for p in positions):
+        raise TrainingError(f"rank checkpoints disagree on (step, epoch, batch): "
+                            f"{', '.join(f'rank {r} {tuple(p)}' for r, p in enumerate(positions))}; a save was interrupted, "
+                            f"restore one consistent set of checkpoint files")
+    try:
+        backbone.load_state_dict(state["state_dict_backbone"])
+        head.load_state_dict(state["state_dict_softmax_fc"])
+        optimizer.load_state_dict(state["state_optimizer"])
+    except (RuntimeError, ValueError) as error:
+        raise CheckpointError(f"{path} does not fit this run ({str(error).splitlines()[0][:200]}); resume with the "
+                              f"network, embedding_size, num_classes and world size that wrote it") from error
+    warmup, total, power = scheduler.warmup_iters, scheduler.total_iters, scheduler.power
+    scheduler.load_state_dict(state["state_lr_scheduler"])
+    scheduler.warmup_iters, scheduler.total_iters, scheduler.power = warmup, total, power  # the current config's
+    scheduler.base_lrs = [config.lr for _ in scheduler.base_lrs]
+    for group, lr in zip(optimizer.param_groups, scheduler.get_lr(), strict=False):
+        group["lr"] = lr
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+    if "state_scaler" in state:
+        scaler.load_state_dict(state["state_scaler"])
+    if "rng" in state:
+        set_rng_state(state["rng"])
+    step, epoch, batch = position
+    exact = "" if "next_batch" in state else " (an upstream checkpoint: at its epoch boundary)"
+    logger.info(f"resumed from {path} at step {step} (epoch {epoch}, batch {batch}){exact}")
+    return step, epoch, batch
 
 
 def parse_override(text: str) -> tuple[str, object]:
@@ -226,16 +381,31 @@ def nest(pairs) -> dict:
     return tree
 
 
+def first_cause(error: BaseException) -> str:
+    """One line for a user-facing error; an error re-raised from a DataLoader worker shows its original last line."""
+    text = str(error)
+    if "Original Traceback" in text:  # DataLoader worker: the original exception is the last line
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        text = re.sub(r"^(?:\w+\.)*[A-Z]\w*(?:Error|Exception): ", "", lines[-1]) if lines else text
+    return " ".join(text.split())
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Partial-FC face recognition training (arcface_torch conventions).")
-    parser.add_argument("config", help="config file, e.g. recipes/arcface_torch/configs/synthetic_mbf_unpg")
+    parser.add_argument("config", help="config file, e.g. recipes/arcface_torch/configs/synthetic_unpg")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
+    parser.add_argument("--force", action="store_true", help="train into an output folder that already holds a run")
+    parser.add_argument("--allow-config-change", action="store_true",
+                        help="resume although run-defining keys (lr, batch_size, ...) changed since the checkpoint")
     args = parser.parse_args(argv)
     try:
         config = get_config(args.config, **nest(parse_override(item) for item in args.set))
-        train(config)
-    except (ConfigError, RegistryError, TrainingError, CheckpointError, FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        train(config, force=args.force, allow_config_change=args.allow_config_change)
+    except (ConfigError, RegistryError, TrainingError, CheckpointError, RunFolderError, RankError, OSError,
+            ValueError) as error:
+        rank = os.environ.get("RANK")
+        prefix = f"error (rank {rank}): " if rank is not None and os.environ.get("WORLD_SIZE", "1") != "1" else "error: "
+        print(prefix + first_cause(error), file=sys.stderr)
         return 1
     finally:
         cleanup_distributed()

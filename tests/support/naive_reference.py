@@ -12,7 +12,13 @@ import torch.nn.functional as F
 
 
 def naive_psi(cos: torch.Tensor, m1: float, m2: float, m3: float) -> torch.Tensor:
-    return torch.cos(m1 * torch.arccos(cos) + m2) - m3
+    """Exact margin of one target cosine (0-d); past the angle where m1*theta + m2 reaches pi it goes on
+    as a line of slope 1 through that point (the monotonic form of the "exact" margin gradient)."""
+    theta = torch.arccos(cos)
+    if float(m1 * theta.detach() + m2) <= math.pi:
+        return torch.cos(m1 * theta + m2) - m3
+    turn = math.cos((math.pi - m2) / m1)
+    return cos - turn - 1.0 - m3
 
 
 def naive_kept_negatives(embeddings: torch.Tensor, labels, wisk: float | None) -> list[torch.Tensor]:

@@ -1,10 +1,64 @@
-"""make_bin with real-world images: formats, --resize, --landmarks, each distinct image read once."""
+"""make_bin: real-world images (formats, --resize, --landmarks, each distinct image read once); misuse: an existing
+output is kept unless --force, a full disk is one line, leftovers are cleaned."""
+import errno
+import os
+import pickle
+import time
+
 import cv2
 import numpy as np
+import pytest
 
+from recipes.arcface_torch import atomic_file
+from recipes.arcface_torch.evaluation import bin_file
 from recipes.arcface_torch.evaluation.bin_file import load_bin
 from recipes.arcface_torch.face_image import ARCFACE_DST
 from tools import make_bin
+
+
+@pytest.fixture()
+def pairs(tmp_path):
+    for name in ("a.jpg", "b.jpg"):
+        image = np.random.default_rng(len(name)).integers(0, 255, (112, 112, 3), dtype=np.uint8)
+        cv2.imwrite(str(tmp_path / name), image)
+    path = tmp_path / "pairs.txt"
+    path.write_text("a.jpg b.jpg 0\na.jpg a.jpg 1\n")
+    return path
+
+
+def test_existing_output_is_refused_without_force(pairs, tmp_path, capsys):
+    output = tmp_path / "val.bin"
+    output.write_bytes(b"someone's verification set")
+    assert make_bin.main([str(pairs), str(output), "--quiet"]) == 1
+    assert capsys.readouterr().err == f"error: {output} already exists; pass --force to replace it, or choose another output file\n"
+    assert output.read_bytes() == b"someone's verification set"
+    assert make_bin.main([str(pairs), str(output), "--quiet", "--force"]) == 0
+    bins, issame = pickle.loads(output.read_bytes())
+    assert len(bins) == 4 and issame == [False, True]
+
+
+def test_full_disk_is_one_line_and_keeps_nothing_half_written(pairs, tmp_path, capsys, monkeypatch):
+    output = tmp_path / "val.bin"
+
+    def no_space(obj, handle, protocol):
+        handle.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(bin_file.pickle, "dump", no_space)
+    assert make_bin.main([str(pairs), str(output), "--quiet"]) == 1
+    assert capsys.readouterr().err == (f"error: no space left on the device while writing {output}; val.bin was not written; "
+                                       f"free space there and run again\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jpg", "b.jpg", "pairs.txt"]
+
+
+def test_leftover_temp_file_of_a_killed_run_is_removed(pairs, tmp_path):
+    leftover = tmp_path / ".val.bin.k1ll3d.tmp"
+    leftover.write_bytes(b"torn")
+    old = time.time() - 3600
+    os.utime(leftover, (old, old))
+    assert make_bin.main([str(pairs), str(tmp_path / "val.bin"), "--quiet"]) == 0
+    assert not leftover.exists()
+    assert atomic_file.remove_stale_temp_files(tmp_path / "val.bin") == []
 
 
 def test_pgm_resize_and_landmarks_in_one_bin(tmp_path, capsys):

@@ -9,6 +9,7 @@ import difflib
 from collections.abc import Callable
 from functools import partial
 
+import torch
 from torch import nn
 
 from .iresnet import IRESNET_LAYERS, IBasicBlock, IResNet, iresnet
@@ -43,15 +44,22 @@ def list_models() -> list[str]:
     return sorted(_BACKBONES)
 
 
-def get_model(name: str, dropout: float = 0.0, fp16: bool = False, num_features: int = 512, **kwargs) -> nn.Module:
+def get_model(name: str, dropout: float = 0.0, fp16: bool = False, num_features: int = 512,
+              amp_dtype: torch.dtype | None = None, **kwargs) -> nn.Module:
     """Build backbone `name` mapping (N, 3, 112, 112) faces to (N, num_features) embeddings.
 
     dropout: drop probability before the embedding layer (IResNet only; must be 0 for mbf).
-    fp16: float16 autocast for the convolutional trunk when the input is on CUDA.
+    fp16: half-precision autocast for the convolutional trunk (the embedding layers stay float32, as upstream):
+        `amp_dtype`, or with amp_dtype None float16 when the input is on CUDA.
     kwargs: backbone extras (IResNet: zero_init_residual; MobileFaceNet: blocks, scale).
     """
+    if isinstance(name, str) and name.startswith("vit"):
+        raise ValueError(f"network {name!r} is one of upstream arcface_torch's ViT backbones, which this recipe does not "
+                         f"build; set config.network to one of: {', '.join(list_models())}")
     if not isinstance(name, str) or name not in _BACKBONES:
         close = difflib.get_close_matches(str(name), list(_BACKBONES), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"unknown backbone {name!r}; available: {', '.join(list_models())}.{hint}")
-    return _BACKBONES[name](dropout=dropout, fp16=fp16, num_features=num_features, **kwargs)
+    model = _BACKBONES[name](dropout=dropout, fp16=fp16, num_features=num_features, **kwargs)
+    model.amp_dtype = amp_dtype
+    return model

@@ -1,4 +1,8 @@
-"""Input validation shared by the face backbones."""
+"""Input validation and the half-precision trunk context shared by the face backbones."""
+from __future__ import annotations
+
+from contextlib import nullcontext
+
 import torch
 
 FACE_SIZE = 112
@@ -20,3 +24,13 @@ def check_face_batch(x: torch.Tensor, model_name: str) -> None:
     if not x.is_floating_point():
         raise ValueError(f"{model_name} expects a floating-point batch, got dtype {x.dtype}; "
                          f"normalise pixels as (x.float() - 127.5) / 127.5")
+
+
+def trunk_autocast(fp16: bool, amp_dtype: torch.dtype | None, x: torch.Tensor):
+    """Autocast context for a backbone's convolutional trunk: `amp_dtype` when `fp16`, or with amp_dtype None
+    float16 on CUDA only (upstream's behaviour). The embedding layers after it run in float32, as upstream.
+    Returns (context, enabled)."""
+    dtype = amp_dtype if amp_dtype is not None else (torch.float16 if x.is_cuda else None)
+    if not fp16 or dtype is None:
+        return nullcontext(), False  # autocast only when enabled: devices such as 'meta' reject even a disabled one
+    return torch.autocast(device_type=x.device.type, dtype=dtype), True

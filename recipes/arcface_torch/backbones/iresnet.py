@@ -10,12 +10,10 @@ dropout; fc -> (N, num_features); BatchNorm1d `features` whose scale is frozen a
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import torch
 from torch import nn
 
-from ._input import check_face_batch
+from ._input import check_face_batch, trunk_autocast
 
 # Blocks per stage, as upstream arcface_torch defines them.
 IRESNET_LAYERS = {
@@ -77,6 +75,7 @@ class IResNet(nn.Module):
                              f"use e.g. (3, 4, 14, 3) for r50")
         _check_head_args(dropout, num_features)
         self.fp16 = bool(fp16)
+        self.amp_dtype: torch.dtype | None = None  # half type of the trunk; None: float16 on CUDA only
         self.conv1 = nn.Conv2d(3, STAGE_WIDTHS[0], kernel_size=3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(STAGE_WIDTHS[0], eps=BN_EPS)
         self.prelu = nn.PReLU(STAGE_WIDTHS[0])
@@ -107,9 +106,7 @@ class IResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, 112, 112) float -> (N, num_features) in the input's dtype (float32 under fp16 autocast)."""
         check_face_batch(x, type(self).__name__)
-        use_amp = self.fp16 and x.is_cuda
-        # autocast only when enabled: devices such as 'meta' reject even a disabled autocast
-        amp = torch.autocast(device_type=x.device.type, dtype=torch.float16) if use_amp else nullcontext()
+        amp, use_amp = trunk_autocast(self.fp16, self.amp_dtype, x)
         with amp:
             x = self.prelu(self.bn1(self.conv1(x)))
             x = self.layer4(self.layer3(self.layer2(self.layer1(x))))

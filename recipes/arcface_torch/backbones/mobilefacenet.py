@@ -11,12 +11,10 @@ conv (global depthwise pooling) -> flatten (N, 512) -> linear (no bias) -> Batch
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import torch
 from torch import nn
 
-from ._input import check_face_batch
+from ._input import check_face_batch, trunk_autocast
 
 
 class ConvBlock(nn.Module):
@@ -107,6 +105,7 @@ class MobileFaceNet(nn.Module):
             raise ValueError(f"num_features must be a positive int (the embedding size), got {num_features!r}; "
                              f"use e.g. 512")
         self.fp16 = bool(fp16)
+        self.amp_dtype: torch.dtype | None = None  # half type of the trunk; None: float16 on CUDA only
         c = 64 * scale
         if blocks[0] == 1:
             first_stage = ConvBlock(c, c, kernel=(3, 3), stride=(1, 1), padding=(1, 1), groups=64)
@@ -139,9 +138,7 @@ class MobileFaceNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, 112, 112) float -> (N, num_features) in the input's dtype (float32 under fp16 autocast)."""
         check_face_batch(x, type(self).__name__)
-        use_amp = self.fp16 and x.is_cuda
-        # autocast only when enabled: devices such as 'meta' reject even a disabled autocast
-        amp = torch.autocast(device_type=x.device.type, dtype=torch.float16) if use_amp else nullcontext()
+        amp, use_amp = trunk_autocast(self.fp16, self.amp_dtype, x)
         with amp:
             x = self.layers(x)
         if use_amp:

@@ -6,12 +6,10 @@ embedded synthetic demo trains in minutes on two CPU cores.
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import torch
 from torch import nn
 
-from ._input import check_face_batch
+from ._input import check_face_batch, trunk_autocast
 
 
 def _conv_bn_prelu(cin: int, cout: int, stride: int) -> list[nn.Module]:
@@ -31,11 +29,11 @@ class TinyFaceNet(nn.Module):
         self.fc = nn.Linear(cin * side * side, num_features)
         self.features = nn.BatchNorm1d(num_features)
         self.fp16 = fp16
+        self.amp_dtype: torch.dtype | None = None  # half type of the trunk; None: float16 on CUDA only
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_face_batch(x, "tiny")
-        # autocast only when enabled: devices such as 'meta' reject even a disabled autocast
-        amp = torch.autocast(device_type=x.device.type, dtype=torch.float16) if self.fp16 and x.is_cuda else nullcontext()
+        amp, _ = trunk_autocast(self.fp16, self.amp_dtype, x)
         with amp:
             x = self.body(x)
         x = torch.flatten(x.float(), 1)

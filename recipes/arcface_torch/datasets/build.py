@@ -5,6 +5,7 @@ or an image folder (one sub-folder per identity).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -25,8 +26,9 @@ def build_train_dataset(config) -> Dataset:
         from .synthetic_faces import SyntheticFaces
 
         s = config.synthetic
-        return SyntheticFaces(s.num_identities, s.images_per_identity, seed=s.seed, label_noise=s.label_noise,
-                              preset=s.preset, max_yaw=s.max_yaw)
+        identities = config.num_classes or s.num_identities  # an upstream config's num_classes sizes the set
+        return SyntheticFaces(identities, s.images_per_identity, seed=s.seed, label_noise=s.label_noise,
+                              flip_seed=config.seed, preset=s.preset, max_yaw=s.max_yaw)
     root = Path(config.rec)
     if not root.exists():
         raise FileNotFoundError(f"config.rec={config.rec!r} does not exist; point it at a RecordIO folder "
@@ -34,11 +36,11 @@ def build_train_dataset(config) -> Dataset:
     if (root / "train.rec").is_file():
         from .recordio_faces import RecordIOFaces
 
-        return RecordIOFaces(root)
+        return RecordIOFaces(root, seed=config.seed)
     if root.is_dir():
         from .image_folder_faces import ImageFolderFaces
 
-        return ImageFolderFaces(root)
+        return ImageFolderFaces(root, seed=config.seed)
     raise ValueError(f"config.rec={config.rec!r} is neither a folder with train.rec nor an image folder; "
                      f"pack images with tools/pack_rec.py or point to the dataset folder")
 
@@ -50,9 +52,10 @@ def val_target_path(rec: str, target: str) -> Path:
     return Path(rec) / f"{target}.bin"
 
 
-def build_val_sets(config) -> list[VerificationSet]:
+def build_val_sets(config, warn: Callable[[str], None] = print) -> list[VerificationSet]:
     """One VerificationSet per entry of config.val_targets: a name (`<rec>/<name>.bin`) or a .bin path, or with
-    rec = "synthetic" the held-out synthetic pairs for the name "synthetic"."""
+    rec = "synthetic" the held-out synthetic pairs for the name "synthetic". A missing .bin is skipped with one
+    `warn` line, as upstream skips it."""
     sets = []
     for name in config.val_targets:
         if name == SYNTHETIC and config.rec == SYNTHETIC:
@@ -67,8 +70,9 @@ def build_val_sets(config) -> list[VerificationSet]:
 
         path = val_target_path(config.rec, name)
         if not path.is_file():
-            raise FileNotFoundError(f"val target {name!r} not found at {path}; put {name}.bin beside the .rec, give "
-                                    f"the .bin's path, or remove it from config.val_targets")
+            warn(f"val target {name!r} skipped: {path} does not exist; put {name}.bin beside the .rec, give "
+                 f"the .bin's path, or remove it from config.val_targets")
+            continue
         sets.append(load_bin(path))
     return sets
 

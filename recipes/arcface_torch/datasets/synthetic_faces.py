@@ -12,10 +12,9 @@ import torch
 from torch.utils.data import Dataset
 
 from ..evaluation.verification_set import VerificationSet
-from ..face_image import face_to_tensor
+from ..face_image import face_to_tensor, should_flip
 from .synthetic_face_renderer import SyntheticFaceRenderer
 
-_FLIP_STREAM = 11
 _NOISE_LABEL_STREAM = 12
 _PAIR_STREAM = 13
 _PAIR_SAMPLE_RANGE = 1 << 30
@@ -36,7 +35,9 @@ class SyntheticFaces(Dataset):
         seed: fixes identities, samples, flips and noisy labels.
         label_noise: fraction p in [0, 1) of samples whose label is replaced by a uniformly drawn other class.
         identity_offset: class k renders identity `identity_offset + k`; give held-out sets another offset.
-        flip: random horizontal flip, decided by (seed, i) so it does not depend on the worker layout.
+        flip: random horizontal flip, a pure function of (flip_seed, epoch, i): redrawn every epoch
+            (`set_epoch`), independent of the worker layout, so a run resumed mid-epoch sees the same flips.
+        flip_seed: seed of the flips (default: `seed`); the trainer passes config.seed.
         preset, max_yaw: the renderer's preset ("classic" | "hard") and largest head turn (see SyntheticFaceRenderer).
 
     `__getitem__(i) -> (image float32 (3, 112, 112) in [-1, 1], label int64 0-d)`.
@@ -51,6 +52,7 @@ class SyntheticFaces(Dataset):
         label_noise: float = 0.0,
         identity_offset: int = 0,
         flip: bool = True,
+        flip_seed: int | None = None,
         preset: str = "classic",
         max_yaw: float = 40.0,
     ) -> None:
@@ -86,7 +88,12 @@ class SyntheticFaces(Dataset):
             shift = rng.integers(1, self.num_identities, size=num_noisy)
             self.labels[picked] = (self.true_labels[picked] + shift) % self.num_identities
             self.noisy_mask[picked] = True
-        self._flips = np.random.default_rng((self.seed, _FLIP_STREAM)).random(n) < 0.5 if self.flip else None
+        self.flip_seed = self.seed if flip_seed is None else int(flip_seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch that seeds the flips (call before building the epoch's DataLoader iterator)."""
+        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return self.num_identities * self.images_per_identity
@@ -104,7 +111,7 @@ class SyntheticFaces(Dataset):
         index %= n
         k, sample = divmod(index, self.images_per_identity)
         image = self.renderer.render(self.identity_offset + k, sample)
-        flip = self._flips is not None and bool(self._flips[index])
+        flip = self.flip and should_flip(self.flip_seed, self.epoch, index)
         return face_to_tensor(image, flip), torch.tensor(self.labels[index], dtype=torch.int64)
 
 

@@ -33,3 +33,15 @@ def test_unpg_options_and_sampling():
     assert torch.isfinite(loss) and torch.isfinite(x.grad).all()
     touched = (head.weight.grad.abs().sum(1) > 0).sum().item()
     assert touched == 20  # only the sampled centres get gradient
+
+
+def test_sample_rate_zero_keeps_only_the_positive_centres_as_upstream():
+    """Upstream's wf42m_pfc0008 config sets sample_rate = 0: each step uses the batch's own class centres only."""
+    torch.manual_seed(0)
+    head = PartialFC_V2_UNPG(CombinedMarginLoss(64, 1.0, 0.0, 0.4), 16, 200, sample_rate=0.0)
+    labels = torch.tensor([5, 17, 5, 120])
+    index, remapped = head.sample(labels.clone())
+    assert index.tolist() == [5, 17, 120] and torch.equal(index[remapped], labels)
+    loss = head(torch.randn(4, 16), labels)
+    loss.backward()
+    assert torch.isfinite(loss) and (head.weight.grad.abs().sum(1) > 0).sum().item() == 3

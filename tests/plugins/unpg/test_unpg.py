@@ -19,7 +19,9 @@ def make_batch(seed, batch=12, classes=7, dim=16):
 
 
 def fast_loss_and_grads(embeddings, labels, weight, margins, scale, hook):
-    head = PartialFC(CombinedMarginLoss(scale, *margins), weight.shape[1], weight.shape[0], negative_pairs=hook).double()
+    # the official UNPG code differentiates the margin exactly: compare with that form
+    margin = CombinedMarginLoss(scale, *margins, gradient="exact")
+    head = PartialFC(margin, weight.shape[1], weight.shape[0], negative_pairs=hook).double()
     with torch.no_grad():
         head.weight.copy_(weight)
     x = embeddings.clone().requires_grad_(True)

@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -10,7 +11,8 @@ from plugins.unpg import PartialFC
 from recipes.arcface_torch import checkpoint as checkpoint_module
 from recipes.arcface_torch.checkpoint import atomic_torch_save, load_checkpoint
 from recipes.arcface_torch.config import ConfigError, get_config
-from recipes.arcface_torch.train import TrainingError, main, train
+from recipes.arcface_torch.datasets.build import build_train_dataset
+from recipes.arcface_torch.train import TrainingError, main, resolve_num_classes, train
 from tests.support import REPO_ROOT
 
 ROOT = REPO_ROOT
@@ -38,8 +40,8 @@ def test_resume_continues_the_same_run_exactly(tmp_path):
     a = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
     b = torch.load(tmp_path / "split" / "model.pt", weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    head_a = load_checkpoint(tmp_path / "straight" / "checkpoint_rank0.pt")["head"]["weight"]
-    head_b = load_checkpoint(tmp_path / "split" / "checkpoint_rank0.pt")["head"]["weight"]
+    head_a = load_checkpoint(tmp_path / "straight" / "checkpoint_rank0.pt")["state_dict_softmax_fc"]["weight"]
+    head_b = load_checkpoint(tmp_path / "split" / "checkpoint_rank0.pt")["state_dict_softmax_fc"]["weight"]
     assert torch.equal(head_a, head_b)
 
 
@@ -65,8 +67,8 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
     with pytest.raises(TrainingError, match=r"loss is nan at step 13 .*last good checkpoint .* is kept"):
         train(small_config(output, max_steps=20, resume=True))
     kept = load_checkpoint(output / "checkpoint_rank0.pt")
-    assert kept["step"] == good["step"] == 10
-    assert torch.equal(kept["head"]["weight"], good["head"]["weight"])
+    assert kept["global_step"] == good["global_step"] == 10
+    assert torch.equal(kept["state_dict_softmax_fc"]["weight"], good["state_dict_softmax_fc"]["weight"])
 
 
 def test_interrupted_checkpoint_save_keeps_previous_file(tmp_path, monkeypatch):
@@ -86,8 +88,15 @@ def test_interrupted_checkpoint_save_keeps_previous_file(tmp_path, monkeypatch):
 
 
 def test_too_few_classes_in_config_is_an_error(tmp_path):
+    dataset_with_20_classes = SimpleNamespace(num_classes=20)
     with pytest.raises(ConfigError, match="config.num_classes=5 but the dataset has 20 classes; set num_classes to 20"):
-        train(small_config(tmp_path / "classes", num_classes=5))
+        resolve_num_classes(small_config(tmp_path / "classes", num_classes=5), dataset_with_20_classes)
+
+
+def test_synthetic_rec_honours_num_classes(tmp_path):
+    """rec = "synthetic" renders config.num_classes identities when a config sets it (upstream configs do)."""
+    assert build_train_dataset(small_config(tmp_path, num_classes=7)).num_classes == 7
+    assert build_train_dataset(small_config(tmp_path)).num_classes == 20
 
 
 def test_label_outside_class_range_is_an_error():
@@ -129,10 +138,10 @@ def test_torchrun_two_cpu_ranks(tmp_path):
     assert "2 rank(s)" in result.stdout
     for rank in (0, 1):
         state = load_checkpoint(output / f"checkpoint_rank{rank}.pt")
-        assert state["step"] == 3 and state["world_size"] == 2
+        assert state["global_step"] == 3 and state["world_size"] == 2
     # 21 classes over 2 ranks: shards of 11 and 10 centres
-    assert load_checkpoint(output / "checkpoint_rank0.pt")["head"]["weight"].shape[0] == 11
-    assert load_checkpoint(output / "checkpoint_rank1.pt")["head"]["weight"].shape[0] == 10
+    assert load_checkpoint(output / "checkpoint_rank0.pt")["state_dict_softmax_fc"]["weight"].shape[0] == 11
+    assert load_checkpoint(output / "checkpoint_rank1.pt")["state_dict_softmax_fc"]["weight"].shape[0] == 10
 
 
 def test_cli_reports_unreadable_checkpoint(tmp_path, capsys):
@@ -143,3 +152,203 @@ def test_cli_reports_unreadable_checkpoint(tmp_path, capsys):
     assert code == 1
     err = capsys.readouterr().err
     assert f"checkpoint {output / 'checkpoint_rank0.pt'} cannot be read" in err and "delete it to start over" in err
+
+
+# ----------------------------------------------------------------------------- upstream fidelity of the loop
+import math  # noqa: E402
+
+from recipes.arcface_torch.backbones import get_model  # noqa: E402
+from recipes.arcface_torch.checkpoint import UPSTREAM_KEYS  # noqa: E402
+from recipes.arcface_torch.datasets.synthetic_faces import SyntheticFaces  # noqa: E402
+
+
+def upstream_lr(base, warmup, total, step):
+    w = max(warmup, 0)
+    step = min(step, total)
+    return base if step == 0 else base * step / w if step <= w else base * (1 - (step - w) / (total - w))
+
+
+@pytest.mark.slow
+def test_scheduler_steps_every_batch_also_with_gradient_accumulation(tmp_path):
+    """Upstream's train_v2 steps the LR scheduler once per batch and counts global_step in batches."""
+    output = tmp_path / "acc"
+    train(small_config(output, gradient_acc=2, max_steps=8, warmup_epoch=1))
+    state = load_checkpoint(output / "checkpoint_rank0.pt")
+    assert state["global_step"] == 8 and state["state_lr_scheduler"]["last_epoch"] == 8
+    # 160 images // 16 = 10 batches per epoch: warmup 10, total 30 scheduler steps
+    assert state["state_lr_scheduler"]["warmup_iters"] == 10 and state["state_lr_scheduler"]["total_iters"] == 30
+    for group in state["state_optimizer"]["param_groups"]:
+        assert math.isclose(group["lr"], upstream_lr(0.05, 10, 30, 8), rel_tol=1e-12)
+
+
+@pytest.mark.slow
+def test_checkpoint_has_upstream_keys_and_model_pt_is_the_backbone(tmp_path):
+    output = tmp_path / "keys"
+    train(small_config(output, max_steps=3))
+    state = load_checkpoint(output / "checkpoint_rank0.pt")
+    assert set(UPSTREAM_KEYS) <= set(state)
+    assert list(state["state_dict_softmax_fc"]) == ["weight"]
+    assert len(state["state_optimizer"]["param_groups"]) == 2  # [backbone, partial FC], as upstream
+    model = torch.load(output / "model.pt", weights_only=True)
+    assert model.keys() == state["state_dict_backbone"].keys()
+
+
+@pytest.mark.slow
+def test_upstream_train_v2_checkpoint_resumes_at_its_epoch_boundary(tmp_path, capsys):
+    output = tmp_path / "from_upstream"
+    train(small_config(output, max_steps=10))  # one full epoch
+    ours = load_checkpoint(output / "checkpoint_rank0.pt")
+    upstream = {key: ours[key] for key in UPSTREAM_KEYS}  # what upstream's train_v2 writes at an epoch end
+    torch.save(upstream, output / "checkpoint_gpu_0.pt")
+    (output / "checkpoint_rank0.pt").unlink()
+    (output / "config.json").unlink()  # an upstream run folder has none
+    result = train(small_config(output, max_steps=14, resume=True))
+    assert result["step"] == 14 and [s for s, _ in result["loss_history"]] == [11, 12, 13, 14]
+    assert "(an upstream checkpoint: at its epoch boundary)" in capsys.readouterr().out
+    resumed = load_checkpoint(output / "checkpoint_rank0.pt")
+    assert resumed["epoch"] == 1 and resumed["next_batch"] == 4
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_changed_config_unless_allowed(tmp_path, capsys):
+    output = tmp_path / "changed"
+    train(small_config(output, max_steps=4))
+    with pytest.raises(TrainingError, match=r"the config changed since the checkpoint \(lr 0.05 -> 0.1; batch_size 16 -> 8\); "
+                                            r"restore those values, or pass --allow-config-change"):
+        train(small_config(output, max_steps=8, resume=True, lr=0.1, batch_size=8))
+    assert load_checkpoint(output / "checkpoint_rank0.pt")["global_step"] == 4  # nothing lost
+    assert main([DEMO, "--set", f"output={output}", "--set", "resume=True", "--set", "lr=0.1", "--set", "max_steps=8",
+                 "--set", "num_workers=0", "--set", "batch_size=16", "--set", "val_targets=[]", "--set", "embedding_size=32",
+                 "--set", "sample_rate=0.5", "--set", "num_epoch=3", "--set", "frequent=2", "--set", "verbose=1000",
+                 "--set", "synthetic={'num_identities': 20, 'images_per_identity': 8}", "--allow-config-change"]) == 0
+    state = load_checkpoint(output / "checkpoint_rank0.pt")
+    assert state["global_step"] == 8 and state["state_lr_scheduler"]["base_lrs"] == [0.1, 0.1]
+    assert math.isclose(state["state_optimizer"]["param_groups"][0]["lr"], upstream_lr(0.1, 0, 30, 8), rel_tol=1e-12)
+    assert "resuming with changed config values: lr 0.05 -> 0.1" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_checkpoint_of_another_world_size(tmp_path):
+    output = tmp_path / "world"
+    train(small_config(output, max_steps=2))
+    state = load_checkpoint(output / "checkpoint_rank0.pt")
+    state["world_size"] = 2
+    atomic_torch_save(state, output / "checkpoint_rank0.pt")
+    with pytest.raises(TrainingError, match="was written by 2 ranks but this run has 1; .* resume with 2 processes"):
+        train(small_config(output, max_steps=4, resume=True))
+
+
+@pytest.mark.slow
+def test_non_finite_weights_are_never_saved(tmp_path, monkeypatch):
+    output = tmp_path / "nan_weights"
+    train(small_config(output, max_steps=10))
+    good = load_checkpoint(output / "checkpoint_rank0.pt")
+    real_forward = PartialFC.forward
+    calls = {"n": 0}
+
+    def forward_then_corrupt(self, embeddings, labels):
+        loss = real_forward(self, embeddings, labels)
+        calls["n"] += 1
+        if calls["n"] == 10:  # the last batch of epoch 1: its loss is finite, the weights it leaves are not
+            with torch.no_grad():
+                self.weight[0] = float("inf")
+        return loss
+
+    monkeypatch.setattr(PartialFC, "forward", forward_then_corrupt)
+    with pytest.raises(TrainingError, match=r"weights hold NaN/Inf \(weight\) at step 20; nothing was saved"):
+        train(small_config(output, max_steps=20, resume=True))
+    kept = load_checkpoint(output / "checkpoint_rank0.pt")
+    assert kept["global_step"] == good["global_step"] == 10
+    assert torch.equal(kept["state_dict_softmax_fc"]["weight"], good["state_dict_softmax_fc"]["weight"])
+
+
+@pytest.mark.slow
+def test_train_advances_the_dataset_epoch_for_new_flips(tmp_path, monkeypatch):
+    seen = []
+    real_set_epoch = SyntheticFaces.set_epoch
+    monkeypatch.setattr(SyntheticFaces, "set_epoch", lambda self, epoch: (seen.append(epoch), real_set_epoch(self, epoch)))
+    train(small_config(tmp_path / "epochs", max_steps=25))
+    assert seen == [0, 1, 2]
+    seen.clear()
+    train(small_config(tmp_path / "epochs", max_steps=30, resume=True))  # resumes mid-epoch 2
+    assert seen == [2]
+
+
+@pytest.mark.slow
+def test_bf16_autocast_on_cpu_runs_the_trunk_in_bf16_and_the_head_in_fp32(tmp_path, capsys):
+    model = get_model("tiny", fp16=True, num_features=32, amp_dtype=torch.bfloat16)
+    trunk_dtypes = []
+    model.body.register_forward_hook(lambda module, args, out: trunk_dtypes.append(out.dtype))
+    out = model(torch.randn(2, 3, 112, 112))
+    assert trunk_dtypes == [torch.bfloat16] and out.dtype == torch.float32
+    head_inputs = []
+    real_forward = PartialFC.forward
+
+    def spy(self, embeddings, labels):
+        head_inputs.append((embeddings.dtype, self.fp16))
+        return real_forward(self, embeddings, labels)
+
+    PartialFC.forward = spy
+    try:
+        result = train(small_config(tmp_path / "bf16", fp16=True, max_steps=4))
+    finally:
+        PartialFC.forward = real_forward
+    assert "fp16: backbone trunk under bfloat16 autocast, head in float32" in capsys.readouterr().out
+    assert set(head_inputs) == {(torch.float32, False)}
+    assert all(math.isfinite(loss) for _, loss in result["loss_history"])
+    with pytest.raises(ConfigError, match="amp_dtype='half'"):
+        small_config(tmp_path / "x", fp16=True, amp_dtype="half")
+
+
+@pytest.mark.slow
+def test_run_ends_nonzero_when_the_model_cannot_be_saved(tmp_path, monkeypatch, capsys):
+    """A full disk at the final save: exit 1 with one line, no 'model saved' claim."""
+    import errno
+
+    from recipes.arcface_torch import atomic_file
+
+    real = atomic_file.write_atomically
+
+    def full_disk(path, write):
+        if str(path).endswith("model.pt"):
+            def failing(stream):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(path, failing)
+        return real(path, write)
+
+    monkeypatch.setattr(checkpoint_module, "write_atomically", full_disk)
+    output = tmp_path / "full"
+    code = main([DEMO, "--set", f"output={output}", "--set", "max_steps=2", "--set", "num_workers=0", "--set", "batch_size=8",
+                 "--set", "val_targets=[]", "--set", "synthetic={'num_identities': 6, 'images_per_identity': 4}"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.err == f"error: no space left on the device while writing {output / 'model.pt'}; model.pt was not written; free space there and run again\n"
+    assert "model saved" not in captured.out
+
+
+class _DatasetWithABadImage(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        if index == 2:
+            raise ValueError("train.rec key 3: could not decode the image (12 bytes, not a valid JPEG/PNG); re-encode or remove it")
+        return torch.zeros(1)
+
+
+def test_errors_inside_dataloader_workers_are_reported_by_their_first_cause():
+    from recipes.arcface_torch.train import first_cause
+
+    loader = torch.utils.data.DataLoader(_DatasetWithABadImage(), batch_size=1, num_workers=1)
+    with pytest.raises(ValueError) as caught:
+        list(loader)
+    assert "Original Traceback" in str(caught.value)  # what torch re-raises: a multi-line worker traceback
+    assert first_cause(caught.value) == ("train.rec key 3: could not decode the image (12 bytes, not a valid JPEG/PNG); "
+                                         "re-encode or remove it")
+
+
+@pytest.mark.slow
+def test_interclass_filtering_trains_in_the_recipe(tmp_path):
+    """Upstream's wf12m *_filter04 configs: interclass_filtering_threshold = 0.4 with partial FC sampling."""
+    result = train(small_config(tmp_path / "filter", interclass_filtering_threshold=0.4, sample_rate=0.3, max_steps=3))
+    assert result["step"] == 3 and all(math.isfinite(loss) for _, loss in result["loss_history"])

@@ -157,10 +157,13 @@ def test_eval_output_deterministic_and_finite(name):
     assert out3.dtype == x.dtype
     assert torch.isfinite(out3).all() and torch.isfinite(out1).all()
     assert out3.abs().max() > 0
-    # eval mode: a sample's embedding does not depend on the call or on the rest of the batch (up to float32
-    # GEMM order; tiny's single 6272-wide linear layer before BatchNorm1d amplifies that to ~1e-4)
-    atol = 5e-4 if name == "tiny" else 1e-5
-    torch.testing.assert_close(out1, out3[:1], rtol=1e-3 if name == "tiny" else 1e-4, atol=atol)
+    # eval mode: a sample's embedding does not depend on the call or on the rest of the batch, up to float32
+    # GEMM order, which differs between CPUs (Intel/AMD/ARM kernels pick other blockings per batch size):
+    # compare directions with cosine and the difference relative to the embedding's norm
+    cosine = torch.nn.functional.cosine_similarity(out1.double(), out3[:1].double()).item()
+    assert cosine > 1 - 1e-5, cosine
+    relative = ((out1 - out3[:1]).norm() / out3[:1].norm()).item()
+    assert relative < 5e-3, relative  # about sqrt(2 * (1 - cosine)): the same bound
     assert not torch.allclose(out3[0], out3[1])
 
 

@@ -173,3 +173,17 @@ def test_synthetic_faces_pass_the_preset_to_the_renderer():
 def test_bad_preset_or_yaw_is_a_clear_error(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SyntheticFaceRenderer(0, **kwargs)
+
+
+def test_flips_are_redrawn_every_epoch_and_follow_the_seed():
+    ds = SyntheticFaces(10, 4, seed=1, flip=True, flip_seed=7)
+    plain = SyntheticFaces(10, 4, seed=1, flip=False)
+
+    def flips(dataset, epoch):
+        dataset.set_epoch(epoch)
+        return [not torch.equal(dataset[i][0], plain[i][0]) for i in range(len(dataset))]
+
+    epoch0, epoch1 = flips(ds, 0), flips(ds, 1)
+    assert epoch0 != epoch1 and 8 <= sum(epoch1) <= 32
+    assert flips(ds, 0) == epoch0  # a pure function of (seed, epoch, index): resuming mid-epoch sees the same flips
+    assert flips(SyntheticFaces(10, 4, seed=1, flip=True, flip_seed=8), 0) != epoch0

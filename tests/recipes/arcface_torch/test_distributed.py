@@ -1,0 +1,157 @@
+"""Nothing hangs: a rank that stops answering ends the job within config.dist_timeout, naming that rank;
+a check that fails on one rank stops every rank."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch.distributed as dist
+
+from recipes.arcface_torch.distributed import DistContext, RankError, agree
+from tests.support import REPO_ROOT
+from tests.support.distributed_harness import run_on_ranks
+
+ROOT = REPO_ROOT
+DEMO = "recipes/arcface_torch/configs/synthetic_unpg"
+
+
+def _children_with_rank(parent_pid: int, rank: int) -> list[int]:
+    """Descendant processes of `parent_pid` whose environment holds RANK=<rank> (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in environ and b"TORCHELASTIC_RUN_ID" in b" ".join(environ):
+            ppid = int(stat[1])
+            if ppid == parent_pid or _is_descendant(ppid, parent_pid):
+                found.append(int(entry.name))
+    return found
+
+
+def _is_descendant(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        try:
+            pid = int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            return False
+    return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the rank's process through /proc")
+def test_a_stopped_rank_ends_the_job_within_dist_timeout_naming_it(tmp_path):
+    output = tmp_path / "stall"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29547",
+               "recipes/arcface_torch/train.py", DEMO, "--set", f"output={output}", "--set", "num_epoch=200",
+               "--set", "num_workers=0", "--set", "batch_size=4", "--set", "val_targets=[]", "--set", "frequent=1",
+               "--set", "dist_timeout=6", "--set", "synthetic={'num_identities': 8, 'images_per_identity': 2}"]
+    launcher = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stopped = []
+    try:
+        log = output / "training.log"
+        deadline = time.time() + 120
+        while time.time() < deadline and not (log.exists() and "Global Step: 3 " in log.read_text()):
+            time.sleep(0.2)
+        assert log.exists(), "training never started"
+        stopped = _children_with_rank(launcher.pid, 1)
+        assert len(stopped) == 1, stopped
+        os.kill(stopped[0], signal.SIGSTOP)  # rank 1 stops answering, as a hung or swapped-out process would
+        started = time.time()
+        _, err = launcher.communicate(timeout=120)
+        elapsed = time.time() - started
+    finally:
+        for pid in stopped:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+    assert launcher.returncode != 0
+    assert elapsed < 60  # dist_timeout=6 s, not torch's 30 minutes
+    lines = [line for line in err.splitlines() if line.startswith("error (rank 0)")]
+    assert lines, err[-3000:]
+    assert "rank 1 (last started step" in lines[0] and "did not answer within dist_timeout=6s" in lines[0]
+
+
+def _agree_worker(rank, world_size):
+    ctx = DistContext(rank=rank, local_rank=rank, world_size=world_size, device=dist.get_backend() and None)
+    try:
+        agree(ctx, ValueError("the dataset folder is missing on this host") if rank == 1 else None)
+    except (RankError, ValueError) as error:
+        return type(error).__name__, str(error)
+    return None
+
+
+@pytest.mark.slow
+def test_a_check_failing_on_one_rank_stops_every_rank():
+    results = run_on_ranks(_agree_worker, 2)
+    assert results[0] == ("RankError", "rank 1: the dataset folder is missing on this host")
+    assert results[1] == ("ValueError", "the dataset folder is missing on this host")
+
+
+@pytest.mark.slow
+def test_an_error_on_one_rank_stops_the_whole_job_without_waiting_for_the_timeout(tmp_path):
+    """One corrupt image, read by whichever rank's shard holds it: that rank exits with one line, and the other
+    rank, waiting in a collective, is stopped long before dist_timeout."""
+    from tools.synthetic_to_rec import main as synthetic_to_rec
+
+    data = tmp_path / "rec"
+    assert synthetic_to_rec([str(data), "--set", "synthetic.num_identities=12", "--set", "synthetic.images_per_identity=6",
+                             "--set", "synthetic.val_identities=10", "--set", "synthetic.val_pairs=20", "--quiet"]) == 0
+    offsets = dict(line.split("\t") for line in (data / "train.idx").read_text().split("\n") if line)
+    with open(data / "train.rec", "r+b") as rec:
+        rec.seek(int(offsets["1"]) + 8 + 24)  # record magic and length, then the image header: the JPEG starts here
+        rec.write(b"\0\0\0\0")  # no JPEG start marker: this one image cannot be decoded
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29549",
+               "recipes/arcface_torch/train.py", DEMO, "--set", f"rec={data}", "--set", f"output={tmp_path / 'out'}",
+               "--set", "num_epoch=50", "--set", "num_workers=0", "--set", "batch_size=8", "--set", "val_targets=[]",
+               "--set", "embedding_size=16", "--set", "dist_timeout=300"]
+    started = time.time()
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=280)
+    elapsed = time.time() - started
+    assert result.returncode != 0
+    assert elapsed < 150  # the other rank did not sit out dist_timeout=300 s
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error (rank ")]
+    assert len(lines) == 1, result.stderr[-3000:]
+    assert "key 1: could not decode the image" in lines[0]
+
+
+def _train_worker(rank, world_size, output, overrides):
+    from recipes.arcface_torch.config import get_config
+    from recipes.arcface_torch.train import TrainingError, train
+
+    config = get_config(DEMO, output=output, num_workers=0, batch_size=4, num_epoch=2, val_targets=[], embedding_size=16,
+                        synthetic={"num_identities": 8, "images_per_identity": 4}, **overrides)
+    try:
+        return train(config)["step"]
+    except (TrainingError, RankError) as error:
+        return type(error).__name__, str(error)
+
+
+@pytest.mark.slow
+def test_resume_refuses_rank_checkpoints_that_disagree(tmp_path):
+    from recipes.arcface_torch.checkpoint import atomic_torch_save, load_checkpoint
+
+    output = str(tmp_path / "two")
+    assert run_on_ranks(_train_worker, 2, output, {"max_steps": 2}) == [2, 2]
+    state = load_checkpoint(tmp_path / "two" / "checkpoint_rank1.pt")
+    state["global_step"] = 3  # as if rank 1's save of a later step survived and rank 0's did not
+    atomic_torch_save(state, tmp_path / "two" / "checkpoint_rank1.pt")
+    results = run_on_ranks(_train_worker, 2, output, {"max_steps": 4, "resume": True})
+    for name, message in results:
+        assert name == "TrainingError"
+        assert message.startswith("rank checkpoints disagree on (step, epoch, batch): rank 0 (2, 0, 2), rank 1 (3, 0, 2)")
