@@ -32,8 +32,8 @@ PAIR = ("arcface", "arcface+unpg")
 # runs only a UNPG variant is the base level's ArcFace.
 LEVELS = [
     ("base", "base", {}, PAIR),
-    ("2x steps", "training length", {"num_epoch": 6}, PAIR),
     ("s=64", "scale s", {"scale": 64.0}, PAIR),
+    ("2x steps", "training length", {"num_epoch": 6}, PAIR),
     ("no filter", "wisk", {}, ("unpg_nofilter",)),
     ("100 ids x 32 img", "classes vs batch pairs", {"synthetic": {"num_identities": 100, "images_per_identity": 32}}, PAIR),
     ("frontal (max_yaw 0)", "pose", {"synthetic": {"max_yaw": 0.0}}, PAIR),
