@@ -191,7 +191,9 @@ def main(argv=None) -> int:
     rows = level_rows(levels, plan)
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
-    command = " ".join(["python benchmarks/unpg_study.py", "--seeds", *map(str, args.seeds), *(f"--set {x}" for x in args.set)])
+    chosen = [] if args.levels == names else ["--levels", *(repr(level) if " " in level else level for level in args.levels)]
+    command = " ".join(["python benchmarks/unpg_study.py", *chosen, "--seeds", *map(str, args.seeds),
+                        *(f"--set {x}" for x in args.set)])
     header = (f"`{command}` | config {args.config} + "
               f"{json.dumps(BASE)} | {finished} of {len(plan)} runs finished, {args.jobs} in parallel on {os.cpu_count()} CPU cores, "
               f"mean train time per run {mean_train_minutes(plan):.1f} min")
