@@ -123,23 +123,43 @@ def sharded_pair_share(
             kept = local_labels[:, None] != gathered_labels[None, :]  # negative entries of the block
             stats = {}
             if filter:
-                doubled_count, bounds = distributed_whisker_bounds(block[kept], wisk, group)
+                # the selection turns its copy of the block into sort keys in place, ignoring entries outside kept
+                doubled_count, bounds = distributed_whisker_bounds(block.detach().clone(), wisk, group,
+                                                                   overwrite=True, mask=kept)
                 if bounds is not None:
-                    kept &= (block >= bounds.lower) & (block <= bounds.upper)  # N'_r
+                    kept &= block.detach() >= bounds.lower
+                    kept &= block.detach() <= bounds.upper  # N'_r
                     stats.update(q1=bounds.q1, q3=bounds.q3)
             else:
-                doubled_count = distributed_count(block[kept], group)
+                doubled_count = distributed_count(int(torch.count_nonzero(kept)), block.device, group)
             stats["pairs_total"] = torch.tensor(doubled_count // 2)
-            kept_here = int(kept.sum())
+            kept_here = int(torch.count_nonzero(kept))
             stats["entries_kept_here"] = torch.tensor(kept_here)
         if doubled_count == 0:
             return ShardedPairShare(None, stats)
         if kept_here == 0:
             return ShardedPairShare(torch.tensor(-math.inf, dtype=dtype, device=block.device), stats)
-        # s * S_r with every entry outside N'_r at -inf, in place: the block is the only (b, B) float buffer
-        logits = block.mul_(scale).masked_fill_(~kept, -math.inf)
-        share = torch.logsumexp(logits.reshape(-1), dim=0) - math.log(2.0)
+        share = _KeptLogSumExp.apply(block, kept, float(scale)) - math.log(2.0)
     return ShardedPairShare(share, stats)
+
+
+class _KeptLogSumExp(torch.autograd.Function):
+    """logsumexp of s * S_r over the kept entries; keeps only the (b, B) logits for backward (d/dS = s softmax)."""
+
+    @staticmethod
+    def forward(ctx, block: torch.Tensor, kept: torch.Tensor, scale: float) -> torch.Tensor:
+        logits = block.detach() * scale
+        logits.masked_fill_(kept.logical_not(), -math.inf)  # outside N'_r: e^{-inf} = 0, in the sum and the gradient
+        peak = logits.max()
+        log_sum_exp = peak + logits.sub(peak).exp_().sum().log()  # one (b, B) temporary, not torch.logsumexp's two
+        ctx.save_for_backward(logits, log_sum_exp)
+        ctx.scale = scale
+        return log_sum_exp
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        logits, log_sum_exp = ctx.saved_tensors
+        return logits.sub(log_sum_exp).exp_().mul_(grad * ctx.scale), None, None
 
 
 class _CombineShares(torch.autograd.Function):
