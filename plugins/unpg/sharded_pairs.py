@@ -11,7 +11,10 @@ Quartiles of 2N equal those of N. With n = |N|, sorted(2N)[j] = sorted(N)[floor(
 because floor(floor(x) / 2) = floor(x / 2) for real x: with m = floor(x / 2), 2m <= x < 2m + 2 gives
 2m <= floor(x) <= 2m + 1, hence floor(floor(x) / 2) = m. Q3 is the same with 3n / 4 (2q n for q = 3/4).
 So the whisker bounds, computed by the exact distributed selection (distributed_selection.py), are those of
-N, and the kept entries are N' doubled: logsumexp(s 2N') = logsumexp(s N') + log 2.
+N, and the kept entries are N' doubled: logsumexp(s 2N') = logsumexp(s N') + log 2. (Exactly so when
+S[a, c] and S[c, a] carry the same bits; they come from different matrix products, so in general the two
+copies, and with them the quartiles, agree to rounding: loss and gradients match the replicated term to
+1e-12 in float64 in the tests.)
 
 Each rank returns its share  share_r = logsumexp(s N'_r) - log 2  (N'_r: the kept entries of its block), so
 that sum_r e^{share_r} = sum_{n in N'} e^{s n}: the UNPG term is logsumexp over ranks of the shares
