@@ -43,6 +43,12 @@ def split(values: torch.Tensor, world_size: int, rank: int) -> torch.Tensor:
     return values[cuts[rank]:cuts[rank + 1]]
 
 
+def masks(values: torch.Tensor) -> torch.Tensor:
+    """A fixed mask keeping two of every three values."""
+    keep = torch.arange(len(values)) % 3 != 1
+    return keep
+
+
 def all_ks(n: int) -> list[int]:
     return list(range(n)) if n <= 64 else sorted({0, 1, n // 4, n // 2, (3 * n) // 4, n - 2, n - 1, 123 % n})
 
@@ -56,6 +62,8 @@ def select_everything(rank: int, world_size: int) -> dict:
             results[(dtype, name, "whisker")] = distributed_whisker_bounds(local, 1.5)
             scratch = local.clone()
             results[(dtype, name, "overwrite")] = distributed_kth_values(scratch, all_ks(len(values)), overwrite=True)
+            mask = split(masks(values), world_size, rank)
+            results[(dtype, name, "mask")] = distributed_kth_values(local, all_ks(int(masks(values).sum())), mask=mask)
     return results
 
 
@@ -70,6 +78,9 @@ def check_against_sort(results: dict) -> None:
                 for k, value in zip(ks, got):
                     assert value.dtype == dtype and value.dim() == 0
                     assert value == expected[k], f"{key} k={k}: {value.item()!r} != {expected[k].item()!r}"
+            masked = torch.sort(values[masks(values)]).values
+            for k, value in zip(all_ks(len(masked)), results[(dtype, name, "mask")]):
+                assert value == masked[k], f"{dtype} {name} masked k={k}: {value.item()!r} != {masked[k].item()!r}"
             count, bounds = results[(dtype, name, "whisker")]
             reference = whisker_bounds(values, 1.5)
             assert count == len(values), name
@@ -116,4 +127,6 @@ def test_bad_input_is_a_clear_error():
         distributed_kth_value(torch.tensor([1.0, math.nan, 0.0, math.nan]), 0)
     with pytest.raises(TypeError, match="floating values, got torch.int64"):
         distributed_kth_value(torch.arange(4), 0)
+    with pytest.raises(ValueError, match=r"mask of shape \(3,\) must match values of shape \(4,\)"):
+        distributed_kth_values(torch.zeros(4), [0], mask=torch.ones(3, dtype=torch.bool))
     assert distributed_whisker_bounds(torch.zeros(0), 1.5) == (0, None)
