@@ -141,7 +141,9 @@ def sharded_pair_share(
         if doubled_count == 0:
             return ShardedPairShare(None, stats)
         if kept_here == 0:
-            return ShardedPairShare(torch.tensor(-math.inf, dtype=dtype, device=block.device), stats)
+            # e^{share} = 0, yet tied to the block so that backward runs on this rank like on the others
+            # (the gather's backward is a collective); its gradient is exactly 0
+            return ShardedPairShare(block.reshape(-1)[:1].sum().mul(0.0).add(-math.inf), stats)
         share = _KeptLogSumExp.apply(block, kept, float(scale)) - math.log(2.0)
     return ShardedPairShare(share, stats)
 
