@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from plugins.unpg import PartialFC
+from plugins.partial_fc import PartialFC
 from recipes.arcface_torch import checkpoint as checkpoint_module
 from recipes.arcface_torch.checkpoint import atomic_torch_save, load_checkpoint
 from recipes.arcface_torch.config import ConfigError, get_config

@@ -60,6 +60,7 @@ def get_config(name: str | Path, **overrides) -> edict:
     path = resolve_config_path(name)
     cfg = copy.deepcopy(_load_module_config(CONFIG_DIR / "base.py"))
     file_cfg = _load_module_config(path)
+    _add_loss_defaults(cfg, overrides.get("plugins", file_cfg.get("plugins", cfg.plugins)))
     _check_keys(file_cfg, cfg)
     _merge(cfg, file_cfg)
     _check_keys(overrides, cfg)
@@ -70,6 +71,30 @@ def get_config(name: str | Path, **overrides) -> edict:
         cfg.output = str(Path("work_dirs") / path.stem)
     validate_config(cfg)
     return cfg
+
+
+def _add_loss_defaults(cfg: dict, plugins) -> None:
+    """Each registered loss's options as the section config.<loss name>, with the defaults its plugin declares."""
+    from .losses import LOSSES, load_plugins
+
+    load_plugins(plugins)
+    for loss_name, options in LOSSES.defaults().items():
+        if loss_name in cfg:
+            raise ConfigError(f"loss {loss_name!r} has options but config.{loss_name} is already a recipe key; "
+                              f"register the loss under another name")
+        cfg[loss_name] = edict(copy.deepcopy(options))
+
+
+def _validate_losses(cfg: edict) -> None:
+    """config.loss names registered losses, and each builds from its config.<name> section."""
+    from .losses import LOSSES, loss_names
+
+    for loss_name in loss_names(cfg):
+        builder = LOSSES.get(loss_name)
+        try:
+            builder(cfg)
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"config.{loss_name}: {error}") from error
 
 
 def validate_config(cfg: edict) -> None:
@@ -85,5 +110,4 @@ def validate_config(cfg: edict) -> None:
         raise ConfigError(f"optimizer={cfg.optimizer!r} is not supported; use 'sgd' or 'adamw'")
     if cfg.nan_policy not in ("stop",):
         raise ConfigError(f"nan_policy={cfg.nan_policy!r} is not supported; use 'stop'")
-    if cfg.unpg.wisk < 0:
-        raise ConfigError(f"unpg.wisk={cfg.unpg.wisk} must be >= 0 (the paper uses 1.5); set unpg.filter=False to keep all pairs")
+    _validate_losses(cfg)

@@ -16,7 +16,7 @@ _ARCCOS_EPS = 1e-7  # keeps d arccos / d c finite at c = +-1
 
 
 class CombinedMarginLoss(nn.Module):
-    """forward(cos logits (B, C) in [-1, 1], labels (B,) column index or -1 off shard) -> (B, C) scaled logits.
+    """forward(cos logits (B, C) in [-1, 1], labels (B,) or (B, 1) column index or -1 off shard) -> (B, C) scaled logits.
 
     Args: s (scale), m1 (angular multiplier), m2 (additive angular margin), m3 (additive cosine margin),
     interclass_filtering_threshold: > 0 zeroes non-target logits above it (upstream's option).
@@ -43,6 +43,7 @@ class CombinedMarginLoss(nn.Module):
         return torch.cos(self.m1 * theta + self.m2) - self.m3
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        labels = labels.reshape(-1)  # (B,) or (B, 1) as upstream's PartialFC_V2 passes them
         rows = (labels >= 0).nonzero(as_tuple=True)[0]
         cols = labels[rows]
         target = logits[rows, cols]

@@ -101,7 +101,7 @@ def train(config) -> dict:
     torch.manual_seed(config.seed + ctx.rank)
     head = build_head(config, num_classes, fp16=amp).to(ctx.device)
     model = DistributedDataParallel(backbone, broadcast_buffers=False) if ctx.world_size > 1 else backbone
-    optimizer = build_optimizer(config, [{"params": backbone.parameters()}, {"params": head.parameters()}])
+    optimizer = build_optimizer(config, [{"params": backbone.parameters()}, *head.parameter_groups()])
     scheduler = PolynomialLRWarmup(optimizer, warmup_steps, total_steps)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
 
@@ -150,10 +150,10 @@ def train(config) -> dict:
     accumulated = 0
     while step < last_step and epoch < config.num_epoch:
         sampler.set_epoch(epoch, start_batch)
+        head.set_epoch(epoch)
         model.train()
         for batch, (images, labels) in enumerate(loader, start=start_batch):
-            if head.negative_pairs is not None:
-                head.negative_pairs.collect_stats = (step + 1) % config.frequent == 0
+            head.collect_diagnostics = (step + 1) % config.frequent == 0
             images, labels = images.to(ctx.device, non_blocking=True), labels.to(ctx.device, non_blocking=True)
             with torch.autocast(device_type=ctx.device.type, enabled=amp):
                 embeddings = model(images)
@@ -179,7 +179,7 @@ def train(config) -> dict:
             loss_meter.update(loss_value)
             loss_history.append((step, loss_value))
             progress(step, epoch, loss_meter, optimizer.param_groups[0]["lr"], scaler.get_scale() if amp else None,
-                     head.last_stats if step % config.frequent == 0 else {})
+                     head.last_diagnostics if step % config.frequent == 0 else {})
             results = verification(step, backbone) or results
             if step >= last_step:
                 next_epoch, next_batch = (epoch, batch + 1) if batch + 1 < batches_per_epoch else (epoch + 1, 0)

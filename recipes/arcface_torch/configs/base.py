@@ -1,7 +1,7 @@
 """Defaults for every config; a config file overrides keys of this one and may add none.
 
-Key names and meanings follow upstream arcface_torch. Keys added by this recipe: `loss`, `unpg`,
-`plugins`, `optimizer` choices, `clip_grad_norm`, `max_steps`, `synthetic`, `nan_policy`.
+Key names and meanings follow upstream arcface_torch. Keys added by this recipe: `loss`, `plugins`
+(and one section per registered loss), `optimizer` choices, `clip_grad_norm`, `max_steps`, `synthetic`, `nan_policy`.
 """
 from easydict import EasyDict as edict
 
@@ -18,11 +18,10 @@ config.margin_list = (1.0, 0.5, 0.0)
 config.scale = 64.0                  # s
 config.sample_rate = 1.0             # partial FC: fraction of negative class centres sampled per step
 config.interclass_filtering_threshold = 0.0
-config.loss = "margin_softmax"       # a registered loss: margin_softmax | unpg (see recipes/arcface_torch/losses.py)
-config.plugins = ["plugins.unpg"]    # modules whose register(registry) adds losses
-config.unpg = edict()
-config.unpg.wisk = 1.5               # w: keep negatives within [Q1 - w*IQR, Q3 + w*IQR]
-config.unpg.filter = True            # False: keep every mini-batch negative pair
+config.loss = "margin_softmax"       # a registered loss or a list composed in order, e.g. ["magface", "unpg"]
+config.plugins = ["plugins.unpg"]
+                                     # modules whose register(registry) adds losses; each loss's options
+                                     # (config.<loss name>, e.g. config.unpg.wisk) default to its plugin's values
 
 # optimisation
 config.optimizer = "sgd"             # sgd | adamw
