@@ -128,6 +128,7 @@ class PartialFC(nn.Module):
             weight = self.weight[index]
         else:
             index = torch.arange(self.num_local, device=labels.device)
+        self.weight_index = index                                      # (K,) shard rows used this step
 
         with torch.autocast(device_type=embeddings.device.type, enabled=self.fp16):
             logits = F.linear(F.normalize(embeddings), F.normalize(weight))

@@ -19,7 +19,7 @@ config.scale = 64.0                  # s
 config.sample_rate = 1.0             # partial FC: fraction of negative class centres sampled per step
 config.interclass_filtering_threshold = 0.0
 config.loss = "margin_softmax"       # a registered loss or a list composed in order, e.g. ["magface", "unpg"]
-config.plugins = ["plugins.unpg"]
+config.plugins = ["plugins.unpg", "plugins.magface", "plugins.npcface", "plugins.uss"]
                                      # modules whose register(registry) adds losses; each loss's options
                                      # (config.<loss name>, e.g. config.unpg.wisk) default to its plugin's values
 
