@@ -64,7 +64,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from plugins.unpg import PartialFC, UNPG, cosine_similarity_matrix, negative_pair_mask, whisker_bounds  # noqa: E402
+from plugins.partial_fc import PartialFC  # noqa: E402
+from plugins.unpg import UNPG, cosine_similarity_matrix, negative_pair_mask, whisker_bounds  # noqa: E402
 from recipes.arcface_torch.margin_loss import CombinedMarginLoss  # noqa: E402
 
 GIB = 1024 ** 3
