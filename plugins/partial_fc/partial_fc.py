@@ -190,7 +190,7 @@ def _logaddexp(values: list[torch.Tensor]) -> torch.Tensor | None:
 def _as_loss_list(losses, negative_pairs) -> list[PartialFCLoss]:
     if losses is None:
         result = []
-    elif isinstance(losses, nn.Module):
+    elif isinstance(losses, PartialFCLoss):
         result = [losses]
     else:
         result = list(losses)

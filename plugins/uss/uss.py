@@ -96,7 +96,7 @@ class USS(PartialFCLoss):
     def _initialise_bias(self, ctx, cos: torch.Tensor, negative: torch.Tensor) -> None:
         """b = mean_i logsumexp_{written j != y_i}(s c_ij) over every shard, if b <= 0; then never again."""
         scaled = torch.where(negative, cos * ctx.scale, torch.full_like(cos, float("-inf")))
-        local = torch.logsumexp(scaled, dim=1) if cos.size(1) else torch.full_like(cos[:, 0], float("-inf"))
+        local = torch.logsumexp(scaled, dim=1) if cos.size(1) else cos.new_full((cos.size(0),), float("-inf"))
         # logsumexp over every rank's shard: the row maximum, then the sum of exps below it
         row_max = ctx.all_reduce(local, "max")
         shifted = torch.where(torch.isfinite(local), (local - row_max).exp(), torch.zeros_like(local))

@@ -41,6 +41,23 @@ def naive_shadow_loss(x, labels, w, s):
     return F.cross_entropy(torch.stack(rows), torch.zeros(len(rows), dtype=torch.long))
 
 
+class CentreNormPenalty(PartialFCLoss):
+    """The README's "Write your own loss" example: lambda * 1/B sum_i (1 - c_{i,y_i})^2, a partial auxiliary loss."""
+
+    name = "centre_penalty"
+    DEFAULTS = {"weight": 0.1}
+
+    def __init__(self, weight: float = 0.1):
+        super().__init__()
+        self.weight = weight
+
+    def auxiliary_losses(self, ctx):
+        rows = ctx.on_shard_rows
+        cos_y = ctx.logits[rows, ctx.shard_labels[rows]]
+        part = ((1 - cos_y) ** 2).sum() / ctx.labels.numel()
+        return [Term(self.weight * part, "partial")]
+
+
 CASES = {
     "magface": lambda: [MagFace()],
     "npcface": lambda: [NPCFace()],
@@ -49,6 +66,7 @@ CASES = {
     "npcface+unpg": lambda: [NPCFace(), UNPG(wisk=0.5)],
     "uss+unpg": lambda: [USS(start_epoch=0), UNPG()],
     "shadow (partial term)": lambda: [HalfScaleShadowClasses()],
+    "readme example + unpg": lambda: [CentreNormPenalty(0.5), UNPG()],
 }
 
 
@@ -121,6 +139,18 @@ def test_partial_term_matches_naive_and_differs_from_plain():
         assert_close(a, b, what)
     plain = head_step(make_head([], NUM_CLASSES, DIM, 16.0), embeddings, labels, weight)[0]
     assert fast[0] > plain
+
+
+def test_readme_example_matches_naive():
+    embeddings, labels, weight = problem(2)
+    fast = head_step(make_head([CentreNormPenalty(0.5)], NUM_CLASSES, DIM, 16.0), embeddings, labels, weight)
+
+    def naive(x, w):
+        penalty = sum((1 - torch.dot(x[i] / x[i].norm(), w[y] / w[y].norm())) ** 2 for i, y in enumerate(labels.tolist()))
+        return naive_loss(x, labels, w, 16.0) + 0.5 * penalty / len(labels)
+
+    for what, a, b in zip(("loss", "embedding grad", "centre grad"), fast[:3], naive_grads(naive, embeddings, weight)[:3]):
+        assert_close(a, b, what)
 
 
 @pytest.mark.parametrize("losses, options", [
@@ -272,3 +302,35 @@ def test_every_registered_loss_is_finite_and_rank_invariant(name, registry_resul
             assert_close(x_grad, ref[1][rank * BATCH // 2:(rank + 1) * BATCH // 2] * 2, f"{name}: embedding grad")
             # centres of classes held by the other rank (labels -1 here) get exactly their one-process gradient
             assert_close(w_grad, ref[2][start:start + w_grad.shape[0]], f"{name}: centre grad")
+
+
+# ---- sample_rate = 0 on 2 ranks: a rank whose shard holds no label of the batch samples no centre -----
+
+def positives_only_steps(rank, world_size):
+    head = make_head([USS(start_epoch=0), UNPG()], NUM_CLASSES, DIM, 16.0, margins=COSFACE, sample_rate=0.0)
+    rows = slice(rank * BATCH // world_size, (rank + 1) * BATCH // world_size)
+    out = []
+    for step in range(2):
+        embeddings, _, weight = problem(step)
+        labels = torch.tensor([0, 1, 2, 3, 0, 1, 4, 5])  # all on rank 0's shard (classes 0..5)
+        result = head_step(head, embeddings[rows], labels[rows], weight[head.class_start:head.class_start + head.num_local])
+        out.append(result + (head.class_start, head.weight_index.numel()))
+    return out
+
+
+def positives_only_worker(rank, world_size):
+    return positives_only_steps(rank, world_size)
+
+
+@pytest.mark.slow
+def test_sample_rate_zero_with_an_empty_shard_equals_one_process():
+    per_rank = run_on_ranks(positives_only_worker, 2)
+    single = positives_only_steps(0, 1)
+    assert [r[-1] for r in per_rank[1]] == [0, 0]  # rank 1 used no centre
+    for rank, results in enumerate(per_rank):
+        for step, (mine, ref) in enumerate(zip(results, single)):
+            loss, x_grad, w_grad, params, start, _ = mine
+            assert_close(loss, ref[0], f"rank {rank} step {step}: loss", rtol=1e-12)
+            assert_close(x_grad, ref[1][rank * BATCH // 2:(rank + 1) * BATCH // 2] * 2, f"rank {rank}: embedding grad")
+            assert_close(w_grad, ref[2][start:start + w_grad.shape[0]], f"rank {rank}: centre grad")
+            assert_close(params["0.bias"], ref[3]["0.bias"], f"rank {rank}: bias grad")
