@@ -60,7 +60,7 @@ class MagFace(PartialFCLoss):
         margin = self.margin(self.magnitude(ctx)[rows])
         sin = torch.sqrt(1.0 - cos.clamp(-1.0 + _SQRT_EPS, 1.0 - _SQRT_EPS) ** 2)
         target = torch.where(cos > 0, cos * torch.cos(margin) - sin * torch.sin(margin), cos)
-        return logits.index_put((rows, cols), target * ctx.scale)
+        return logits.index_put_((rows, cols), target * ctx.scale)  # the head's fresh s * c: written in place
 
     def auxiliary_losses(self, ctx) -> list[Term]:
         magnitude = self.magnitude(ctx)

@@ -64,11 +64,11 @@ class NPCFace(PartialFCLoss):
         hard, margin = self.hard_negatives(ctx)
         cos = ctx.logits
         # logits arrive as s * c_ij (the margin stage is skipped for a loss that defines the target logit)
-        rewritten = torch.where(hard, self.t * logits + self.a * ctx.scale, logits)
+        rewritten = torch.where(hard, logits.mul(self.t).add_(self.a * ctx.scale), logits)
         rows = ctx.on_shard_rows
         cols = ctx.shard_labels[rows]
         cos_y = cos[rows, cols]
         sin_y = torch.sqrt(1.0 - cos_y.clamp(-1.0 + _SQRT_EPS, 1.0 - _SQRT_EPS) ** 2)
         m_i = margin[rows]
         target = torch.where(cos_y > 0, cos_y * torch.cos(m_i) - sin_y * torch.sin(m_i), cos_y)
-        return rewritten.index_put((rows, cols), target * ctx.scale)
+        return rewritten.index_put_((rows, cols), target * ctx.scale)

@@ -10,7 +10,8 @@ A loss is an nn.Module subclassing PartialFCLoss; the head calls its hooks every
                                     "partial" (each rank holds a part; the head sums the parts' exps)
     auxiliary_losses(ctx)        -> [Term]: 0-d losses added to the cross-entropy, "replicated" or "partial"
     rewrite_logits(ctx, logits)  -> (B, K) scaled logits after the margin stage (per-row margins,
-                                    re-weighted hard negatives); set defines_target_logit = True when the
+                                    re-weighted hard negatives; the input is the head's own tensor and may
+                                    be written in place); set defines_target_logit = True when the
                                     loss sets the target logit itself, so the head skips the margin object
     end_step(ctx)                -> after the loss is computed (memory-bank updates, no gradient)
     ctx.report(name, value)      -> diagnostics, logged by the recipe as "<loss name>/<name>"
