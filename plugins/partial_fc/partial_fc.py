@@ -14,7 +14,7 @@ labels (b,) or (b, 1)), so it replaces that class line for line. With no loss it
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F

@@ -74,7 +74,7 @@ class PartialFCLoss(nn.Module):
     DEFAULTS: dict = {}  # the loss's options and their defaults (the recipe's config.<name> section)
 
     @classmethod
-    def from_config(cls, config) -> "PartialFCLoss":
+    def from_config(cls, config) -> PartialFCLoss:
         """Build from a recipe config whose section config.<name> holds this loss's options."""
         return cls(**dict(config.get(cls.name) or {}))
 
@@ -84,18 +84,18 @@ class PartialFCLoss(nn.Module):
     def set_epoch(self, epoch: int) -> None:
         """Epoch number (from 0), for losses that switch on later in training."""
 
-    def rewrite_logits(self, ctx: "LossContext", logits: torch.Tensor) -> torch.Tensor:
+    def rewrite_logits(self, ctx: LossContext, logits: torch.Tensor) -> torch.Tensor:
         """(B, K) scaled logits -> (B, K) scaled logits. The default returns them unchanged."""
         return logits
 
-    def denominator_terms(self, ctx: "LossContext") -> list[Term]:
+    def denominator_terms(self, ctx: LossContext) -> list[Term]:
         return []
 
-    def auxiliary_losses(self, ctx: "LossContext") -> list[Term]:
+    def auxiliary_losses(self, ctx: LossContext) -> list[Term]:
         return []
 
     @torch.no_grad()
-    def end_step(self, ctx: "LossContext") -> None:
+    def end_step(self, ctx: LossContext) -> None:
         """After the head's forward pass; no gradient."""
 
 

@@ -16,7 +16,7 @@ def test_magface_matches_naive_float64(seed, scale):
     embeddings, labels, weight = float64_problem(seed)
     fast = head_step(make_head([MagFace()], 9, 12, scale), embeddings, labels, weight)
     naive = naive_grads(lambda x, w: naive_loss(x, labels, w, scale, magface=OPTIONS), embeddings, weight)
-    for name, a, b in zip(("loss", "embedding grad", "centre grad"), fast[:3], naive[:3]):
+    for name, a, b in zip(("loss", "embedding grad", "centre grad"), fast[:3], naive[:3], strict=True):
         assert_close(a, b, name)
 
 
@@ -26,7 +26,7 @@ def test_magface_with_unpg_matches_naive_float64(seed):
     fast = head_step(make_head([MagFace(), UNPG(wisk=0.5)], 9, 12, 16.0), embeddings, labels, weight)
     naive = naive_grads(lambda x, w: naive_loss(x, labels, w, 16.0, magface=OPTIONS, unpg_wisk=0.5),
                         embeddings, weight)
-    for name, a, b in zip(("loss", "embedding grad", "centre grad"), fast[:3], naive[:3]):
+    for name, a, b in zip(("loss", "embedding grad", "centre grad"), fast[:3], naive[:3], strict=True):
         assert_close(a, b, name)
 
 

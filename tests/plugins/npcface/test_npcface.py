@@ -24,7 +24,7 @@ def test_npcface_matches_naive_float64(seed, scale):
     embeddings, labels, weight = close_problem(seed)
     fast = head_step(make_head([NPCFace()], 9, 12, scale), embeddings, labels, weight)
     naive = naive_grads(lambda x, w: naive_loss(x, labels, w, scale, npcface=OPTIONS), embeddings, weight)
-    for name, a, b in zip(("loss", "embedding grad", "centre grad"), fast[:3], naive[:3]):
+    for name, a, b in zip(("loss", "embedding grad", "centre grad"), fast[:3], naive[:3], strict=True):
         assert_close(a, b, name)
 
 
@@ -34,7 +34,7 @@ def test_npcface_with_unpg_matches_naive_float64(seed):
     fast = head_step(make_head([NPCFace(), UNPG(wisk=1.5)], 9, 12, 16.0), embeddings, labels, weight)
     naive = naive_grads(lambda x, w: naive_loss(x, labels, w, 16.0, npcface=OPTIONS, unpg_wisk=1.5),
                         embeddings, weight)
-    for name, a, b in zip(("loss", "embedding grad", "centre grad"), fast[:3], naive[:3]):
+    for name, a, b in zip(("loss", "embedding grad", "centre grad"), fast[:3], naive[:3], strict=True):
         assert_close(a, b, name)
 
 
@@ -52,7 +52,7 @@ def test_reference_batches_have_hard_negatives_and_both_target_signs():
     assert (cos_flipped <= 0).any()
     fast = head_step(make_head([NPCFace()], 9, 12, 16.0), *flipped)
     naive = naive_grads(lambda x, w: naive_loss(x, flipped[1], w, 16.0, npcface=OPTIONS), flipped[0], flipped[2])
-    for name, a, b in zip(("loss", "embedding grad", "centre grad"), fast[:3], naive[:3]):
+    for name, a, b in zip(("loss", "embedding grad", "centre grad"), fast[:3], naive[:3], strict=True):
         assert_close(a, b, name)
 
 

@@ -13,8 +13,15 @@ from plugins.uss import USS
 from recipes.arcface_torch.margin_loss import CombinedMarginLoss
 from tests.distributed_harness import run_on_ranks
 from tests.support.naive_partial_fc_losses import naive_loss
-from tests.support.partial_fc_runs import (ARCFACE, COSFACE, assert_close, float64_problem, head_step, make_head,
-                                           naive_grads)
+from tests.support.partial_fc_runs import (
+    ARCFACE,
+    COSFACE,
+    assert_close,
+    float64_problem,
+    head_step,
+    make_head,
+    naive_grads,
+)
 
 NUM_CLASSES, BATCH, DIM, STEPS = 11, 8, 12, 3  # 11 classes: an uneven 6 / 5 split over 2 ranks
 
@@ -110,7 +117,7 @@ def two_rank_results():
 def test_two_ranks_equal_one_process(name, two_rank_results):
     single = run_case(name)
     for rank, per_rank in enumerate(two_rank_results):
-        for step, (mine, ref) in enumerate(zip(per_rank[name], single)):
+        for step, (mine, ref) in enumerate(zip(per_rank[name], single, strict=True)):
             loss, x_grad, w_grad, param_grads, values, buffers, start = mine
             r_loss, r_x_grad, r_w_grad, r_param_grads, r_values, r_buffers, _ = ref
             where = f"{name}, rank {rank}, step {step}"
@@ -135,7 +142,7 @@ def test_partial_term_matches_naive_and_differs_from_plain():
     embeddings, labels, weight = problem(1)
     fast = head_step(make_head([HalfScaleShadowClasses()], NUM_CLASSES, DIM, 16.0), embeddings, labels, weight)
     naive = naive_grads(lambda x, w: naive_shadow_loss(x, labels, w, 16.0), embeddings, weight)
-    for what, a, b in zip(("loss", "embedding grad", "centre grad"), fast[:3], naive[:3]):
+    for what, a, b in zip(("loss", "embedding grad", "centre grad"), fast[:3], naive[:3], strict=True):
         assert_close(a, b, what)
     plain = head_step(make_head([], NUM_CLASSES, DIM, 16.0), embeddings, labels, weight)[0]
     assert fast[0] > plain
@@ -149,7 +156,7 @@ def test_readme_example_matches_naive():
         penalty = sum((1 - torch.dot(x[i] / x[i].norm(), w[y] / w[y].norm())) ** 2 for i, y in enumerate(labels.tolist()))
         return naive_loss(x, labels, w, 16.0) + 0.5 * penalty / len(labels)
 
-    for what, a, b in zip(("loss", "embedding grad", "centre grad"), fast[:3], naive_grads(naive, embeddings, weight)[:3]):
+    for what, a, b in zip(("loss", "embedding grad", "centre grad"), fast[:3], naive_grads(naive, embeddings, weight)[:3], strict=True):
         assert_close(a, b, what)
 
 
@@ -167,7 +174,7 @@ def test_sampled_centres_match_naive_over_those_centres(losses, options):
     sampled = head.weight_index.tolist()
     assert len(sampled) == 20 and set(labels.tolist()) <= set(sampled)
     naive = naive_grads(lambda x, w: naive_loss(x, labels, w, 16.0, classes=sampled, **options), embeddings, weight)
-    for what, a, b in zip(("loss", "embedding grad", "centre grad"), fast[:3], naive[:3]):
+    for what, a, b in zip(("loss", "embedding grad", "centre grad"), fast[:3], naive[:3], strict=True):
         assert_close(a, b, what)
     assert torch.all(fast[2][sorted(set(range(classes)) - set(sampled))] == 0)
 
@@ -294,7 +301,7 @@ def registry_results():
 def test_every_registered_loss_is_finite_and_rank_invariant(name, registry_results):
     single = registry_steps(name, 0, 1)
     for rank, per_rank in enumerate(registry_results):
-        for step, (mine, ref) in enumerate(zip(per_rank[name], single)):
+        for step, (mine, ref) in enumerate(zip(per_rank[name], single, strict=True)):
             loss, x_grad, w_grad, params, start = mine
             assert torch.isfinite(loss) and torch.isfinite(x_grad).all() and torch.isfinite(w_grad).all()
             assert all(torch.isfinite(g).all() for g in params.values())
@@ -328,7 +335,7 @@ def test_sample_rate_zero_with_an_empty_shard_equals_one_process():
     single = positives_only_steps(0, 1)
     assert [r[-1] for r in per_rank[1]] == [0, 0]  # rank 1 used no centre
     for rank, results in enumerate(per_rank):
-        for step, (mine, ref) in enumerate(zip(results, single)):
+        for step, (mine, ref) in enumerate(zip(results, single, strict=True)):
             loss, x_grad, w_grad, params, start, _ = mine
             assert_close(loss, ref[0], f"rank {rank} step {step}: loss", rtol=1e-12)
             assert_close(x_grad, ref[1][rank * BATCH // 2:(rank + 1) * BATCH // 2] * 2, f"rank {rank}: embedding grad")

@@ -35,9 +35,9 @@ def compare_steps(head, weight, steps, scale, weight_uss=1.0, m=0.1, set_bias=No
         if expected_init is not None:
             assert abs(float(uss.bias.detach()) - expected_init) <= 1e-10 * abs(expected_init)
         b = uss.bias.detach().clone()
-        naive = naive_grads(lambda x, w, b: naive_loss(x, labels, w, scale, COSFACE, uss={
+        naive = naive_grads(lambda x, w, b, labels=labels, bank=bank: naive_loss(x, labels, w, scale, COSFACE, uss={
             "bank": bank, "b": b, "m": m, "weight": weight_uss}), embeddings, weight, [b])
-        for name, a, e in zip(("loss", "embedding grad", "centre grad"), fast[:3], naive[:3]):
+        for name, a, e in zip(("loss", "embedding grad", "centre grad"), fast[:3], naive[:3], strict=True):
             assert_close(a, e, f"step {index}: {name}")
         assert_close(fast[3]["0.bias"], naive[3][0], f"step {index}: bias grad", rtol=1e-9)
         bank = naive_bank_update(bank, embeddings, labels)
@@ -64,7 +64,7 @@ def test_empty_bank_leaves_the_margin_softmax_unchanged_and_positive_bias_is_kep
     plain = head_step(make_head([], CLASSES, DIM, 16.0, margins=COSFACE), *steps[0], weight)
     head = make_head([USS(start_epoch=0)], CLASSES, DIM, 16.0, margins=COSFACE)
     with_uss = head_step(head, *steps[0], weight)
-    for a, b in zip(plain[:3], with_uss[:3]):
+    for a, b in zip(plain[:3], with_uss[:3], strict=True):
         assert torch.equal(a, b)
     with torch.no_grad():
         head.losses[0].bias.fill_(3.0)
@@ -87,7 +87,7 @@ def test_start_epoch_and_weight():
     b = torch.tensor(init, dtype=torch.float64)
     naive = naive_grads(lambda x, w, b: naive_loss(x, steps[1][1], w, 16.0, COSFACE, uss={
         "bank": bank, "b": b, "m": 0.1, "weight": 0.5}), steps[1][0], weight, [b])
-    for name, a, e in zip(("loss", "embedding grad", "centre grad"), epoch1[:3], naive[:3]):
+    for name, a, e in zip(("loss", "embedding grad", "centre grad"), epoch1[:3], naive[:3], strict=True):
         assert_close(a, e, name)
 
 
@@ -105,9 +105,9 @@ def test_sampled_centres_only_take_part():
         sampled = head.weight_index.tolist()
         assert len(sampled) == 12 and set(labels.tolist()) <= set(sampled)
         b = head.losses[0].bias.detach().clone()
-        naive = naive_grads(lambda x, w, b: naive_loss(x, labels, w, 16.0, COSFACE, classes=sampled, uss={
+        naive = naive_grads(lambda x, w, b, labels=labels, bank=bank, sampled=sampled: naive_loss(x, labels, w, 16.0, COSFACE, classes=sampled, uss={
             "bank": bank, "b": b, "m": 0.1, "weight": 1.0}), embeddings, weight, [b])
-        for name, a, e in zip(("loss", "embedding grad", "centre grad"), fast[:3], naive[:3]):
+        for name, a, e in zip(("loss", "embedding grad", "centre grad"), fast[:3], naive[:3], strict=True):
             assert_close(a, e, f"step {step}: {name}")
         untouched = sorted(set(range(classes)) - set(sampled))
         assert torch.all(fast[2][untouched] == 0)
