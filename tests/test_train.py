@@ -140,3 +140,28 @@ def test_cli_reports_unreadable_checkpoint(tmp_path, capsys):
     assert code == 1
     err = capsys.readouterr().err
     assert f"checkpoint {output / 'checkpoint_rank0.pt'} cannot be read" in err and "delete it to start over" in err
+
+
+@pytest.mark.slow
+def test_composed_losses_with_state_resume_exactly_across_the_start_epoch(tmp_path):
+    """USS (memory bank, learnable bias, on from epoch 1) + UNPG: the epoch reaches the head, the bank and the
+    bias are checkpointed, the bias trains in its own group without weight decay, and resume is exact."""
+    options = dict(loss=["uss", "unpg"], margin_list=(1.0, 0.0, 0.4), uss={"start_epoch": 1}, max_steps=14)
+    straight = train(small_config(tmp_path / "straight", **options))
+    train(small_config(tmp_path / "split", **{**options, "max_steps": 7}))
+    resumed = train(small_config(tmp_path / "split", **{**options, "resume": True}))
+    assert [loss for _, loss in resumed["loss_history"]] == [loss for _, loss in straight["loss_history"][7:]]
+    state = load_checkpoint(tmp_path / "straight" / "checkpoint_rank0.pt")
+    head = state["head"]
+    assert bool(head["losses.0.initialised"]) and float(head["losses.0.bias"]) != 0.0  # USS ran in epoch 1
+    assert torch.equal(head["losses.0.bank"], load_checkpoint(tmp_path / "split" / "checkpoint_rank0.pt")["head"]["losses.0.bank"])
+    groups = state["optimizer"]["param_groups"]
+    assert len(groups) == 3 and groups[2]["weight_decay"] == 0.0 and len(groups[2]["params"]) == 1
+
+
+def test_diagnostics_line_names_each_loss():
+    from recipes.arcface_torch.training_log import format_diagnostics
+
+    line = format_diagnostics({"unpg/pairs_kept": torch.tensor(12), "uss/bias": torch.tensor(1.5),
+                               "magface/margin_mean": 0.45})
+    assert line == "unpg/pairs_kept 12   uss/bias 1.5000   magface/margin_mean 0.4500"
