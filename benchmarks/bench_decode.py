@@ -152,7 +152,7 @@ def stage_times(dataset: RecordIOFaces, batch_size: int) -> dict[str, float]:
             face_pixels_into(images[first + index], flips[first + index], pixels[index].numpy())
     times["face_pixels_into (flip half, uint8 into the batch)"] = time.process_time() - start
     start = time.process_time()
-    for first in range(0, len(images) - batch_size + 1, batch_size):
+    for _first in range(0, len(images) - batch_size + 1, batch_size):
         normalise_faces(pixels)
     times["normalise_faces (training process, 1 thread)"] = time.process_time() - start
     return {name: 1e6 * seconds / len(keys) for name, seconds in times.items()}

@@ -5,7 +5,8 @@
     python benchmarks/compare_unpg.py --config ms1mv3_r50 --set rec=/data/ms1m-retinaface-t1 --jobs 1   # real data
 
 Methods: ArcFace, ArcFace+UNPG, CosFace, CosFace+UNPG, and ArcFace+UNPG with wisk 0.5, 1.0 and no filter
-(ArcFace+UNPG is wisk 1.5). For one seed every method sees the same initial weights and data order.
+(ArcFace+UNPG is wisk 1.5); NPCFace, USS (on CosFace, from epoch 1), MagFace and MagFace+UNPG, each with
+its paper defaults (config.<loss>). For one seed every method sees the same initial weights and data order.
 Each run trains with recipes/arcface_torch/train.py's `train` in its own process and then reports:
   - 10-fold verification accuracy (the .bin protocol) on the first val target,
   - TAR at FAR 1e-3 and 1e-4 and the positive/negative similarity overlap: on synthetic data over ALL pairs
@@ -40,6 +41,10 @@ METHODS = {
     "unpg_wisk0.5": {"loss": "unpg", "margin_list": ARCFACE, "unpg": {"wisk": 0.5, "filter": True}},
     "unpg_wisk1.0": {"loss": "unpg", "margin_list": ARCFACE, "unpg": {"wisk": 1.0, "filter": True}},
     "unpg_nofilter": {"loss": "unpg", "margin_list": ARCFACE, "unpg": {"wisk": 1.5, "filter": False}},
+    "npcface": {"loss": "npcface"},
+    "uss": {"loss": "uss", "margin_list": COSFACE},
+    "magface": {"loss": "magface"},
+    "magface+unpg": {"loss": ["magface", "unpg"], "unpg": {"wisk": 1.5, "filter": True}},
 }
 FARS = (1e-3, 1e-4)
 HELD_OUT_OFFSET = 2_000_000  # identities disjoint from training and from the pair set

@@ -23,7 +23,7 @@ already an all-reduced sum of exps, each rank adds e^{share_r} to its local sum 
 term is counted once with no collective of its own. Similarities and exps are fp32 (fp64 stays fp64) even
 under autocast: at s = 64, e^{s n} overflows fp16.
 
-Gradient convention (the project's, as dist_ops.all_gather_with_grad): the gradients every rank sends back
+Gradient convention (the project's, as plugins.partial_fc.collectives.all_gather_with_grad): the gradients every rank sends back
 through the gather are summed and multiplied by W, so each rank's local embeddings receive W x the
 one-process gradient of the global loss (DDP's average then gives the backbone the one-process gradient).
 S_r's gradient reaches X_r directly, not through the gather, so that path is scaled by W here; the
@@ -99,7 +99,7 @@ def sharded_pair_share(
     """This rank's share of UNPG's negative-pair term.
 
     local_embeddings: (b, D) this rank's rows (the tensor the caller all-gathered).
-    gathered_embeddings: (B, D), B = W b, all ranks' rows gathered with gradient (dist_ops.all_gather_with_grad).
+    gathered_embeddings: (B, D), B = W b, all ranks' rows gathered with gradient (plugins.partial_fc.collectives.all_gather_with_grad).
     local_labels (b,), gathered_labels (B,): global class ids. scale (s); wisk (w); filter: False keeps all of N.
     Every rank of `group` must call this together (a few small all-reduces: batch sizes, then the selection's
     histograms, or one count without the filter).

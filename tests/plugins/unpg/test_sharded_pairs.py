@@ -14,7 +14,7 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
 import torch.nn.functional as F
 
-from plugins.unpg.dist_ops import all_gather_no_grad, all_gather_with_grad
+from plugins.partial_fc.collectives import all_gather_no_grad, all_gather_with_grad
 from plugins.unpg.sharded_pairs import combine_shares, sharded_pair_share
 from plugins.unpg.unpg import UNPG
 from tests.support.distributed_harness import run_on_ranks
