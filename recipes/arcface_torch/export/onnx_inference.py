@@ -20,11 +20,34 @@ ORT_ERRORS = tuple({getattr(_ort_state, name) for name in (
 ) if hasattr(_ort_state, name)} | {RuntimeError, ValueError})
 
 
+# Accelerated execution providers used when this onnxruntime build has them; CPU always last.
+PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
 def cpu_session(model: str | bytes) -> ort.InferenceSession:
     """An onnxruntime CPU session for a model path or serialised model bytes."""
     options = ort.SessionOptions()
     options.log_severity_level = 4  # the checks report run failures themselves, in one sentence
     return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def available_providers() -> list[str]:
+    """The preferred providers this onnxruntime build offers (TensorRT, CUDA), then CPU; never empty."""
+    present = set(ort.get_available_providers())
+    return [name for name in PREFERRED_PROVIDERS if name in present or name == "CPUExecutionProvider"]
+
+
+def fastest_session(model: str | bytes) -> ort.InferenceSession:
+    """A session on the fastest provider present (TensorRT > CUDA > CPU); falls back to CPU if they fail to load."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    providers = available_providers()
+    if providers != ["CPUExecutionProvider"]:
+        try:
+            return ort.InferenceSession(model, sess_options=options, providers=providers)
+        except ORT_ERRORS:  # e.g. CUDA present in the build but no driver: CPU still answers
+            pass
+    return cpu_session(model)
 
 
 def run_onnx(session: ort.InferenceSession, x: np.ndarray, batch_size: int) -> np.ndarray:
