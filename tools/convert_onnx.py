@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"accuracy points the conversion may lose on --bin (default {DEFAULT_MAX_ACCURACY_DROP})")
     parser.add_argument("--force", action="store_true",
                         help="overwrite --output, and write it even if a verification check fails")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs per latency measurement (default 3)")
     parser.add_argument("--json", action="store_true", help="print the verification report as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return parser
@@ -63,6 +64,8 @@ def _argument_error(args) -> str | None:
         return f"--opset {args.opset} is older than {MIN_OPSET}; pass --opset {MIN_OPSET} or newer"
     if args.calibration and not args.int8:
         return "--calibration only applies to --int8; add --int8 or drop --calibration"
+    if args.runs < 1:
+        return f"--runs {args.runs} must be at least 1; pass e.g. --runs 3"
     if args.calibration_count < 1:
         return f"--calibration-count {args.calibration_count} must be at least 1; pass e.g. 128"
     if args.min_cosine is not None and not -1.0 <= args.min_cosine <= 1.0:
@@ -86,10 +89,10 @@ def main(argv=None) -> int:
         fix_batch=args.fix_batch, opset=args.opset, simplify=args.simplify, fp16=args.fp16, int8=args.int8,
         calibration=Path(args.calibration) if args.calibration else None, calibration_count=args.calibration_count,
         per_channel=not args.per_tensor, min_cosine=args.min_cosine, max_accuracy_drop=args.max_accuracy_drop,
-        bin_path=Path(args.bin) if args.bin else None, force=args.force)
+        bin_path=Path(args.bin) if args.bin else None, force=args.force, runs=args.runs)
     try:
         report = convert_model(Path(args.model), Path(args.output), options, network=args.network,
-                               embedding_size=args.embedding_size, progress=stderr_progress(args.quiet))
+                               embedding_size=args.embedding_size, progress=stderr_progress(args.quiet or args.json))
     except ConversionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

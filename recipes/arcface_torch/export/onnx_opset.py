@@ -133,6 +133,23 @@ def _all_nodes(graph: onnx.GraphProto):
                 yield from _all_nodes(sub)
 
 
+_SOFTMAX_OPS = ("Softmax", "LogSoftmax", "Hardmax")
+
+
+def _refuse_softmax_over_inner_axis(model: onnx.ModelProto, target: int) -> None:
+    """Softmax before opset 13 normalises over all axes from `axis` on, since 13 over `axis` alone: the two agree
+    only for the last axis, and onnx's converter relabels the node without checking that."""
+    if target >= 13:
+        return
+    for node in _all_nodes(model.graph):
+        if node.op_type in _SOFTMAX_OPS and _since(node.op_type, opset_of(model)) == 13:
+            axis = next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), -1)
+            if axis != -1:
+                raise OpsetError(f"op {node.op_type} (node {node.name or '<unnamed>'}) normalises over axis {axis} "
+                                 f"alone at opset 13 but over all axes from {axis} on before it, so it cannot move "
+                                 f"to opset {target}")
+
+
 def _adapter_op(error: Exception) -> str | None:
     match = re.search(r"for (\w+)", str(error))
     return match.group(1) if match else None
@@ -149,6 +166,8 @@ def convert_opset(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
                          f"({defs.onnx_opset_version()}); pass --opset {defs.onnx_opset_version()} or older")
     if target == source:
         return model
+    if target < source:
+        _refuse_softmax_over_inner_axis(model, target)
     try:
         converted = version_converter.convert_version(model, target)
         if opset_of(converted) == target:
