@@ -179,3 +179,39 @@ def test_verify_compare_against_the_checkpoint_prints_the_side_by_side_table(fp3
     assert code == 0
     for row in ("precision", "size", "latency batch 1", "latency batch 32", "cosine to reference"):
         assert any(line.startswith(row) for line in out.splitlines()), row
+
+
+def test_briefly_trained_model_keeps_its_accuracy_on_synthetic_bin_in_fp16_and_int8(tmp_path, capsys):
+    from recipes.arcface_torch.config import get_config
+    from recipes.arcface_torch.train import train
+    from tools import export_onnx
+    from tools.synthetic_to_rec import main as synthetic_to_rec
+
+    data = tmp_path / "rec"  # calibration faces (train.rec) and the demo's 2000 held-out pairs (synthetic.bin)
+    assert synthetic_to_rec([str(data), "--set", "synthetic.num_identities=40", "--set",
+                             "synthetic.images_per_identity=4", "--set", "synthetic.val_identities=400", "--set",
+                             "synthetic.val_pairs=2000", "--quiet"]) == 0
+    run = tmp_path / "run"
+    cfg = get_config("recipes/arcface_torch/configs/synthetic_unpg", output=str(run), num_workers=0, batch_size=64,
+                     num_epoch=1, embedding_size=64, frequent=1000, verbose=10_000, val_targets=[],
+                     synthetic={"num_identities": 120, "images_per_identity": 24, "val_identities": 20,
+                                "val_pairs": 20})
+    train(cfg)
+    fp32 = run / "model.onnx"
+    assert export_onnx.main([str(run), "-o", str(fp32), "--quiet"]) == 0
+    capsys.readouterr()
+    bin_path = data / "synthetic.bin"
+    for flag, extra in (("--fp16", []), ("--int8", ["--calibration", str(data)])):
+        target = tmp_path / f"model{flag.replace('--', '_')}.onnx"
+        code = convert_onnx.main([str(fp32), "-o", str(target), flag, *extra, "--bin", str(bin_path), "--runs", "1",
+                                  "--json"])
+        report = json.loads(capsys.readouterr().out)
+        assert code == 0 and report["written"], report["verification"]["checks"]
+        comparison = report["verification"]["comparison"]
+        assert comparison["pairs"] == 2000
+        assert comparison["reference"]["accuracy"] > 0.7, "the briefly trained model should have learned something"
+        drop = comparison["accuracy_drop_points"]
+        assert drop == pytest.approx(100 * (comparison["reference"]["accuracy"] - comparison["candidate"]["accuracy"]))
+        assert drop <= 0.5
+        for role in ("reference", "candidate"):  # 1000 negative pairs: TAR at FAR 1e-3 is measurable
+            assert 0.0 <= comparison[role]["tar_at_far_1e-3"] <= 1.0
