@@ -108,7 +108,8 @@ def main(argv=None) -> int:
         print(f"warning: wrote {report.output} although verification failed, because --force was given",
               file=sys.stderr)
     elif report.written:
-        print(f"wrote {report.output} ({report.output.stat().st_size / 2**20:.2f} MiB)")
+        print(f"wrote {report.output} ({report.output.stat().st_size / 2**20:.2f} MiB)",
+              file=sys.stderr if args.json else sys.stdout)
     else:
         failed = [c.name for c in report.verification.checks if c.failed]
         print(f"error: the converted model fails verification ({', '.join(failed)}), so {report.output} was not "

@@ -96,7 +96,7 @@ class Comparison:
                        "max_drop_points": self.max_accuracy_drop, "reference_tar": self.reference.tar,
                        "candidate_tar": self.candidate.tar}
             text = (f"{self.bin_name} ({self.num_pairs} pairs): accuracy {100 * self.reference.accuracy:.2f}% -> "
-                    f"{100 * self.candidate.accuracy:.2f}% ({-drop:+.2f} points)")
+                    f"{100 * self.candidate.accuracy:.2f}% ({0.0 - drop:+.2f} points)")
             ok = drop <= self.max_accuracy_drop + 1e-9
             checks.append(Check("accuracy", PASS if ok else FAIL,
                                 f"{text}, bound: at most {self.max_accuracy_drop:g} points lost" if ok else
@@ -121,7 +121,7 @@ class Comparison:
             drop = self.accuracy_drop
             rows.append((f"accuracy {self.bin_name} (10-fold, flip)", _percent(ref.accuracy, ref.accuracy_std),
                          _percent(cand.accuracy, cand.accuracy_std),
-                         f"{-drop:+.2f} pt (bound -{self.max_accuracy_drop:g})" if drop is not None else "-"))
+                         f"{0.0 - drop:+.2f} pt (bound -{self.max_accuracy_drop:g})" if drop is not None else "-"))
             tar_diff = "-" if ref.tar is None or cand.tar is None or not (math.isfinite(ref.tar) and
                                                                            math.isfinite(cand.tar)) \
                 else f"{100 * (cand.tar - ref.tar):+.2f} pt"
@@ -162,17 +162,25 @@ def _percent(value: float | None, std: float | None = None) -> str:
     return f"{100 * value:.2f}%" + (f" +- {100 * std:.2f}" if std is not None else "")
 
 
-def _median_ms(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, runs: int) -> float | None:
-    try:
-        run(x)  # warm-up (and the frozen-batch probe)
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
+def _interleaved_median_ms(runners, x: np.ndarray, runs: int) -> list[float | None]:
+    """Median milliseconds per runner on `x`, timed in turn (A, B, A, B, ...) so load changes hit both alike;
+    None for a runner that cannot run `x` (e.g. a batch frozen at 1)."""
+    usable = []
+    for run in runners:
+        try:
             run(x)
-            times.append((time.perf_counter() - start) * 1000.0)
-    except (RuntimeError, ValueError):
-        return None
-    return statistics.median(times)
+            run(x)  # warm-up: first runs allocate buffers and spin up threads
+            usable.append(True)
+        except (RuntimeError, ValueError):
+            usable.append(False)
+    times: list[list[float]] = [[] for _ in runners]
+    for _ in range(runs):
+        for index, run in enumerate(runners):
+            if usable[index]:
+                start = time.perf_counter()
+                run(x)
+                times[index].append((time.perf_counter() - start) * 1000.0)
+    return [statistics.median(t) if t else None for t in times]
 
 
 def _onnx_variant(role: str, path: Path, accelerated: bool) -> Variant:
@@ -226,11 +234,11 @@ def compare_models(candidate: Path, reference: Variant, faces_bgr: np.ndarray, f
     bound = min_cosine if min_cosine is not None else MIN_COSINE[cand.precision]
     progress(f"per-face cosine on {len(x)} faces")
     cosines = row_cosines(cand.embed(x), reference.embed(x))
-    for variant in (reference, cand):
-        progress(f"latency of the {variant.role} at batch sizes {', '.join(map(str, LATENCY_BATCH_SIZES))}")
-        for size in LATENCY_BATCH_SIZES:
-            batch = np.ascontiguousarray(np.resize(x, (size, *x.shape[1:])))
-            variant.latency_ms[size] = _median_ms(variant.embed, batch, runs)
+    progress(f"latency at batch sizes {', '.join(map(str, LATENCY_BATCH_SIZES))}, reference and candidate in turn")
+    for size in LATENCY_BATCH_SIZES:
+        batch = np.ascontiguousarray(np.resize(x, (size, *x.shape[1:])))
+        latencies = _interleaved_median_ms((reference.embed, cand.embed), batch, runs)
+        reference.latency_ms[size], cand.latency_ms[size] = latencies
     comparison = Comparison(reference, cand, cosines, faces_from, bound, max_accuracy_drop)
     if bin_path is not None:
         from ..evaluation.bin_file import load_bin
