@@ -24,10 +24,19 @@ ORT_ERRORS = tuple({getattr(_ort_state, name) for name in (
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
-def cpu_session(model: str | bytes) -> ort.InferenceSession:
-    """An onnxruntime CPU session for a model path or serialised model bytes."""
+def _options() -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.log_severity_level = 4  # the checks report run failures themselves, in one sentence
+    # Idle worker threads must not spin: with two sessions alive (a model and its reference), one session's
+    # spinning threads would take the cores from the other and make every side-by-side timing unfair.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return options
+
+
+def cpu_session(model: str | bytes) -> ort.InferenceSession:
+    """An onnxruntime CPU session for a model path or serialised model bytes."""
+    options = _options()
     return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
 
 
@@ -39,8 +48,7 @@ def available_providers() -> list[str]:
 
 def fastest_session(model: str | bytes) -> ort.InferenceSession:
     """A session on the fastest provider present (TensorRT > CUDA > CPU); falls back to CPU if they fail to load."""
-    options = ort.SessionOptions()
-    options.log_severity_level = 4
+    options = _options()
     providers = available_providers()
     if providers != ["CPUExecutionProvider"]:
         try:
