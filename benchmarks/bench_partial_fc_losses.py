@@ -19,18 +19,15 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from plugins.magface import MagFace  # noqa: E402
-from plugins.npcface import NPCFace  # noqa: E402
-from plugins.partial_fc import PartialFC  # noqa: E402
-from plugins.unpg import UNPG  # noqa: E402
-from plugins.uss import USS  # noqa: E402
-from recipes.arcface_torch.margin_loss import CombinedMarginLoss  # noqa: E402
+from plugins.magface import MagFace
+from plugins.npcface import NPCFace
+from plugins.partial_fc import PartialFC
+from plugins.unpg import UNPG
+from plugins.uss import USS
+from recipes.arcface_torch.margin_loss import CombinedMarginLoss
 
 ARCFACE, COSFACE = (1.0, 0.5, 0.0), (1.0, 0.0, 0.4)
 VARIANTS = {  # name: (margin_list, losses)

@@ -33,17 +33,14 @@ import itertools
 import statistics
 import sys
 import time
-from pathlib import Path
 from unittest import mock
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+import torch.distributed as dist
+from torch.profiler import ProfilerActivity, profile
 
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-from torch.profiler import ProfilerActivity, profile  # noqa: E402
-
-from plugins.unpg.sharded_pairs import sharded_pair_share  # noqa: E402
-from plugins.unpg.unpg import UNPG  # noqa: E402
+from plugins.unpg.sharded_pairs import sharded_pair_share
+from plugins.unpg.unpg import UNPG
 
 PER_RANK, DIM, SCALE, WISK = 384, 512, 64.0, 1.5
 SMALL_DIM = 32  # second embedding width, to split the sharded peak into per-block-entry and per-(B x D) bytes
