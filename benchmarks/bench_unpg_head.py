@@ -63,7 +63,8 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from plugins.unpg import UNPG, PartialFC, cosine_similarity_matrix, negative_pair_mask, whisker_bounds
+from plugins.partial_fc import PartialFC
+from plugins.unpg import UNPG, cosine_similarity_matrix, negative_pair_mask, whisker_bounds
 from recipes.arcface_torch.margin_loss import CombinedMarginLoss
 
 GIB = 1024 ** 3

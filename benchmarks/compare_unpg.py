@@ -17,7 +17,8 @@ identities are the test set. Per test set and run:
 then per method mean +- std over seeds, the paired-by-seed difference to its base loss (arcface+unpg vs
 arcface, ...) and on how many (seed, test set) pairs the method's accuracy beats the base.
 Methods: ArcFace, ArcFace+UNPG, CosFace, CosFace+UNPG, and ArcFace+UNPG with wisk 0.5, 1.0 and no filter
-(ArcFace+UNPG is wisk 1.5). For one seed every method sees the same initial weights and data order.
+(ArcFace+UNPG is wisk 1.5); NPCFace, USS (on CosFace, from epoch 1), MagFace and MagFace+UNPG, each with
+its paper defaults (config.<loss>). For one seed every method sees the same initial weights and data order.
 Outputs in --output: results.md, results.json, roc.png (first test set), loss_curves.png,
 similarity_<method>.png, and one folder per run (finished runs are reused: rerunning resumes).
 """
@@ -47,6 +48,10 @@ METHODS = {
     "unpg_wisk0.5": {"loss": "unpg", "margin_list": ARCFACE, "unpg": {"wisk": 0.5, "filter": True}},
     "unpg_wisk1.0": {"loss": "unpg", "margin_list": ARCFACE, "unpg": {"wisk": 1.0, "filter": True}},
     "unpg_nofilter": {"loss": "unpg", "margin_list": ARCFACE, "unpg": {"wisk": 1.5, "filter": False}},
+    "npcface": {"loss": "npcface"},
+    "uss": {"loss": "uss", "margin_list": COSFACE},
+    "magface": {"loss": "magface"},
+    "magface+unpg": {"loss": ["magface", "unpg"], "unpg": {"wisk": 1.5, "filter": True}},
 }
 # The loss each method is compared with, paired by seed: a listed one, else the name before "+".
 BASELINES = {"unpg_wisk0.5": "arcface", "unpg_wisk1.0": "arcface", "unpg_nofilter": "arcface"}

@@ -18,44 +18,11 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
 from torch import nn
 
 from recipes.arcface_torch.evaluation.ijb import evaluate_ijb, format_tar_table
 from recipes.arcface_torch.export.backbone_checkpoint import build_backbone, resolve_checkpoint
-
-
-class OnnxEmbedder(nn.Module):
-    """Runs an ONNX recognition model with onnxruntime behind the nn.Module interface (CPU float32 I/O)."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__()
-        import onnxruntime
-
-        try:
-            self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        except Exception as error:  # onnxruntime raises its own exception types for unreadable models
-            raise ValueError(
-                f"onnxruntime cannot load {path} ({error}); check that it is a valid ONNX model"
-            ) from error
-        model_input = self.session.get_inputs()[0]
-        self.input_name = model_input.name
-        batch = model_input.shape[0] if model_input.shape else None
-        self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        array = x.detach().to(device="cpu", dtype=torch.float32).numpy()
-        step = self.fixed_batch or array.shape[0]
-        outputs = []
-        for start in range(0, array.shape[0], step):
-            chunk = array[start:start + step]
-            padding = step - chunk.shape[0]
-            if padding:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], padding, axis=0)])
-            result = self.session.run(None, {self.input_name: chunk})[0]
-            outputs.append(result[: step - padding])
-        return torch.from_numpy(np.concatenate(outputs, axis=0)).to(device=x.device)
+from recipes.arcface_torch.export.onnx_embedder import OnnxEmbedder
 
 
 def load_torch_model(path: Path, network: str | None, embedding_size: int | None, device: str) -> nn.Module:

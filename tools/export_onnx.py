@@ -9,7 +9,9 @@ The network and embedding size come from the folder's config.json unless --netwo
 (N, 3, 112, 112) RGB normalised as (pixel - 127.5) / 127.5, one output (N, embedding_size), and
 its network/loss/preprocessing in the metadata. It is published only after its onnxruntime
 embeddings of real faces match PyTorch's (cosine >= 0.9999 per face). Exporter choice and file
-handling: see tools/onnx_export.py. Check the result with tools/verify_onnx.py.
+handling: see recipes/arcface_torch/export/onnx_export.py. Opsets 11-17 (older runtimes) are written by
+the TorchScript exporter, 18+ by the dynamo exporter. Progress goes to stderr (--quiet: none).
+Check the result with tools/verify_onnx.py; convert it (fp16, int8, opset) with tools/convert_onnx.py.
 """
 from __future__ import annotations
 
@@ -20,7 +22,14 @@ from pathlib import Path
 
 from recipes.arcface_torch.export.backbone_checkpoint import CheckpointError, build_backbone, resolve_checkpoint
 from recipes.arcface_torch.export.insightface_package import PackageError, model_id_from, write_package
-from recipes.arcface_torch.export.onnx_export import DEFAULT_OPSET, ExportError, check_output_path, export_backbone
+from recipes.arcface_torch.export.onnx_export import (
+    DEFAULT_OPSET,
+    MIN_OPSET,
+    ExportError,
+    check_output_path,
+    export_backbone,
+)
+from recipes.arcface_torch.export.progress import stderr_progress
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,11 +39,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", help="ONNX file to write (default: model.onnx beside model.pt)")
     parser.add_argument("--network", help="backbone name, e.g. r50 or mbf (default: from config.json)")
     parser.add_argument("--embedding-size", type=int, help="embedding size (default: from config.json, else 512)")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                        help=f"ONNX opset, {MIN_OPSET} or newer (default {DEFAULT_OPSET})")
     parser.add_argument("--simplify", action="store_true", help="simplify the graph with onnxslim")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output file / package")
     parser.add_argument("--package", help="also write an insightface 2.x model package (manifest V2) to this folder")
     parser.add_argument("--model-id", help="model_id for --package (default: the config name or output file name)")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return parser
 
 
@@ -64,7 +75,7 @@ def main(argv=None) -> int:
             "margin_list": json.dumps(margins) if margins is not None else None,
         }
         report = export_backbone(backbone, output, metadata=metadata, opset=args.opset,
-                                 simplify=args.simplify, force=args.force)
+                                 simplify=args.simplify, force=args.force, progress=stderr_progress(args.quiet))
         print(f"wrote {report.path} ({report.size_bytes / 2**20:.1f} MiB, opset {report.opset}, "
               f"{network}, {embedding_size}-d{', simplified' if report.simplified else ''})")
         print(f"parity with PyTorch on {report.faces} real faces at batch sizes "

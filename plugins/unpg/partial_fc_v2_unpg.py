@@ -8,18 +8,27 @@ with
     module_partial_fc = PartialFC_V2_UNPG(margin_loss, cfg.embedding_size, cfg.num_classes, cfg.sample_rate, cfg.fp16)
 
 Same `weight` parameter (so checkpoints load both ways), same call (local_embeddings, local_labels) -> loss,
-same gradient convention under DDP.
+same gradient convention under DDP. Call `module_partial_fc.set_epoch(epoch)` at the start of each epoch
+when a loss that depends on the epoch is added through `losses`.
 """
 from __future__ import annotations
 
-from .partial_fc import PartialFC
+from ..partial_fc import PartialFC, PartialFCLoss
 from .unpg import UNPG
 
 
 class PartialFC_V2_UNPG(PartialFC):
-    """PartialFC_V2's arguments plus UNPG's: wisk (w, default 1.5) and filter (box-and-whisker on/off)."""
+    """PartialFC_V2's arguments plus UNPG's: wisk (w, default 1.5) and filter (box-and-whisker on/off);
+    `losses` adds other partial-FC losses before UNPG (e.g. MagFace)."""
 
     def __init__(self, margin_loss, embedding_size: int, num_classes: int, sample_rate: float = 1.0,
-                 fp16: bool = False, wisk: float = 1.5, filter: bool = True):
+                 fp16: bool = False, wisk: float = 1.5, filter: bool = True,
+                 losses: list[PartialFCLoss] | None = None):
         super().__init__(margin_loss, embedding_size, num_classes, sample_rate, fp16,
-                         negative_pairs=UNPG(wisk=wisk, filter=filter))
+                         losses=[*(losses or []), UNPG(wisk=wisk, filter=filter)])
+
+    @property
+    def unpg(self) -> UNPG:
+        return self.losses[-1]
+
+    negative_pairs = unpg  # the attribute's earlier name

@@ -1,7 +1,7 @@
-"""Entry point a training recipe calls to add this plugin's losses to its registry.
+"""Entry point a training recipe calls to add this plugin's loss to its registry.
 
-The recipe owns the registry (an object with `register(name, builder, source=...)`); a builder takes the
-recipe config and returns the negative-pair hook for its partial-FC head.
+The recipe owns the registry (an object with `register(name, builder, source=..., defaults=...)`); a builder
+takes the recipe config and returns a partial-FC loss; `defaults` are the knobs under `config.unpg`.
 """
 from __future__ import annotations
 
@@ -9,4 +9,4 @@ from .unpg import UNPG
 
 
 def register(registry) -> None:
-    registry.register("unpg", UNPG.from_config, source="plugins.unpg (plugins/unpg/unpg.py)")
+    registry.register("unpg", UNPG.from_config, source="plugins.unpg (plugins/unpg/unpg.py)", defaults=UNPG.DEFAULTS)

@@ -7,15 +7,16 @@ Each sample's softmax denominator gets, beyond its class-level negatives, the ke
 N' (see mini_batch_pairs.py, whisker_filter.py) is the same set for every row, so
 sum_{n in N'} e^{s n} = exp(logsumexp(s * N')) and one scalar carries the whole set: the loss and its
 gradient are identical to appending |N'| columns to every row, at O(B^2) memory instead of O(B^3).
-The term never passes through the margin's arccos (its value can exceed 1).
+The term never passes through the margin's arccos (its value can exceed 1). On the partial-FC protocol it
+is a "replicated" denominator term: every rank holds the whole gathered batch and computes the same N'.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 
+from ..partial_fc.protocol import PartialFCLoss, Term
 from .mini_batch_pairs import cosine_similarity_matrix, negative_pair_mask, positive_pair_mask
 from .whisker_filter import whisker_bounds
 
@@ -28,8 +29,8 @@ class NegativePairTerm:
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-class UNPG(nn.Module):
-    """Negative-pair hook for the partial-FC head.
+class UNPG(PartialFCLoss):
+    """UNPG's loss for the partial-FC head: one denominator term per step.
 
     Args:
         wisk (w): whisker width; negatives outside [Q1 - w IQR, Q3 + w IQR] are dropped. Paper: 1.5.
@@ -37,8 +38,12 @@ class UNPG(nn.Module):
 
     forward(embeddings (B, D), labels (B,), scale (s)) -> NegativePairTerm, where embeddings and labels
     are the whole global batch (identical on every rank) and labels are global class ids.
-    Set `collect_stats = True` to also get min/mean/max of positive and negative pair similarities.
+    Set `collect_stats = True` (the head does on its diagnostic steps) to also get min/mean/max of positive
+    and negative pair similarities.
     """
+
+    name = "unpg"
+    DEFAULTS = {"wisk": 1.5, "filter": True}  # config.unpg: the paper's values
 
     def __init__(self, wisk: float = 1.5, filter: bool = True):
         super().__init__()
@@ -56,7 +61,14 @@ class UNPG(nn.Module):
     def extra_repr(self) -> str:
         return f"wisk={self.wisk}, filter={self.filter}"
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, scale: float) -> NegativePairTerm:
+    def denominator_terms(self, ctx) -> list[Term]:
+        term = self(ctx.embeddings, ctx.labels, ctx.scale, collect_stats=self.collect_stats or ctx.collect_diagnostics)
+        for key, value in term.stats.items():
+            ctx.report(key, value)
+        return [] if term.log_sum_exp is None else [Term(term.log_sum_exp, "replicated")]
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, scale: float,
+                collect_stats: bool | None = None) -> NegativePairTerm:
         similarities = cosine_similarity_matrix(embeddings)           # (B, B), differentiable
         negative_values = similarities[negative_pair_mask(labels)]   # N: (|N|,) pairs a < b, y_a != y_b
         detached = negative_values.detach()
@@ -70,7 +82,7 @@ class UNPG(nn.Module):
             kept_values = negative_values[(detached >= bounds.lower) & (detached <= bounds.upper)]  # N'
             stats.update(q1=bounds.q1, q3=bounds.q3)
         stats["pairs_kept"] = torch.tensor(kept_values.numel())
-        if self.collect_stats:
+        if self.collect_stats if collect_stats is None else collect_stats:
             stats.update(_similarity_stats("neg", detached))
             stats.update(_similarity_stats("pos", similarities.detach()[positive_pair_mask(labels)]))
         # sum over N' of e^{s n}, as one log-sum-exp

@@ -63,6 +63,7 @@ def get_config(name: str | Path, **overrides) -> edict:
     path = resolve_config_path(name)
     cfg = copy.deepcopy(_load_module_config(CONFIG_DIR / "base.py"))
     file_cfg = _load_module_config(path)
+    _add_loss_defaults(cfg, overrides.get("plugins", file_cfg.get("plugins", cfg.plugins)))
     _check_keys(file_cfg, cfg)
     _merge(cfg, file_cfg)
     _check_keys(overrides, cfg)
@@ -73,6 +74,30 @@ def get_config(name: str | Path, **overrides) -> edict:
         cfg.output = str(Path("work_dirs") / path.stem)
     validate_config(cfg)
     return cfg
+
+
+def _add_loss_defaults(cfg: dict, plugins) -> None:
+    """Each registered loss's options as the section config.<loss name>, with the defaults its plugin declares."""
+    from .losses import LOSSES, load_plugins
+
+    load_plugins(plugins)
+    for loss_name, options in LOSSES.defaults().items():
+        if loss_name in cfg:
+            raise ConfigError(f"loss {loss_name!r} has options but config.{loss_name} is already a recipe key; "
+                              f"register the loss under another name")
+        cfg[loss_name] = edict(copy.deepcopy(options))
+
+
+def _validate_losses(cfg: edict) -> None:
+    """config.loss names registered losses, and each builds from its config.<name> section."""
+    from .losses import LOSSES, loss_names
+
+    for loss_name in loss_names(cfg):
+        builder = LOSSES.get(loss_name)
+        try:
+            builder(cfg)
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"config.{loss_name}: {error}") from error
 
 
 def _is_int(value) -> bool:
@@ -115,6 +140,10 @@ def _string_list(value) -> bool:
     return isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value)
 
 
+def _loss_names(value) -> bool:
+    return _string(value) or (isinstance(value, (list, tuple)) and len(value) > 0 and all(_string(v) for v in value))
+
+
 def _margins(value) -> bool:
     return isinstance(value, (list, tuple)) and len(value) == 3 and all(_is_number(m) for m in value)
 
@@ -131,7 +160,7 @@ _RULES = {
     "sample_rate": (_number(0.0, 1.0), "must be a number in [0, 1]; use 1.0 to keep every class centre"),
     "interclass_filtering_threshold": (_number(0.0, 1.0, high_open=True), "must be a number in [0, 1); 0 turns the filter off"),
     "margin_gradient": (_one_of("straight_through", "exact"), "must be 'straight_through' (upstream) or 'exact'"),
-    "loss": (_string, "must name a registered loss, e.g. 'margin_softmax' or 'unpg'"),
+    "loss": (_loss_names, "must name a registered loss or list them, e.g. 'unpg' or ['magface', 'unpg']"),
     "plugins": (_string_list, "must be a list of module names, e.g. ['plugins.unpg']"),
     "optimizer": (_one_of("sgd", "adamw"), "is not supported; use 'sgd' or 'adamw'"),
     "lr": (_number(0.0, low_open=True), "must be a number > 0, e.g. 0.1 for sgd or 0.001 for adamw"),
@@ -188,6 +217,7 @@ def validate_config(cfg: edict) -> None:
     if m1 <= 0 or m2 < 0 or m3 < 0:
         raise ConfigError(f"margin_list={tuple(cfg.margin_list)!r} needs m1 > 0, m2 >= 0 and m3 >= 0, "
                           f"e.g. (1.0, 0.5, 0.0) for ArcFace or (1.0, 0.0, 0.4) for CosFace")
+    _validate_losses(cfg)
 
 
 def config_warnings(cfg: edict) -> list[str]:

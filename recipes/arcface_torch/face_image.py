@@ -54,13 +54,41 @@ def should_flip(seed: int, epoch: int, index: int) -> bool:
     return bool(_mix64((_mix64((_mix64(seed & _MASK64) + epoch) & _MASK64) + index) & _MASK64) >> 63)
 
 
+def face_into(image: np.ndarray, flip: bool, out: np.ndarray) -> None:
+    """Write uint8 (H, W, 3) RGB into float32 (3, H, W) `out` as (x - 127.5) / 127.5, mirrored when `flip`.
+
+    cv2.flip on the bytes, one casting copy into the planes, then in-place arithmetic: no strided float
+    pass and no temporary float image.
+    """
+    if flip:
+        image = cv2.flip(image, 1)
+    np.copyto(out, image.transpose(2, 0, 1), casting="unsafe")
+    np.subtract(out, np.float32(INPUT_MEAN), out=out)
+    np.divide(out, np.float32(INPUT_STD), out=out)
+
+
+def face_pixels_into(image: np.ndarray, flip: bool, out: np.ndarray) -> None:
+    """Copy uint8 (H, W, 3) RGB into uint8 (H, W, 3) `out`, mirrored when `flip` (one pass, no temporary);
+    normalise_faces later turns a batch of these into face_into's values."""
+    if flip:
+        cv2.flip(image, 1, dst=out)
+    else:
+        np.copyto(out, image)
+
+
+def normalise_faces(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, H, W, 3) RGB -> float32 (N, 3, H, W) (x - 127.5) / 127.5 on the same device, bit for bit
+    face_into's values (the planar layout is made by the same pass that widens to float)."""
+    out = torch.empty((images.shape[0], images.shape[3]) + tuple(images.shape[1:3]), dtype=torch.float32,
+                      device=images.device)
+    out.copy_(images.permute(0, 3, 1, 2))
+    return out.sub_(INPUT_MEAN).div_(INPUT_STD)
+
+
 def face_to_tensor(image: np.ndarray, flip: bool) -> torch.Tensor:
     """uint8 (H, W, 3) RGB -> float32 (3, H, W) in [-1, 1], mirrored left-right when `flip`."""
-    if flip:
-        image = image[:, ::-1]
-    chw = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
-    chw -= 127.5
-    chw /= 127.5
+    chw = np.empty((3,) + image.shape[:2], dtype=np.float32)
+    face_into(image, flip, chw)
     return torch.from_numpy(chw)
 
 

@@ -68,7 +68,7 @@ class CombinedMarginLoss(nn.Module):
         return torch.where(beyond, linear, self._angular(cos)) - self.m3
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        labels = labels.reshape(-1)
+        labels = labels.reshape(-1)  # (B,) or (B, 1) as upstream's PartialFC_V2 passes them
         rows = (labels >= 0).nonzero(as_tuple=True)[0]
         cols = labels[rows]
         target = logits[rows, cols]

@@ -4,6 +4,7 @@
     @LOSSES.register("unpg")
     class UNPG(nn.Module): ...
     LOSSES.get("unpg")      # unknown name: error listing what is registered
+    LOSSES.register("uss", USS.from_config, defaults={"weight": 1.0})   # knobs under config.uss
 """
 from __future__ import annotations
 
@@ -24,9 +25,12 @@ class Registry:
         self.kind = kind
         self._entries: dict[str, Callable] = {}
         self._sources: dict[str, str] = {}
+        self._defaults: dict[str, dict] = {}
 
-    def register(self, name: str, obj: Callable | None = None, *, source: str | None = None):
-        """Register `obj` under `name`; usable as `register(name, obj)` or as a decorator `@register(name)`."""
+    def register(self, name: str, obj: Callable | None = None, *, source: str | None = None,
+                 defaults: dict | None = None):
+        """Register `obj` under `name`; usable as `register(name, obj)` or as a decorator `@register(name)`.
+        `defaults`: the entry's options with their default values (a config section named after it)."""
 
         def add(target: Callable) -> Callable:
             where = source or _where(target)
@@ -37,6 +41,8 @@ class Registry:
                 )
             self._entries[name] = target
             self._sources[name] = where
+            if defaults is not None:
+                self._defaults[name] = dict(defaults)
             return target
 
         return add(obj) if obj is not None else add
@@ -49,6 +55,10 @@ class Registry:
                 f"unknown {self.kind} {name!r}; available: {', '.join(sorted(self._entries)) or '(none)'}.{hint}"
             )
         return self._entries[name]
+
+    def defaults(self) -> dict[str, dict]:
+        """{name: {option: default}} for the entries registered with options."""
+        return {name: dict(options) for name, options in self._defaults.items()}
 
     def names(self) -> list[str]:
         return sorted(self._entries)

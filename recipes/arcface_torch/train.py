@@ -194,7 +194,7 @@ def _train(config, ctx, output: Path, lock, allow_config_change: bool) -> dict:
     torch.manual_seed(config.seed + ctx.rank)
     head = build_head(config, num_classes, fp16=False).to(ctx.device)  # fp32 head, as upstream's train_v2
     model = DistributedDataParallel(backbone, broadcast_buffers=False) if ctx.world_size > 1 else backbone
-    optimizer = build_optimizer(config, [{"params": backbone.parameters()}, {"params": head.parameters()}])
+    optimizer = build_optimizer(config, [{"params": backbone.parameters()}, *head.parameter_groups()])
     scheduler = PolynomialLRWarmup(optimizer, warmup_steps, total_steps, power=config.lr_power)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=amp_dtype == torch.float16, growth_interval=100)
 
@@ -249,11 +249,11 @@ def _train(config, ctx, output: Path, lock, allow_config_change: bool) -> dict:
                 sampler.set_epoch(epoch, start_batch)
                 if hasattr(dataset, "set_epoch"):
                     dataset.set_epoch(epoch)  # new flips every epoch, a function of (seed, epoch, index)
+                head.set_epoch(epoch)  # losses that start at an epoch (USS) learn it here
                 model.train()
                 for batch, (images, labels) in enumerate(loader, start=start_batch):
                     post_progress(ctx, step + 1)
-                    if head.negative_pairs is not None:
-                        head.negative_pairs.collect_stats = (step + 1) % config.frequent == 0
+                    head.collect_diagnostics = (step + 1) % config.frequent == 0
                     images, labels = images.to(ctx.device, non_blocking=True), labels.to(ctx.device, non_blocking=True)
                     loss = head(model(images).float(), labels)  # the backbone autocasts its own trunk
                     loss_value = loss.item()
@@ -276,7 +276,7 @@ def _train(config, ctx, output: Path, lock, allow_config_change: bool) -> dict:
                     loss_meter.update(loss_value)
                     loss_history.append((step, loss_value))
                     progress(step, epoch, loss_meter, scheduler.get_last_lr()[0], scaler.get_scale() if scaler.is_enabled() else None,
-                             head.last_stats if step % config.frequent == 0 else {})
+                             head.last_diagnostics if step % config.frequent == 0 else {})
                     results = verification(step, backbone) or results
                     if step >= last_step:
                         next_epoch, next_batch = (epoch, batch + 1) if batch + 1 < batches_per_epoch else (epoch + 1, 0)

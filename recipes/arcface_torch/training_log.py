@@ -1,4 +1,4 @@
-"""Upstream-style progress lines (speed, loss, lr, epoch, step, ETA) and UNPG diagnostics."""
+"""Upstream-style progress lines (speed, loss, lr, epoch, step, ETA) and the losses' diagnostics."""
 from __future__ import annotations
 
 import logging
@@ -62,21 +62,20 @@ class ProgressLogger:
         self.logger.info(f"Speed {speed:.2f} samples/sec   Loss {loss.avg:.4f}   LearningRate {lr:.6f}   "
                          f"Epoch: {epoch}   Global Step: {step}{scale}   Required: {hours_left:.2f} hours")
         if stats:
-            self.logger.info(format_unpg_stats(stats))
+            self.logger.info(format_diagnostics(stats))
         if self.writer is not None:
             self.writer.add_scalar("loss", loss.avg, step)
             self.writer.add_scalar("learning_rate", lr, step)
             for key, value in stats.items():
-                self.writer.add_scalar(f"unpg/{key}", float(value), step)
+                self.writer.add_scalar(key, float(value), step)
         loss.reset()
         self.tick_time, self.tick_step = now, step
 
 
-def format_unpg_stats(stats: dict) -> str:
-    """One line: |N|, |N'|, quartiles, positive and negative pair similarity ranges."""
-    get = lambda key: float(stats[key]) if key in stats else float("nan")  # noqa: E731
-    line = f"UNPG |N| {int(get('pairs_total'))}   |N'| {int(get('pairs_kept'))}   Q1 {get('q1'):.4f}   Q3 {get('q3'):.4f}"
-    for kind in ("pos", "neg"):
-        if f"{kind}_mean" in stats:
-            line += f"   {kind} min/mean/max {get(kind + '_min'):.3f}/{get(kind + '_mean'):.3f}/{get(kind + '_max'):.3f}"
-    return line
+def format_diagnostics(stats: dict) -> str:
+    """One line of "<loss>/<name> value" pairs, e.g. "unpg/pairs_kept 1234   unpg/q1 0.0312"."""
+    parts = []
+    for key, value in stats.items():
+        number = float(value)
+        parts.append(f"{key} {int(number)}" if number.is_integer() and abs(number) >= 1 else f"{key} {number:.4f}")
+    return "   ".join(parts)

@@ -1,9 +1,10 @@
 """Defaults for every config; a config file overrides keys of this one and may add none.
 
-Key names, meanings and defaults follow upstream arcface_torch. Keys added by this recipe: `loss`, `unpg`,
-`plugins`, `scale`, `dropout`, `clip_grad_norm`, `max_steps`, `synthetic`, `nan_policy`, `lr_power`,
-`margin_gradient`, `amp_dtype`, `dist_timeout`. Upstream keys for features this recipe does not have
-(DALI, Weights & Biases) are accepted so upstream config files load unchanged; asking for them warns.
+Key names, meanings and defaults follow upstream arcface_torch. Keys added by this recipe: `loss`, `plugins`
+(and one section per registered loss, e.g. `unpg`, with its plugin's defaults), `scale`, `dropout`, `clip_grad_norm`,
+`max_steps`, `synthetic`, `nan_policy`, `lr_power`, `margin_gradient`, `amp_dtype`, `dist_timeout`. Upstream keys for
+features this recipe does not have (DALI, Weights & Biases) are accepted so upstream config files load unchanged;
+asking for them warns.
 """
 from easydict import EasyDict as edict
 
@@ -22,11 +23,10 @@ config.scale = 64.0                  # s
 config.sample_rate = 1.0             # partial FC: fraction of class centres sampled per step (0: the batch's positives only)
 config.interclass_filtering_threshold = 0.0  # > 0: non-target cosines above it are set to 0 (upstream's option)
 config.margin_gradient = "straight_through"  # target-logit gradient: "straight_through" (upstream) | "exact"
-config.loss = "margin_softmax"       # a registered loss: margin_softmax | unpg (see recipes/arcface_torch/losses.py)
-config.plugins = ["plugins.unpg"]    # modules whose register(registry) adds losses
-config.unpg = edict()
-config.unpg.wisk = 1.5               # w: keep negatives within [Q1 - w*IQR, Q3 + w*IQR]
-config.unpg.filter = True            # False: keep every mini-batch negative pair
+config.loss = "margin_softmax"       # a registered loss or a list composed in order, e.g. ["magface", "unpg"]
+config.plugins = ["plugins.unpg", "plugins.magface", "plugins.npcface", "plugins.uss"]
+                                     # modules whose register(registry) adds losses; each loss's options
+                                     # (config.<loss name>, e.g. config.unpg.wisk) default to its plugin's values
 
 # optimisation
 config.optimizer = "sgd"             # sgd | adamw

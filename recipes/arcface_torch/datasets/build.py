@@ -11,9 +11,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset
 
 from ..evaluation.verification_set import VerificationSet
+from .face_batches import FaceBatches, NormalisedBatches, supports_batches
 from .sharded_sampler import ShardedEpochSampler
 
 SYNTHETIC = "synthetic"
@@ -86,7 +87,11 @@ def build_train_loader(dataset: Dataset, config, rank: int, world_size: int) -> 
     # one OpenCV thread per process, set before the workers fork: changing it inside a forked worker can hang
     cv2.setNumThreads(1)
     sampler = ShardedEpochSampler(len(dataset), config.batch_size, rank, world_size, seed=config.seed)
-    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers,
-                        pin_memory=torch.cuda.is_available(), drop_last=True, worker_init_fn=_seed_worker,
-                        persistent_workers=False, generator=torch.Generator().manual_seed(config.seed + rank))
+    options = dict(num_workers=config.num_workers, pin_memory=torch.cuda.is_available(), worker_init_fn=_seed_worker,
+                   persistent_workers=False, generator=torch.Generator().manual_seed(config.seed + rank))
+    if supports_batches(dataset):  # whole uint8 batches decoded in place, normalised here (face_batches.py)
+        batches = BatchSampler(sampler, config.batch_size, drop_last=True)
+        loader = DataLoader(FaceBatches(dataset, normalise=False), batch_size=None, sampler=batches, **options)
+        return NormalisedBatches(loader), sampler
+    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, drop_last=True, **options)
     return loader, sampler

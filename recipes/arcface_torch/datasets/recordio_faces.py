@@ -78,7 +78,8 @@ class RecordIOFaces(Dataset):
     def __len__(self) -> int:
         return int(self.keys.size)
 
-    def __getitem__(self, index: int):
+    def encoded_face(self, index: int) -> tuple[bytes, int, bool, str]:
+        """(encoded image bytes, label, flip, where) of item `index`: all but the decode (see face_batches.py)."""
         key = int(self.keys[index])
         where = f"{self.reader.rec_path} key {key}"
         header, body = unpack_record(self.reader.read(key), where=where)
@@ -89,6 +90,10 @@ class RecordIOFaces(Dataset):
                 f"{where}: label {label} is outside [0, {self.num_classes}) given by {self.root / 'property'}; "
                 f"fix num_classes in the property file"
             )
-        image = decode_face(body, where, self.image_size)
         flip = self.flip and should_flip(self.seed, self.epoch, index)
+        return body, label, flip, where
+
+    def __getitem__(self, index: int):
+        body, label, flip, where = self.encoded_face(index)
+        image = decode_face(body, where, self.image_size)
         return face_to_tensor(image, flip), torch.tensor(label, dtype=torch.int64)

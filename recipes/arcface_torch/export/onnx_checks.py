@@ -18,13 +18,12 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from .onnx_inference import ORT_ERRORS, compare, run_onnx, run_torch
+from .onnx_precision import BATCH_MAX_RELATIVE_DIFF, BATCH_MIN_COSINE, FP16, FP32, INT8, precision_of
 from .onnx_preprocessing import ARCFACE_MEAN, ARCFACE_STD, Preprocessing, same_preprocessing
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 MIN_INPUT_SIZE = 112
 BATCH_SIZES = (1, 8, 32)
-BATCH_MIN_COSINE = 0.99999
-BATCH_MAX_RELATIVE_DIFF = 1e-4
 FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
                onnx.TensorProto.DOUBLE}
 
@@ -83,6 +82,12 @@ def check_file(path: Path) -> tuple[Check, onnx.ModelProto | None]:
                                  f"exported from a recognition network"), None
     size = path.stat().st_size
     locations = sorted(_external_data_locations(model))
+    folder = path.parent.resolve()
+    escaping = [loc for loc in locations if Path(loc).is_absolute() or folder not in (folder / loc).resolve().parents]
+    if escaping:
+        return Check(name, FAIL, f"{path} names external data {escaping[0]!r} outside its own folder, which a model "
+                                 f"must not read; move the data file beside the model and re-save it (or "
+                                 f"re-export it self-contained)", {"size_bytes": size}), None
     missing = [loc for loc in locations if not (path.parent / loc).is_file()]
     if missing:
         return Check(name, FAIL, f"{path} stores weights in external file(s) {', '.join(missing)} that are not "
@@ -133,6 +138,10 @@ def check_input(model: onnx.ModelProto) -> tuple[Check, int | None]:
     elem = value.type.tensor_type.elem_type
     shape_text = "x".join(str(d) for d in dims)
     numbers = {"input_name": value.name, "input_shape": dims}
+    if elem == onnx.TensorProto.FLOAT16:
+        return Check("input", FAIL, f"input {value.name!r} is float16, but insightface and this verifier feed float32; "
+                                    f"convert the fp32 model with `tools/convert_onnx.py --fp16`, which keeps fp32 "
+                                    f"inputs and outputs", numbers), None
     if elem != onnx.TensorProto.FLOAT:
         return Check("input", FAIL, f"input {value.name!r} is {onnx.TensorProto.DataType.Name(elem)}, not float32; "
                                     f"export the model with a float32 input", numbers), None
@@ -171,52 +180,69 @@ def check_output(model: onnx.ModelProto) -> Check:
 
 
 def check_weights(model: onnx.ModelProto) -> Check:
-    """Every floating-point weight (initializers and Constant tensors) is float32."""
+    """Float weights (initializers and Constant tensors) are fp32, or fp16 / int8 as a conversion wrote them."""
     tensors = list(model.graph.initializer)
     tensors += [attr.t for node in model.graph.node if node.op_type == "Constant"
                 for attr in node.attribute if attr.HasField("t")]
     floats = [t for t in tensors if t.data_type in FLOAT_TYPES]
-    other = [t for t in floats if t.data_type != onnx.TensorProto.FLOAT]
-    parameters = int(sum(np.prod(t.dims) if len(t.dims) else 1 for t in floats))
-    numbers = {"float_tensors": len(floats), "non_fp32_tensors": len(other), "parameters": parameters}
+    other = [t for t in floats if t.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)]
+    parameters = int(sum(np.prod(t.dims) if len(t.dims) else 1 for t in tensors))
+    precision = precision_of(model)
+    numbers = {"float_tensors": len(floats), "unsupported_tensors": len(other), "parameters": parameters,
+               "precision": precision}
     if other:
         kinds = sorted({onnx.TensorProto.DataType.Name(t.data_type) for t in other})
         return Check("weights", FAIL, f"{len(other)} of {len(floats)} float weight tensors are {'/'.join(kinds)} "
-                                      f"(e.g. {other[0].name!r}), not fp32; export the backbone in fp32 "
-                                      f"(model.float())", numbers)
-    return Check("weights", PASS, f"all {len(floats)} float weight tensors are fp32 ({parameters / 1e6:.2f} M values)",
-                 numbers)
+                                      f"(e.g. {other[0].name!r}); export the backbone in fp32 (model.float()) and "
+                                      f"convert it with tools/convert_onnx.py --fp16 or --int8", numbers)
+    what = {FP32: "all float weights fp32", FP16: "fp16 weights (fp16 model)",
+            INT8: "int8 quantized (QDQ) model"}[precision]
+    return Check("weights", PASS, f"{what}: {len(tensors)} tensors, {parameters / 1e6:.2f} M values", numbers)
 
 
 # ---------------------------------------------------------------- runtime checks (onnxruntime on real faces)
 
-def check_dynamic_batch(session, x: np.ndarray) -> tuple[Check, np.ndarray | None]:
-    """The same images at batch 1, 8 and 32 give the same rows; returns the batch-32 embeddings."""
+def _frozen_batch_fix(model_path: Path | None, frozen: list[str]) -> str:
+    found = f"{len(frozen)} Reshape node(s) with the traced batch in their shape constant ({', '.join(frozen[:3])}); " \
+        if frozen else ""
+    source = model_path if model_path is not None else "MODEL.onnx"
+    fixed = Path(source).with_name(Path(source).stem + "_fixed.onnx") if model_path is not None else "fixed.onnx"
+    return (f"{found}repair it with `python tools/convert_onnx.py {source} --fix-batch --output {fixed}` "
+            f"or re-export it with tools/export_onnx.py")
+
+
+def check_dynamic_batch(session, x: np.ndarray, precision: str = FP32, model_path: Path | None = None,
+                        frozen: list[str] | None = None) -> tuple[Check, np.ndarray | None]:
+    """The same images at batch 1, 8 and 32 give the same rows (tolerance per precision); returns the batch-32
+    embeddings. `frozen` names the Reshape nodes found to pin the batch, for the repair hint."""
     name = "batch"
+    frozen = frozen or []
     try:
         reference = run_onnx(session, x, BATCH_SIZES[-1])
     except ORT_ERRORS as error:
         return Check(name, FAIL, f"the model does not run at batch {BATCH_SIZES[-1]} ({_first_line(error)}); "
-                                 f"its batch axis is frozen: re-export with a truly dynamic batch "
-                                 f"(tools/export_onnx.py)"), None
+                                 f"its batch axis is frozen: {_frozen_batch_fix(model_path, frozen)}",
+                     {"frozen_reshapes": frozen}), None
     worst = None
     for size in BATCH_SIZES[:-1]:
         try:
             agreement = compare(run_onnx(session, x, size), reference)
         except ORT_ERRORS as error:
             return Check(name, FAIL, f"the model does not run at batch {size} ({_first_line(error)}); its batch "
-                                     f"axis is frozen: re-export with a truly dynamic batch (tools/export_onnx.py)"), \
-                reference
+                                     f"axis is frozen: {_frozen_batch_fix(model_path, frozen)}",
+                         {"frozen_reshapes": frozen}), reference
         if worst is None or agreement.min_cosine < worst.min_cosine or agreement.relative_diff > worst.relative_diff:
             worst = agreement
     numbers = {"batch_sizes": list(BATCH_SIZES), "max_abs_diff": worst.max_abs_diff,
-               "relative_diff": worst.relative_diff, "min_cosine": worst.min_cosine}
+               "relative_diff": worst.relative_diff, "min_cosine": worst.min_cosine,
+               "threshold": BATCH_MIN_COSINE[precision]}
     text = (f"max abs diff {worst.max_abs_diff:.3g} (relative {worst.relative_diff:.2g}), "
             f"min cosine {worst.min_cosine:.7f}")
-    if not worst.within(BATCH_MIN_COSINE, BATCH_MAX_RELATIVE_DIFF):
-        return Check(name, FAIL, f"rows differ between batch sizes {'/'.join(map(str, BATCH_SIZES))}: {text}; the "
-                                 f"batch axis leaks into the computation: re-export with tools/export_onnx.py",
-                     numbers), reference
+    if not worst.within(BATCH_MIN_COSINE[precision], BATCH_MAX_RELATIVE_DIFF[precision]):
+        hint = _frozen_batch_fix(model_path, frozen) if frozen else "re-export with tools/export_onnx.py"
+        return Check(name, FAIL, f"rows differ between batch sizes {'/'.join(map(str, BATCH_SIZES))}: {text} "
+                                 f"({precision} bound: cosine >= {BATCH_MIN_COSINE[precision]}); the batch axis leaks "
+                                 f"into the computation: {hint}", numbers), reference
     return Check(name, PASS, f"batch {'/'.join(map(str, BATCH_SIZES))} agree row for row: {text}", numbers), reference
 
 

@@ -4,9 +4,10 @@ Exporter: torch's torch.export-based exporter (`torch.onnx.export(..., dynamo=Tr
 onnxscript). It traces with a symbolic batch dimension, so an op that pins the batch size (a
 `view(1, -1)`, a shape read as a Python int) makes the export fail loudly instead of yielding a graph
 that only runs at batch 1 while its input claims a dynamic batch -- the fault of exporters that
-trace at batch 1 and rename the axis afterwards. The older TorchScript exporter (`dynamo=False`)
-is deprecated since torch 2.9 and due for removal. Opset 18 is the lowest this exporter writes
-natively; a lower `opset` goes through onnx's version converter and is checked to have happened.
+trace at batch 1 and rename the axis afterwards. It writes opset 18 and newer. For opsets 11-17
+(older runtimes; upstream's torch2onnx.py default is 11) the TorchScript exporter (`dynamo=False`,
+deprecated since torch 2.9 but still able to write them) traces at batch 2 with the batch axis
+declared dynamic; the parity check below, at batch sizes 32, 1 and 3, catches any reshape it froze.
 
 The file is written atomically (temp file in the same folder + os.replace) with every weight inside
 it (no external-data file; a stale one beside the target is removed), fp32 weights, input
@@ -26,6 +27,7 @@ import logging
 import re
 import shutil
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +43,8 @@ from .onnx_inference import ORT_ERRORS, Agreement, compare, cpu_session, run_onn
 from .onnx_preprocessing import ARCFACE_MEAN, ARCFACE_STD
 
 DEFAULT_OPSET = 18
-MIN_OPSET = 13
+MIN_OPSET = 11
+DYNAMO_MIN_OPSET = 18  # below this the TorchScript exporter writes the requested opset natively
 INPUT_NAME = "input.1"
 OUTPUT_NAME = "embedding"
 INPUT_SIZE = 112
@@ -131,9 +134,15 @@ def _trace_to_onnx(backbone: torch.nn.Module, path: Path, opset: int) -> None:
     batch = torch.export.Dim("batch", min=1, max=65536)
     try:
         with _quiet_exporter():
-            torch.onnx.export(backbone, (example,), str(path), dynamo=True, external_data=False,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              dynamic_shapes=({0: batch},), opset_version=opset, optimize=True, verbose=False)
+            if opset < DYNAMO_MIN_OPSET:
+                torch.onnx.export(backbone, (example,), str(path), dynamo=False, opset_version=opset,
+                                  input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                  dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                                  do_constant_folding=True, verbose=False)
+            else:
+                torch.onnx.export(backbone, (example,), str(path), dynamo=True, external_data=False,
+                                  input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                  dynamic_shapes=({0: batch},), opset_version=opset, optimize=True, verbose=False)
     except ImportError as error:
         raise ExportError(f"torch.onnx's exporter needs a package that is missing ({error}); "
                           f"run `pip install onnxscript`") from error
@@ -193,7 +202,8 @@ def _check_structure(model: onnx.ModelProto, what: str) -> None:
                               f"(build it with fp16=False and call .float())")
 
 
-def _simplify(model: onnx.ModelProto) -> onnx.ModelProto:
+def simplify_model(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The graph simplified by onnxslim (optional dependency; ExportError says how to install it)."""
     try:
         import onnxslim
     except ImportError as error:
@@ -238,10 +248,18 @@ def check_parity(model_bytes: bytes, backbone: torch.nn.Module, faces_bgr: np.nd
                      max(r.relative_diff for r in results))
 
 
+def _no_progress(message: str) -> None:
+    return None
+
+
 def export_backbone(backbone: torch.nn.Module, output: Path, *, metadata: dict[str, object],
                     opset: int = DEFAULT_OPSET, simplify: bool = False, force: bool = False,
-                    min_cosine: float = PARITY_MIN_COSINE) -> ExportReport:
-    """Export `backbone` to `output` (see module docstring); raises ExportError and writes nothing on failure."""
+                    min_cosine: float = PARITY_MIN_COSINE,
+                    progress: Callable[[str], None] = _no_progress) -> ExportReport:
+    """Export `backbone` to `output` (see module docstring); raises ExportError and writes nothing on failure.
+
+    `progress` receives one line per stage (tracing, checking, parity), for long exports.
+    """
     output = Path(output)
     check_output_path(output, force)
     if not isinstance(opset, int) or opset < MIN_OPSET:
@@ -251,6 +269,8 @@ def export_backbone(backbone: torch.nn.Module, output: Path, *, metadata: dict[s
     staging = staging_folder(output)
     try:
         traced = staging / "traced.onnx"
+        exporter = "TorchScript" if opset < DYNAMO_MIN_OPSET else "torch.export (dynamo)"
+        progress(f"tracing the backbone with the {exporter} exporter at opset {opset}")
         _trace_to_onnx(backbone, traced, opset)
         model = onnx.load(str(traced))  # pulls in any external data: the result is self-contained
         onnx.external_data_helper.convert_model_from_external_data(model)
@@ -259,11 +279,13 @@ def export_backbone(backbone: torch.nn.Module, output: Path, *, metadata: dict[s
                               f"{_opset_of(model)}); pass --opset {_opset_of(model)}")
         _check_structure(model, "the exported model")
         if simplify:
-            model = _simplify(model)
+            progress("simplifying the graph with onnxslim")
+            model = simplify_model(model)
             _check_structure(model, "the simplified model")
         set_metadata(model, {**metadata, "input_mean": ARCFACE_MEAN, "input_std": ARCFACE_STD,
                              "input_size": INPUT_SIZE, "opset": opset,
-                             "exporter": f"torch.onnx dynamo (torch {torch.__version__})"})
+                             "exporter": f"torch.onnx {exporter} (torch {torch.__version__})"})
+        progress("checking the graph with onnx.checker (full check)")
         try:
             onnx.checker.check_model(model, full_check=True)
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
@@ -272,6 +294,7 @@ def export_backbone(backbone: torch.nn.Module, output: Path, *, metadata: dict[s
         data = model.SerializeToString()
         faces = parity_faces()
         batch_sizes = (32, 1, 3)
+        progress(f"checking parity with PyTorch on {len(faces)} real faces at batch sizes 32, 1 and 3")
         parity = check_parity(data, backbone, faces, batch_sizes)
         if not parity.within(min_cosine):
             raise ExportError(f"onnxruntime and PyTorch disagree on real faces (min cosine {parity.min_cosine:.6f} "

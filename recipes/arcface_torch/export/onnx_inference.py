@@ -20,11 +20,42 @@ ORT_ERRORS = tuple({getattr(_ort_state, name) for name in (
 ) if hasattr(_ort_state, name)} | {RuntimeError, ValueError})
 
 
-def cpu_session(model: str | bytes) -> ort.InferenceSession:
-    """An onnxruntime CPU session for a model path or serialised model bytes."""
+# Accelerated execution providers used when this onnxruntime build has them; CPU always last.
+PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def _options() -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.log_severity_level = 4  # the checks report run failures themselves, in one sentence
+    # Idle worker threads must not spin: with two sessions alive (a model and its reference), one session's
+    # spinning threads would take the cores from the other and make every side-by-side timing unfair.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return options
+
+
+def cpu_session(model: str | bytes) -> ort.InferenceSession:
+    """An onnxruntime CPU session for a model path or serialised model bytes."""
+    options = _options()
     return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def available_providers() -> list[str]:
+    """The preferred providers this onnxruntime build offers (TensorRT, CUDA), then CPU; never empty."""
+    present = set(ort.get_available_providers())
+    return [name for name in PREFERRED_PROVIDERS if name in present or name == "CPUExecutionProvider"]
+
+
+def fastest_session(model: str | bytes) -> ort.InferenceSession:
+    """A session on the fastest provider present (TensorRT > CUDA > CPU); falls back to CPU if they fail to load."""
+    options = _options()
+    providers = available_providers()
+    if providers != ["CPUExecutionProvider"]:
+        try:
+            return ort.InferenceSession(model, sess_options=options, providers=providers)
+        except ORT_ERRORS:  # e.g. CUDA present in the build but no driver: CPU still answers
+            pass
+    return cpu_session(model)
 
 
 def run_onnx(session: ort.InferenceSession, x: np.ndarray, batch_size: int) -> np.ndarray:

@@ -2,12 +2,16 @@
 
     report = verify(Path("r50.onnx"), checkpoint=Path("work_dirs/ms1mv3_r50_unpg"))
     print(report.text()); report.passed; report.as_dict()
+    report = verify(Path("r50_int8.onnx"), compare=Path("r50.onnx"), bin_path=Path("lfw.bin"))
 
-Order: file, [package], checker, input, output, weights, batch, finite, parity, insightface, latency.
-Checks that cannot run because an earlier one failed are reported as SKIP with the reason.
+Order: file, [package], checker, input, output, weights, batch, finite, parity, insightface, latency,
+[compare, accuracy]. Checks that cannot run because an earlier one failed are reported as SKIP with
+the reason. Cosine bounds follow the model's precision (fp32 0.9999, fp16 0.999, int8 0.99, or
+`min_cosine`); with `compare`, the report ends with the side-by-side table of onnx_comparison.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +21,7 @@ from ..face_image import to_network_input
 from .backbone_checkpoint import CheckpointError, build_backbone, resolve_checkpoint
 from .face_samples import builtin_faces, face_batch, folder_faces
 from .insightface_package import PackageError, is_package, read_package
+from .onnx_batch_repair import BatchRepairError, frozen_batch_reshapes
 from .onnx_checks import (
     FAIL,
     PASS,
@@ -33,10 +38,11 @@ from .onnx_checks import (
     check_parity,
     check_weights,
 )
+from .onnx_comparison import DEFAULT_MAX_ACCURACY_DROP, Comparison, ComparisonError, compare_models, load_reference
 from .onnx_inference import ORT_ERRORS, cpu_session
+from .onnx_precision import MIN_COSINE, precision_of
 from .onnx_preprocessing import ARCFACE_MEAN, ARCFACE_STD, expected_preprocessing
 
-PARITY_MIN_COSINE = 0.9999
 FACE_COUNT = 32
 TRAINING_INPUT_SIZE = 112
 
@@ -46,6 +52,7 @@ class Report:
     model: Path
     checks: list[Check] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
+    comparison: Comparison | None = None
 
     @property
     def passed(self) -> bool:
@@ -54,11 +61,14 @@ class Report:
     def as_dict(self) -> dict:
         return {"model": str(self.model), "passed": self.passed, "metadata": self.metadata,
                 "checks": [{"name": c.name, "status": c.status, "summary": c.summary, **c.numbers}
-                           for c in self.checks]}
+                           for c in self.checks],
+                "comparison": self.comparison.as_dict() if self.comparison is not None else None}
 
     def text(self) -> str:
         lines = [f"verify_onnx {self.model}"]
         lines += [f"  {c.name:<12} {c.status}  {c.summary}" for c in self.checks]
+        if self.comparison is not None:
+            lines += ["", *self.comparison.table().splitlines(), ""]
         failed = [c.name for c in self.checks if c.failed]
         skipped = sum(c.status == SKIP for c in self.checks)
         if failed:
@@ -79,7 +89,7 @@ def _faces(images: Path | None, size: int) -> tuple[np.ndarray, str]:
 
 
 def _parity(embeddings, faces_bgr, size: int, checkpoint: Path | None, network: str | None,
-            embedding_size: int | None, metadata: dict[str, str]) -> Check:
+            embedding_size: int | None, metadata: dict[str, str], min_cosine: float) -> Check:
     if checkpoint is None:
         return Check("parity", SKIP, "no --checkpoint given")
     try:
@@ -94,13 +104,30 @@ def _parity(embeddings, faces_bgr, size: int, checkpoint: Path | None, network: 
         return Check("parity", FAIL, f"backbone {network!r} takes 112x112 faces but the model takes {size}x{size}; "
                                      f"compare against the checkpoint this model was exported from")
     x_training = to_network_input(faces_bgr, ARCFACE_MEAN, ARCFACE_STD)
-    return check_parity(embeddings, backbone, x_training, PARITY_MIN_COSINE,
-                        f"PyTorch {network} from {source.model_path}")
+    return check_parity(embeddings, backbone, x_training, min_cosine, f"PyTorch {network} from {source.model_path}")
+
+
+def _compare(report: Report, onnx_path: Path, compare: Path, faces_bgr: np.ndarray, where: str,
+             network: str | None, embedding_size: int | None, bin_path: Path | None, min_cosine: float | None,
+             max_accuracy_drop: float, runs: int, progress) -> None:
+    try:
+        reference = load_reference(compare, network, embedding_size, report.metadata)
+        report.comparison = compare_models(onnx_path, reference, faces_bgr, where, bin_path=bin_path,
+                                           min_cosine=min_cosine, max_accuracy_drop=max_accuracy_drop, runs=runs,
+                                           progress=progress)
+    except (ComparisonError, ValueError, OSError, *ORT_ERRORS) as error:
+        report.checks.append(Check("compare", FAIL, str(error).strip().splitlines()[0]))
+        return
+    report.checks += report.comparison.checks()
 
 
 def verify(model_path: Path, checkpoint: Path | None = None, network: str | None = None,
-           embedding_size: int | None = None, images: Path | None = None, runs: int = 5) -> Report:
-    """All checks on `model_path` (an .onnx file or a manifest V2 package folder)."""
+           embedding_size: int | None = None, images: Path | None = None, runs: int = 5,
+           compare: Path | None = None, bin_path: Path | None = None, min_cosine: float | None = None,
+           max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
+           progress: Callable[[str], None] = lambda message: None) -> Report:
+    """All checks on `model_path` (an .onnx file or a manifest V2 package folder); with `compare` (an .onnx
+    or model.pt the model was converted from) also the side-by-side comparison, on `bin_path` when given."""
     model_path = Path(model_path)
     report = Report(model_path)
     checks = report.checks
@@ -125,6 +152,8 @@ def verify(model_path: Path, checkpoint: Path | None = None, network: str | None
         checks.append(Check("package", PASS, f"manifest V2, model_id {package.model_id!r}, file {onnx_path.name} "
                                              f"(sha256 verified), preprocessing {declared}",
                             {"model_id": package.model_id, "onnx_file": str(onnx_path)}))
+    precision = precision_of(model)
+    bound = min_cosine if min_cosine is not None else MIN_COSINE[precision]
     checks.append(check_onnx_checker(onnx_path, model))
     input_check, size = check_input(model)
     checks += [input_check, check_output(model), check_weights(model)]
@@ -146,17 +175,28 @@ def verify(model_path: Path, checkpoint: Path | None = None, network: str | None
         checks += _skip(runtime, "no face images")
         return report
     x = to_network_input(faces_bgr, expected.mean, expected.std)
-    batch_check, embeddings = check_dynamic_batch(session, x)
+    progress(f"running the model on {len(x)} faces at batch sizes 1, 8 and 32")
+    batch_check, embeddings = check_dynamic_batch(session, x, precision, onnx_path)
+    if batch_check.failed:
+        try:
+            frozen = frozen_batch_reshapes(model)
+        except BatchRepairError:
+            frozen = []
+        if frozen:
+            batch_check, embeddings = check_dynamic_batch(session, x, precision, onnx_path, frozen)
     checks.append(batch_check)
     finite = check_finite(embeddings, len(x))
     if finite.status != SKIP:
         finite.summary += f" [{where}, input mean {expected.mean:g} / std {expected.std:g}]"
     checks.append(finite)
-    checks.append(_parity(embeddings, faces_bgr, size, checkpoint, network, embedding_size, report.metadata))
+    checks.append(_parity(embeddings, faces_bgr, size, checkpoint, network, embedding_size, report.metadata, bound))
     checks.append(check_insightface(model_path if package is not None else onnx_path, package is not None,
-                                    expected, faces_bgr, embeddings, PARITY_MIN_COSINE))
+                                    expected, faces_bgr, embeddings, bound))
     if batch_check.status == FAIL and embeddings is None:
         checks.append(Check("latency", SKIP, "the model does not run at batch 32"))
     else:
         checks.append(check_latency(session, x, runs))
+    if compare is not None:
+        _compare(report, onnx_path, Path(compare), faces_bgr, where, network, embedding_size,
+                 Path(bin_path) if bin_path is not None else None, min_cosine, max_accuracy_drop, runs, progress)
     return report

@@ -1,7 +1,8 @@
 """The upstream drop-in: PartialFC_V2's constructor and call, `weight` state_dict, UNPG inside."""
 import torch
 
-from plugins.unpg import UNPG, PartialFC, PartialFC_V2_UNPG
+from plugins.partial_fc import PartialFC
+from plugins.unpg import UNPG, PartialFC_V2_UNPG
 from recipes.arcface_torch.margin_loss import CombinedMarginLoss
 
 

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from plugins.unpg import UNPG, PartialFC
+from plugins.partial_fc import PartialFC
+from plugins.unpg import UNPG
 from recipes.arcface_torch.margin_loss import CombinedMarginLoss
 from tests.support.naive_reference import naive_unpg_loss
 

@@ -53,9 +53,24 @@ def test_bad_values_are_rejected(key, value, message):
 
 
 def test_unknown_loss_lists_available_losses():
-    cfg = get_config(DEMO, loss="unpgg")
-    with pytest.raises(RegistryError, match=r"unknown loss 'unpgg'; available: margin_softmax, unpg.*Did you mean 'unpg'"):
-        build_head(cfg, num_classes=10)
+    with pytest.raises(RegistryError, match=r"unknown loss 'unpgg'; available: .*margin_softmax.*unpg.*Did you mean 'unpg'"):
+        get_config(DEMO, loss="unpgg")
+    with pytest.raises(RegistryError, match=r"unknown loss 'magfac'.*Did you mean 'magface'"):
+        get_config(DEMO, loss=["magfac", "unpg"])
+
+
+def test_loss_options_come_from_the_plugins_and_are_checked():
+    cfg = get_config(DEMO, loss=["magface", "unpg"], magface={"lambda_g": 20.0})
+    assert cfg.magface.lambda_g == 20.0 and cfg.magface.u_a == 110.0 and cfg.unpg.wisk == 1.5
+    assert (cfg.npcface.m0, cfg.uss.start_epoch) == (0.40, 1)
+    with pytest.raises(ConfigError, match=r"config.unpg: wisk=-1.0 must be >= 0"):
+        get_config(DEMO, unpg={"wisk": -1.0})
+    with pytest.raises(ConfigError, match=r"unknown config key 'uss.wieght'; did you mean 'uss.weight'"):
+        get_config(DEMO, uss={"wieght": 2.0})
+    with pytest.raises(RegistryError, match=r"names a loss twice"):
+        get_config(DEMO, loss=["unpg", "unpg"])
+    head = build_head(get_config(DEMO, loss=["magface", "unpg"]), num_classes=10)
+    assert [loss.name for loss in head.losses] == ["magface", "unpg"]
 
 
 def test_duplicate_registration_names_the_first_registrant():

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from plugins.unpg import PartialFC
+from plugins.partial_fc import PartialFC
 from recipes.arcface_torch import checkpoint as checkpoint_module
 from recipes.arcface_torch.checkpoint import atomic_torch_save, load_checkpoint
 from recipes.arcface_torch.config import ConfigError, get_config
@@ -352,3 +352,29 @@ def test_interclass_filtering_trains_in_the_recipe(tmp_path):
     """Upstream's wf12m *_filter04 configs: interclass_filtering_threshold = 0.4 with partial FC sampling."""
     result = train(small_config(tmp_path / "filter", interclass_filtering_threshold=0.4, sample_rate=0.3, max_steps=3))
     assert result["step"] == 3 and all(math.isfinite(loss) for _, loss in result["loss_history"])
+
+
+@pytest.mark.slow
+def test_composed_losses_with_state_resume_exactly_across_the_start_epoch(tmp_path):
+    """USS (memory bank, learnable bias, on from epoch 1) + UNPG: the epoch reaches the head, the bank and the
+    bias are checkpointed, the bias trains in its own group without weight decay, and resume is exact."""
+    options = dict(loss=["uss", "unpg"], margin_list=(1.0, 0.0, 0.4), uss={"start_epoch": 1}, max_steps=14)
+    straight = train(small_config(tmp_path / "straight", **options))
+    train(small_config(tmp_path / "split", **{**options, "max_steps": 7}))
+    resumed = train(small_config(tmp_path / "split", **{**options, "resume": True}))
+    assert [loss for _, loss in resumed["loss_history"]] == [loss for _, loss in straight["loss_history"][7:]]
+    state = load_checkpoint(tmp_path / "straight" / "checkpoint_rank0.pt")
+    head = state["state_dict_softmax_fc"]
+    assert bool(head["losses.0.initialised"]) and float(head["losses.0.bias"]) != 0.0  # USS ran in epoch 1
+    split_head = load_checkpoint(tmp_path / "split" / "checkpoint_rank0.pt")["state_dict_softmax_fc"]
+    assert torch.equal(head["losses.0.bank"], split_head["losses.0.bank"])
+    groups = state["state_optimizer"]["param_groups"]
+    assert len(groups) == 3 and groups[2]["weight_decay"] == 0.0 and len(groups[2]["params"]) == 1
+
+
+def test_diagnostics_line_names_each_loss():
+    from recipes.arcface_torch.training_log import format_diagnostics
+
+    line = format_diagnostics({"unpg/pairs_kept": torch.tensor(12), "uss/bias": torch.tensor(1.5),
+                               "magface/margin_mean": 0.45})
+    assert line == "unpg/pairs_kept 12   uss/bias 1.5000   magface/margin_mean 0.4500"

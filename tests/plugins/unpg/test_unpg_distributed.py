@@ -4,7 +4,8 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from plugins.unpg import UNPG, PartialFC
+from plugins.partial_fc import PartialFC
+from plugins.unpg import UNPG
 from recipes.arcface_torch.margin_loss import CombinedMarginLoss
 from tests.support.distributed_harness import run_on_ranks
 

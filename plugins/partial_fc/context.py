@@ -1,0 +1,93 @@
+"""LossContext: what a partial-FC loss sees in one step (see protocol.py for the hooks that receive it).
+
+Shapes: B = global batch (all ranks), D = embedding size, K = class centres used on this rank this step
+(the shard, or its sampled subset when sample_rate < 1). Everything batch-shaped is identical on every
+rank; logits and centre-indexed values are this rank's shard.
+"""
+from __future__ import annotations
+
+from functools import cached_property
+
+import torch
+import torch.nn.functional as F
+
+from .collectives import all_reduce_no_grad, sum_gradients, sum_to_replicated
+
+
+class LossContext:
+    """Attributes:
+        embeddings (X):   (B, D) gathered, un-normalised embeddings, differentiable, float32 or float64.
+        labels (y):       (B,) global class ids.
+        logits (c):       (B, K) cosines c_ij = <x_i/|x_i|, W_j/|W_j|> in [-1, 1], differentiable. Valid until
+                          the margin stage: a margin object may rewrite them in place, as upstream's does.
+        shard_labels:     (B,) column of y_i in `logits`, -1 when class y_i is on another rank.
+        class_index:      (K,) global class id of each logits column.
+        local_index:      (K,) row of each logits column in this rank's shard (for sharded buffers).
+        class_start, num_local: this shard's class range [class_start, class_start + num_local).
+        scale (s), epoch, rank, world_size, group (None: the default process group).
+        collect_diagnostics: True on steps the recipe logs; skip costly diagnostics otherwise.
+    Lazily computed (once per step, on every rank alike): norms, unit_embeddings, on_shard_rows, target_cos,
+    target_cos_detached.
+    """
+
+    def __init__(self, *, embeddings: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor,
+                 shard_labels: torch.Tensor, class_index: torch.Tensor, class_start: int, num_local: int,
+                 scale: float, epoch: int, rank: int, world_size: int, group=None,
+                 collect_diagnostics: bool = False):
+        self.embeddings, self.labels, self.logits, self.shard_labels = embeddings, labels, logits, shard_labels
+        self.class_index = class_index
+        self.local_index = class_index - class_start
+        self.class_start, self.num_local = class_start, num_local
+        self.scale, self.epoch = float(scale), epoch
+        self.rank, self.world_size, self.group = rank, world_size, group
+        self.collect_diagnostics = collect_diagnostics
+        self.diagnostics: dict[str, torch.Tensor] = {}
+        self._reporter = ""
+
+    @cached_property
+    def norms(self) -> torch.Tensor:
+        """(B,) |x_i|, differentiable (MagFace's feature magnitude a_i before clamping)."""
+        return self.embeddings.norm(dim=1)
+
+    @cached_property
+    def unit_embeddings(self) -> torch.Tensor:
+        """(B, D) x_i / |x_i|, differentiable."""
+        return F.normalize(self.embeddings, dim=1)
+
+    @cached_property
+    def on_shard_rows(self) -> torch.Tensor:
+        """(n,) indices of the rows whose target class is on this shard."""
+        return (self.shard_labels >= 0).nonzero(as_tuple=True)[0]
+
+    @cached_property
+    def target_cos(self) -> torch.Tensor:
+        """(B,) c_{i,y_i}, all-reduced from the rank that holds each class, differentiable: its gradient reaches
+        the holder's logits (summed over ranks, see collectives.sum_to_replicated)."""
+        rows = self.on_shard_rows
+        local = torch.zeros(self.logits.size(0), dtype=self.logits.dtype, device=self.logits.device)
+        local = local.index_put((rows,), self.logits[rows, self.shard_labels[rows]])
+        # the target cosine of each row lives on one rank; the others hold 0
+        return sum_to_replicated(local)
+
+    @cached_property
+    def target_cos_detached(self) -> torch.Tensor:
+        """(B,) c_{i,y_i} without gradient (for masks and thresholds)."""
+        rows = self.on_shard_rows
+        local = torch.zeros(self.logits.size(0), dtype=self.logits.dtype, device=self.logits.device)
+        local[rows] = self.logits.detach()[rows, self.shard_labels[rows]]
+        # the target cosine of each row lives on one rank; the others hold 0
+        return all_reduce_no_grad(local, "sum")
+
+    def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        """Detached reduction over ranks ("sum", "max", "min"), e.g. per-row sums and counts over the shards."""
+        return all_reduce_no_grad(tensor, op)
+
+    def replicated_parameter(self, parameter: torch.Tensor) -> torch.Tensor:
+        """Use a parameter every rank holds a copy of through this: after backward each copy holds the
+        one-process gradient (the per-rank gradients summed over ranks)."""
+        return sum_gradients(parameter)
+
+    def report(self, name: str, value: torch.Tensor | float) -> None:
+        """A diagnostic scalar, logged as "<loss name>/<name>"."""
+        key = f"{self._reporter}/{name}" if self._reporter else name
+        self.diagnostics[key] = value.detach() if torch.is_tensor(value) else torch.tensor(value)

@@ -1,0 +1,103 @@
+"""The loss protocol of the partial-FC head: what a loss may do, and how several losses compose.
+
+A loss is an nn.Module subclassing PartialFCLoss; the head calls its hooks every step with a LossContext
+(context.py) holding the gathered batch, the shard's cosine logits and helpers for cross-rank reductions:
+
+    attach(shard)                -> once, when the head is built: allocate sharded buffers (ShardInfo)
+    set_epoch(epoch)             -> at the start of each epoch (the head forwards it)
+    denominator_terms(ctx)       -> [Term]: log-sum-exp values (B,) or 0-d added to every row's softmax
+                                    denominator, "replicated" (identical on every rank, counted once) or
+                                    "partial" (each rank holds a part; the head sums the parts' exps)
+    auxiliary_losses(ctx)        -> [Term]: 0-d losses added to the cross-entropy, "replicated" or "partial"
+    rewrite_logits(ctx, logits)  -> (B, K) scaled logits after the margin stage (per-row margins,
+                                    re-weighted hard negatives; the input is the head's own tensor and may
+                                    be written in place); set defines_target_logit = True when the
+                                    loss sets the target logit itself, so the head skips the margin object
+    end_step(ctx)                -> after the loss is computed (memory-bank updates, no gradient)
+    ctx.report(name, value)      -> diagnostics, logged by the recipe as "<loss name>/<name>"
+
+Composition of a list of losses: logit rewrites chain in order, denominator terms of the same kind combine by
+logaddexp, auxiliary losses add; at most one loss may define the target logit.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from .context import LossContext
+
+TermKind = Literal["replicated", "partial"]
+TERM_KINDS = ("replicated", "partial")
+
+
+@dataclass
+class Term:
+    """A loss contribution and how it is spread over ranks.
+
+    value: 0-d or (B,) tensor. kind: "replicated" -- every rank computed the same value, the head counts it
+    once; "partial" -- each rank holds one part and the whole is the sum of the parts (for denominator
+    terms: the sum of the parts' exps, i.e. logsumexp over ranks).
+    """
+
+    value: torch.Tensor
+    kind: TermKind = "replicated"
+
+    def __post_init__(self) -> None:
+        if self.kind not in TERM_KINDS:
+            raise ValueError(f"term kind {self.kind!r} is unknown; use 'replicated' or 'partial'")
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """What a loss needs to know about the head's class sharding (rows [class_start, class_start + num_local))."""
+
+    num_classes: int
+    num_local: int
+    class_start: int
+    embedding_size: int
+    rank: int
+    world_size: int
+
+
+class PartialFCLoss(nn.Module):
+    """Base class: every hook defaults to "do nothing", so a loss overrides only what it changes.
+
+    `name` is the loss's registry name and the prefix of its diagnostics.
+    """
+
+    name: str = "loss"
+    defines_target_logit: bool = False
+    DEFAULTS: dict = {}  # the loss's options and their defaults (the recipe's config.<name> section)
+
+    @classmethod
+    def from_config(cls, config) -> PartialFCLoss:
+        """Build from a recipe config whose section config.<name> holds this loss's options."""
+        return cls(**dict(config.get(cls.name) or {}))
+
+    def attach(self, shard: ShardInfo) -> None:
+        """Called once by the head that owns this loss; allocate per-shard buffers here."""
+
+    def set_epoch(self, epoch: int) -> None:
+        """Epoch number (from 0), for losses that switch on later in training."""
+
+    def rewrite_logits(self, ctx: LossContext, logits: torch.Tensor) -> torch.Tensor:
+        """(B, K) scaled logits -> (B, K) scaled logits. The default returns them unchanged."""
+        return logits
+
+    def denominator_terms(self, ctx: LossContext) -> list[Term]:
+        return []
+
+    def auxiliary_losses(self, ctx: LossContext) -> list[Term]:
+        return []
+
+    @torch.no_grad()
+    def end_step(self, ctx: LossContext) -> None:
+        """After the head's forward pass; no gradient."""
+
+
+def overrides_rewrite(loss: PartialFCLoss) -> bool:
+    return type(loss).rewrite_logits is not PartialFCLoss.rewrite_logits

@@ -1,0 +1,90 @@
+"""FaceBatches and the training loader give exactly the per-face __getitem__ values, flips and labels."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from easydict import EasyDict as edict
+from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
+
+from recipes.arcface_torch.datasets.build import build_train_loader
+from recipes.arcface_torch.datasets.face_batches import FaceBatches, NormalisedBatches, supports_batches
+from recipes.arcface_torch.datasets.recordio import IndexedRecordWriter, pack_record
+from recipes.arcface_torch.datasets.recordio_faces import RecordIOFaces
+from recipes.arcface_torch.face_image import face_into, face_pixels_into, face_to_tensor, normalise_faces
+
+IMAGES, CLASSES = 12, 4
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rec")
+    rng = np.random.default_rng(0)
+    with IndexedRecordWriter(root / "train.idx", root / "train.rec") as writer:
+        for key in range(IMAGES):
+            image = rng.integers(0, 256, (112, 112, 3), dtype=np.uint8)
+            jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+            writer.write(key, pack_record(float(key % CLASSES), jpeg, id=key))
+    (root / "property").write_text(f"{CLASSES},112,112")
+    return root
+
+
+def expected(dataset, indices):
+    items = [dataset[i] for i in indices]
+    return torch.stack([image for image, _ in items]), torch.stack([label for _, label in items])
+
+
+def test_face_pixels_then_normalise_equals_face_into_and_face_to_tensor():
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (3, 9, 7, 3), dtype=np.uint8)  # odd sizes: the flip must mirror every column
+    pixels = np.empty_like(images)
+    planes = np.empty((3, 3, 9, 7), dtype=np.float32)
+    for i, flip in enumerate((False, True, True)):
+        face_pixels_into(images[i], flip, pixels[i])
+        face_into(images[i], flip, planes[i])
+        assert torch.equal(face_to_tensor(images[i], flip), torch.from_numpy(planes[i]))
+    assert torch.equal(normalise_faces(torch.from_numpy(pixels)), torch.from_numpy(planes))
+    reference = (images[1][:, ::-1].transpose(2, 0, 1).astype(np.float32) - 127.5) / np.float32(127.5)
+    np.testing.assert_array_equal(planes[1], reference)
+
+
+@pytest.mark.parametrize("normalise", [True, False])
+def test_batches_equal_stacked_items(packed, normalise):
+    dataset = RecordIOFaces(packed, flip=True, seed=5)
+    dataset.set_epoch(2)
+    indices = [7, 0, 3, 3, 11]
+    images, labels = FaceBatches(dataset, normalise=normalise)[indices]
+    if not normalise:
+        assert images.dtype == torch.uint8 and images.shape == (5, 112, 112, 3)
+        images = normalise_faces(images)
+    want_images, want_labels = expected(dataset, indices)
+    assert torch.equal(images, want_images) and torch.equal(labels, want_labels)
+
+
+@pytest.mark.slow
+def test_worker_batches_equal_items_and_build_train_loader(packed):
+    dataset = RecordIOFaces(packed, flip=True, seed=1)
+    order = BatchSampler(SequentialSampler(range(IMAGES)), 5, drop_last=True)
+    loader = NormalisedBatches(DataLoader(FaceBatches(dataset, normalise=False), batch_size=None, sampler=order,
+                                          num_workers=2))
+    assert len(loader) == 2
+    for batch, (images, labels) in enumerate(loader):
+        want_images, want_labels = expected(dataset, range(5 * batch, 5 * batch + 5))
+        assert torch.equal(images, want_images) and torch.equal(labels, want_labels)
+
+    config = edict(batch_size=4, seed=3, num_workers=1)
+    loader, sampler = build_train_loader(dataset, config, rank=0, world_size=1)
+    sampler.set_epoch(1)
+    order = list(iter(sampler))
+    batches = list(loader)
+    assert len(batches) == sampler.batches_per_epoch == 3
+    for batch, (images, labels) in enumerate(batches):
+        want_images, want_labels = expected(dataset, order[4 * batch:4 * batch + 4])
+        assert torch.equal(images, want_images) and torch.equal(labels, want_labels)
+
+
+def test_datasets_without_encoded_faces_are_refused():
+    assert not supports_batches(list(range(3)))
+    with pytest.raises(TypeError, match="has no encoded_face"):
+        FaceBatches(list(range(3)))
