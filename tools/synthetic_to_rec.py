@@ -33,7 +33,8 @@ def write_synthetic_dataset(output: Path, synthetic, overwrite: bool = False, pr
         raise FileExistsError(f"{output / existing[0]} already exists; pass --overwrite to replace it or choose another folder")
     output.mkdir(parents=True, exist_ok=True)
     faces = SyntheticFaces(synthetic.num_identities, synthetic.images_per_identity, seed=synthetic.seed,
-                           label_noise=synthetic.label_noise, flip=False)
+                           label_noise=synthetic.label_noise, flip=False,
+                           preset=synthetic.preset, max_yaw=synthetic.max_yaw)
     order = np.argsort(faces.labels, kind="stable")  # records grouped by (possibly noisy) training label
 
     def items():
@@ -43,7 +44,8 @@ def write_synthetic_dataset(output: Path, synthetic, overwrite: bool = False, pr
 
     counts = write_face_records(output, items(), len(faces), faces.num_classes, progress=progress)
     pairs = synthetic_verification_set(synthetic.val_identities, synthetic.val_pairs, seed=synthetic.seed,
-                                       identity_offset=SYNTHETIC_VAL_OFFSET)
+                                       identity_offset=SYNTHETIC_VAL_OFFSET, preset=synthetic.preset,
+                                       max_yaw=synthetic.max_yaw)
     save_bin(output / BIN_NAME, [encode_image(image) for image in pairs.images], pairs.issame.tolist())
     return {**counts, "pairs": pairs.num_pairs}
 

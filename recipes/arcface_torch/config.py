@@ -198,6 +198,8 @@ _SYNTHETIC_RULES = {
     "val_pairs": (_integer(2), "must be an integer >= 2"),
     "label_noise": (_number(0.0, 1.0, high_open=True), "must be a number in [0, 1)"),
     "seed": (_integer(), "must be an integer"),
+    "preset": (_one_of("classic", "hard"), "must be 'classic' or 'hard'"),
+    "max_yaw": (_number(0.0, 80.0), "must be a number of degrees in [0, 80], e.g. 40"),
 }
 
 

@@ -55,6 +55,8 @@ config.synthetic.val_identities = 200
 config.synthetic.val_pairs = 1000
 config.synthetic.label_noise = 0.0   # fraction of training samples given a wrong label
 config.synthetic.seed = 0
+config.synthetic.preset = "classic"  # "classic" | "hard": head turns, face masks/sunglasses, harsh side light
+config.synthetic.max_yaw = 40.0      # "hard" only: largest head turn in degrees (pitch up to half of it)
 
 # logging, evaluation, checkpoints
 config.output = None                 # None or "": work_dirs/<config name>

@@ -29,7 +29,7 @@ def build_train_dataset(config) -> Dataset:
         s = config.synthetic
         identities = config.num_classes or s.num_identities  # an upstream config's num_classes sizes the set
         return SyntheticFaces(identities, s.images_per_identity, seed=s.seed, label_noise=s.label_noise,
-                              flip_seed=config.seed)
+                              flip_seed=config.seed, preset=s.preset, max_yaw=s.max_yaw)
     root = Path(config.rec)
     if not root.exists():
         raise FileNotFoundError(f"config.rec={config.rec!r} does not exist; point it at a RecordIO folder "
@@ -46,10 +46,17 @@ def build_train_dataset(config) -> Dataset:
                      f"pack images with tools/pack_rec.py or point to the dataset folder")
 
 
+def val_target_path(rec: str, target: str) -> Path:
+    """A val target is a .bin path (ends in .bin or names a folder) or a name looked up as `<rec>/<name>.bin`."""
+    if target.endswith(".bin") or "/" in target or "\\" in target:
+        return Path(target).expanduser()
+    return Path(rec) / f"{target}.bin"
+
+
 def build_val_sets(config, warn: Callable[[str], None] = print) -> list[VerificationSet]:
-    """One VerificationSet per name in config.val_targets: `<rec>/<name>.bin`, or with rec = "synthetic" the
-    held-out synthetic pairs for the name "synthetic". A missing .bin is skipped with one `warn` line, as
-    upstream skips it."""
+    """One VerificationSet per entry of config.val_targets: a name (`<rec>/<name>.bin`) or a .bin path, or with
+    rec = "synthetic" the held-out synthetic pairs for the name "synthetic". A missing .bin is skipped with one
+    `warn` line, as upstream skips it."""
     sets = []
     for name in config.val_targets:
         if name == SYNTHETIC and config.rec == SYNTHETIC:
@@ -57,14 +64,15 @@ def build_val_sets(config, warn: Callable[[str], None] = print) -> list[Verifica
 
             s = config.synthetic
             sets.append(synthetic_verification_set(s.val_identities, s.val_pairs, seed=s.seed,
-                                                   identity_offset=SYNTHETIC_VAL_OFFSET, name=SYNTHETIC))
+                                                   identity_offset=SYNTHETIC_VAL_OFFSET, name=SYNTHETIC,
+                                                   preset=s.preset, max_yaw=s.max_yaw))
             continue
         from ..evaluation.bin_file import load_bin
 
-        path = Path(config.rec) / f"{name}.bin"
+        path = val_target_path(config.rec, name)
         if not path.is_file():
-            warn(f"val target {name!r} skipped: {path} does not exist; put {name}.bin beside the .rec "
-                 f"or remove it from config.val_targets")
+            warn(f"val target {name!r} skipped: {path} does not exist; put {name}.bin beside the .rec, give "
+                 f"the .bin's path, or remove it from config.val_targets")
             continue
         sets.append(load_bin(path))
     return sets

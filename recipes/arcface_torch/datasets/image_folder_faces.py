@@ -1,4 +1,4 @@
-"""Faces from an image folder with one sub-folder per identity: root/<identity>/<image>.jpg|png.
+"""Faces from an image folder with one sub-folder per identity: root/<identity>/<image> (any format OpenCV reads).
 
 Identities are the sorted sub-folder names, labelled 0..num_classes-1; images inside a sub-folder are
 taken in sorted order. Each item is (float32 (3, 112, 112) in [-1, 1], int64 0-d label).
@@ -14,9 +14,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from ..face_files import IMAGE_SUFFIXES
 from ..face_image import decode_face, face_to_tensor, should_flip
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 def list_identity_folder(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
@@ -38,7 +37,7 @@ def list_identity_folder(root: Path) -> tuple[list[str], list[tuple[Path, int]]]
         )
         if not files:
             raise ValueError(
-                f"identity folder {root / name} holds no images ({', '.join(IMAGE_SUFFIXES)}); add images or remove the folder"
+                f"identity folder {root / name} holds no images ({' '.join(IMAGE_SUFFIXES)}); add images or remove the folder"
             )
         samples.extend((root / name / file, label) for file in files)
     return class_names, samples

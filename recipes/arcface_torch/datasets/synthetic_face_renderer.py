@@ -7,6 +7,14 @@ imperfect alignment (rotation, scale, shift), expression (smile, open mouth, rai
 gaze), background and clothes, lighting (brightness, contrast, gamma, colour cast, shading gradient),
 low resolution, blur, sensor noise, an occluding patch and JPEG artefacts.
 
+Two presets. "classic" is the renderer above, image for image. "hard" is closer to real data: on top of
+the classic sample it turns the head (yaw up to `max_yaw` degrees, pitch up to half of it, projected as
+a tilted plane, so one side of the face shrinks and the features shift), adds occluders that hide
+identity cues (a face mask over nose and mouth, sunglasses, a hand-sized blob) and lights the face
+harshly (one side down to 15% brightness, under- and over-exposure). These extra draws come from their
+own random stream, so a "hard" sample is the "classic" sample of the same (seed, identity, sample) seen
+under a new pose, light and occlusion.
+
 Landmarks sit near insightface's 112x112 alignment template (eyes ~(38, 52) and (74, 52), nose tip
 ~(56, 72), mouth ~y 92), so the images look like aligned crops to a face-recognition backbone.
 Everything is plain numpy + OpenCV drawing; one image takes well under a millisecond on one core.
@@ -27,6 +35,9 @@ _AA = cv2.LINE_AA
 _IDENTITY_STREAM = 1
 _SAMPLE_STREAM = 2
 _NOISE_STREAM = 3
+_HARD_STREAM = 4
+
+PRESETS = ("classic", "hard")
 
 _SKIN_LIGHT = np.array([238.0, 205.0, 180.0])
 _SKIN_DARK = np.array([88.0, 56.0, 38.0])
@@ -80,12 +91,20 @@ class SyntheticFaceRenderer:
 
     Args:
         seed: world seed; the same seed gives the same identities and the same samples byte for byte.
+        preset: "classic" or "hard" (pose, occlusion and harsh light on top of classic; see the module doc).
+        max_yaw: largest head turn in degrees for the "hard" preset (pitch up to half of it); 0 keeps faces frontal.
     """
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, preset: str = "classic", max_yaw: float = 40.0) -> None:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}; pass e.g. seed=0")
+        if preset not in PRESETS:
+            raise ValueError(f"synthetic preset {preset!r} is unknown; use one of {', '.join(PRESETS)}")
+        if isinstance(max_yaw, bool) or not isinstance(max_yaw, (int, float, np.floating)) or not 0 <= max_yaw <= 80:
+            raise ValueError(f"max_yaw={max_yaw!r} must be a number of degrees in [0, 80], e.g. 40")
         self.seed = int(seed)
+        self.preset = preset
+        self.max_yaw = float(max_yaw)
         rng = np.random.default_rng((self.seed, _NOISE_STREAM))
         # A small bank of noise tiles; each sample takes a random window of one, cheaper than fresh noise.
         self._noise_bank = rng.standard_normal((_NOISE_BANK_SIZE, _NOISE_TILE, _NOISE_TILE, 3)).astype(np.float32)
@@ -174,7 +193,60 @@ class SyntheticFaceRenderer:
         img[:] = _colour(np.array([r.u(20, 235), r.u(20, 235), r.u(20, 235)]))
         self._draw_head(img, p, r)
         self._draw_features(img, p, r)
-        return self._degrade(img, r)
+        if self.preset == "classic":
+            return self._degrade(img, r)
+        h = _Uniforms(np.random.default_rng((self.seed, _HARD_STREAM, int(identity), int(sample))).random(32))
+        self._occlude(img, p, h)
+        img = self._turn_head(img, p, h)
+        return self._harsh_light(self._degrade(img, r), h)
+
+    def _occlude(self, img: np.ndarray, p: dict, h: _Uniforms) -> None:
+        """Face mask over nose and mouth (20%), sunglasses (12%), a hand-sized blob anywhere on the face (15%)."""
+        cx, fw = p["cx"], p["face_w"]
+        if h.flag(0.2):
+            colour = _colour(np.array([h.u(150, 250), h.u(150, 250), h.u(150, 250)]))
+            top, bottom = p["nose_y"] - h.u(2.0, 8.0), p["mouth_y"] + h.u(10.0, 18.0)
+            pts = [_pt(cx - fw * 0.95, top + 3), _pt(cx + fw * 0.95, top + 3), _pt(cx + fw * 0.7, bottom),
+                   _pt(cx - fw * 0.7, bottom)]
+            cv2.fillPoly(img, [np.array(pts, np.int32)], colour, _AA, _SHIFT)
+        else:
+            h.u(), h.u(), h.u(), h.u(), h.u()
+        if h.flag(0.12):
+            for side in (-1.0, 1.0):
+                _ellipse(img, cx + side * p["eye_dx"], p["eye_y"], h.u(9.0, 13.0), h.u(6.0, 9.0), 0, (20, 20, 25))
+        else:
+            h.u(), h.u(), h.u(), h.u()
+        if h.flag(0.15):
+            blob = _colour(p["skin"] * h.u(0.6, 1.2))
+            _ellipse(img, cx + h.u(-fw, fw), h.u(35.0, 100.0), h.u(10.0, 22.0), h.u(8.0, 18.0), h.u(0, 180), blob)
+
+    def _turn_head(self, img: np.ndarray, p: dict, h: _Uniforms) -> np.ndarray:
+        """Rotate the face plane by yaw in [-max_yaw, max_yaw] and pitch in [-max_yaw/2, max_yaw/2] and project it."""
+        yaw = math.radians(self.max_yaw * h.u(-1.0, 1.0))
+        pitch = math.radians(0.5 * self.max_yaw * h.u(-1.0, 1.0))
+        if yaw == 0.0 and pitch == 0.0:
+            return img
+        cx, cy, focal = p["cx"], p["cy"], 160.0
+        src = np.array([[0, 0], [FACE_SIZE, 0], [FACE_SIZE, FACE_SIZE], [0, FACE_SIZE]], np.float32)
+        dst = []
+        for x, y in src:
+            px, py, pz = x - cx, y - cy, 0.0
+            px, pz = px * math.cos(yaw) + pz * math.sin(yaw), -px * math.sin(yaw) + pz * math.cos(yaw)
+            py, pz = py * math.cos(pitch) - pz * math.sin(pitch), py * math.sin(pitch) + pz * math.cos(pitch)
+            depth = focal / (focal + pz)
+            dst.append([cx + px * depth, cy + py * depth])
+        matrix = cv2.getPerspectiveTransform(src, np.array(dst, np.float32))
+        return cv2.warpPerspective(img, matrix, (FACE_SIZE, FACE_SIZE), flags=cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_REPLICATE)
+
+    def _harsh_light(self, img: np.ndarray, h: _Uniforms) -> np.ndarray:
+        """Side light (60%: one side down to 15-60% brightness) and exposure from 0.55x to 1.4x."""
+        side = h.flag(0.6)
+        low, theta, exposure = h.u(0.15, 0.6), h.u(0.0, 2 * math.pi), h.u(0.55, 1.4)
+        ramp = np.linspace(-1.0, 1.0, FACE_SIZE, dtype=np.float32)
+        along = math.cos(theta) * ramp[None, :] + math.sin(theta) * ramp[:, None]
+        gain = (low + (1.0 - low) * np.clip(0.5 + 0.5 * along, 0.0, 1.0)) if side else np.ones_like(along)
+        return np.clip(img.astype(np.float32) * (gain * exposure)[:, :, None], 0, 255).astype(np.uint8)
 
     def _draw_head(self, img: np.ndarray, p: dict, r: _Uniforms) -> None:
         cx, cy, fw, fh = p["cx"], p["cy"], p["face_w"], p["face_h"]

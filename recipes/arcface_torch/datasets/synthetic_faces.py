@@ -38,6 +38,7 @@ class SyntheticFaces(Dataset):
         flip: random horizontal flip, a pure function of (flip_seed, epoch, i): redrawn every epoch
             (`set_epoch`), independent of the worker layout, so a run resumed mid-epoch sees the same flips.
         flip_seed: seed of the flips (default: `seed`); the trainer passes config.seed.
+        preset, max_yaw: the renderer's preset ("classic" | "hard") and largest head turn (see SyntheticFaceRenderer).
 
     `__getitem__(i) -> (image float32 (3, 112, 112) in [-1, 1], label int64 0-d)`.
     Attributes: `num_classes`, `labels` / `true_labels` int64 (N,), `noisy_mask` bool (N,).
@@ -52,6 +53,8 @@ class SyntheticFaces(Dataset):
         identity_offset: int = 0,
         flip: bool = True,
         flip_seed: int | None = None,
+        preset: str = "classic",
+        max_yaw: float = 40.0,
     ) -> None:
         self.num_identities = _check_int(
             "num_identities", num_identities, 2, "a face-recognition set needs at least 2 identities"
@@ -71,7 +74,7 @@ class SyntheticFaces(Dataset):
         self.label_noise = float(label_noise)
         self.flip = bool(flip)
         self.num_classes = self.num_identities
-        self.renderer = SyntheticFaceRenderer(self.seed)
+        self.renderer = SyntheticFaceRenderer(self.seed, preset, max_yaw)
 
         n = self.num_identities * self.images_per_identity
         self.true_labels = np.repeat(np.arange(self.num_identities, dtype=np.int64), self.images_per_identity)
@@ -146,9 +149,11 @@ def synthetic_verification_set(
     seed: int = 0,
     identity_offset: int = 1_000_000,
     name: str = "synthetic",
+    preset: str = "classic",
+    max_yaw: float = 40.0,
 ) -> VerificationSet:
     """Render the pairs of `synthetic_verification_pairs`: images uint8 (2P, 112, 112, 3), rows 2k, 2k+1 = pair k."""
     identities, samples, issame = synthetic_verification_pairs(num_identities, num_pairs, seed, identity_offset)
-    renderer = SyntheticFaceRenderer(seed)
+    renderer = SyntheticFaceRenderer(seed, preset, max_yaw)
     images = np.stack([renderer.render(i, s) for i, s in zip(identities.reshape(-1), samples.reshape(-1), strict=False)])
     return VerificationSet(name=name, images=images, issame=issame)

@@ -184,5 +184,5 @@ def test_missing_val_bin_is_a_warning_naming_the_file(tmp_path):
     notes = []
     cfg = get_config(DEMO, rec=str(tmp_path), val_targets=["lfw"])
     assert build_val_sets(cfg, warn=notes.append) == []
-    assert notes == [f"val target 'lfw' skipped: {tmp_path / 'lfw.bin'} does not exist; put lfw.bin beside the .rec "
-                     f"or remove it from config.val_targets"]
+    assert notes == [f"val target 'lfw' skipped: {tmp_path / 'lfw.bin'} does not exist; put lfw.bin beside the .rec, "
+                     f"give the .bin's path, or remove it from config.val_targets"]

@@ -142,6 +142,39 @@ def test_bad_index_and_pair_arguments_are_named():
         SyntheticFaceRenderer(0).render(1, -1)
 
 
+def test_classic_preset_is_the_default_renderer_and_hard_preset_changes_each_sample():
+    classic, explicit, hard = SyntheticFaceRenderer(3), SyntheticFaceRenderer(3, "classic"), SyntheticFaceRenderer(3, "hard")
+    for identity, sample in ((7, 2), (11, 0)):
+        assert classic.render(identity, sample).tobytes() == explicit.render(identity, sample).tobytes()
+        assert classic.render(identity, sample).tobytes() != hard.render(identity, sample).tobytes()
+    again = SyntheticFaceRenderer(3, "hard")
+    assert hard.render(7, 2).tobytes() == again.render(7, 2).tobytes()
+
+
+def test_hard_preset_keeps_identities_apart_and_max_yaw_zero_keeps_faces_frontal():
+    renderer = SyntheticFaceRenderer(0, "hard", max_yaw=40.0)
+    x = np.stack([[renderer.render(500 + k, s).astype(np.float32).ravel() for s in range(4)] for k in range(16)])
+    intra = [np.linalg.norm(x[k, a] - x[k, b]) for k in range(16) for a in range(4) for b in range(a + 1, 4)]
+    inter = [np.linalg.norm(x[k, 0] - x[j, 1]) for k in range(16) for j in range(16) if j != k]
+    assert np.mean(intra) < np.mean(inter)
+    turned, frontal = SyntheticFaceRenderer(0, "hard", 60.0), SyntheticFaceRenderer(0, "hard", 0.0)
+    assert turned.render(5, 1).tobytes() != frontal.render(5, 1).tobytes()
+
+
+def test_synthetic_faces_pass_the_preset_to_the_renderer():
+    hard = SyntheticFaces(4, 2, seed=2, flip=False, preset="hard", max_yaw=30.0)
+    image, _ = hard[3]
+    expected = SyntheticFaceRenderer(2, "hard", 30.0).render(1, 1)
+    np.testing.assert_array_equal(((image.numpy().transpose(1, 2, 0) * 127.5) + 127.5).round(), expected)
+
+
+@pytest.mark.parametrize("kwargs, match", [({"preset": "harder"}, "preset 'harder' is unknown"),
+                                           ({"max_yaw": 95.0}, "max_yaw=95.0")])
+def test_bad_preset_or_yaw_is_a_clear_error(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SyntheticFaceRenderer(0, **kwargs)
+
+
 def test_flips_are_redrawn_every_epoch_and_follow_the_seed():
     ds = SyntheticFaces(10, 4, seed=1, flip=True, flip_seed=7)
     plain = SyntheticFaces(10, 4, seed=1, flip=False)

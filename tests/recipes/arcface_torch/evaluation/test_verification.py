@@ -18,9 +18,14 @@ from recipes.arcface_torch.evaluation.plots import (
 )
 from recipes.arcface_torch.evaluation.tar_far import roc_curve, tar_at_far, tar_at_far_details
 from recipes.arcface_torch.evaluation.verification import (
+    distinct_images,
     embed_verification_set,
+    embed_with_flip,
     evaluate,
+    kfold_accuracy,
     kfold_splits,
+    l2_normalize,
+    pair_distances,
     ten_fold_accuracy,
 )
 from recipes.arcface_torch.evaluation.verification_set import VerificationSet
@@ -340,3 +345,40 @@ def test_callback_logs_upstream_lines_on_schedule(tmp_path, caplog):
     assert callback(2001, model, force=True)["lfw"]["accuracy_highest"] >= results["lfw"]["accuracy"]
     other_rank = VerificationCallback([vset], frequent=1, output_dir=tmp_path, rank=1)
     assert other_rank(5, model, force=True) == {}
+
+
+# ----------------------------------------------------------------------------- each distinct image once
+
+
+def repeated_image_set(num_faces=6, num_pairs=30, seed=3):
+    """A .bin-like set built from few faces, so every face sits in many pairs (as in LFW)."""
+    rng = np.random.default_rng(seed)
+    faces = rng.integers(0, 256, size=(num_faces, 112, 112, 3), dtype=np.uint8)
+    picks = rng.integers(0, num_faces, size=(num_pairs, 2))
+    return VerificationSet("repeats", faces[picks.reshape(-1)], picks[:, 0] % 2 == picks[:, 1] % 2), picks
+
+
+def test_distinct_images_finds_each_face_once_and_maps_every_row_back():
+    vset, picks = repeated_image_set()
+    first, inverse = distinct_images(vset.images)
+    assert first.size == np.unique(picks).size
+    np.testing.assert_array_equal(vset.images[first][inverse], vset.images)
+
+
+def test_evaluate_embeds_each_distinct_image_once_with_the_same_numbers():
+    vset, picks = repeated_image_set()
+    model = LeftHalfNet().double()
+    fast = evaluate(model, vset, batch_size=4)
+    calls = len(model.seen_training_flags)
+    assert calls == 2 * int(np.ceil(np.unique(picks).size / 4))  # plain + flipped batches of the 6 faces only
+
+    plain, flipped = embed_with_flip(model, vset.images, batch_size=4)  # every row, as before
+    every_row = l2_normalize(plain + flipped)
+    distinct = embed_verification_set(model, vset, batch_size=4)
+    cosine = np.sum(every_row * distinct, axis=1)
+    assert cosine.min() >= 1.0 - 1e-6
+    accuracies, best = kfold_accuracy(pair_distances(every_row), vset.issame)
+    assert fast["accuracy"] == float(np.mean(accuracies))
+    np.testing.assert_array_equal(fast["best_thresholds"], best)
+    xnorm = float(np.mean(np.linalg.norm(np.concatenate([plain, flipped]), axis=1)))
+    assert fast["xnorm"] == pytest.approx(xnorm, rel=1e-9)
