@@ -136,7 +136,7 @@ class PartialFC(nn.Module):
             logits = F.linear(F.normalize(embeddings), F.normalize(weight))
         if logits.dtype in (torch.float16, torch.bfloat16):
             logits = logits.float()                                    # softmax and margins in fp32
-        logits = logits.clamp(-1.0, 1.0)                               # (B, K) cos theta
+        logits = logits.clamp_(-1.0, 1.0)                              # (B, K) cos theta, in place: no second copy
         if embeddings.dtype in (torch.float16, torch.bfloat16):
             embeddings = embeddings.float()
 
