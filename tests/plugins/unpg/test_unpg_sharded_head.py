@@ -132,11 +132,14 @@ def test_torchrun_four_ranks_sharded_tracks_replicated(tmp_path):
     from tests.support import REPO_ROOT
 
     out = tmp_path / "losses.json"
-    result = subprocess.run([sys.executable, "benchmarks/compare_sharded_training.py", "--steps", "4", "--json", str(out)],
-                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    # lr 0.001: a smooth run (at larger rates this tiny network amplifies fp32 rounding ~10x per step, see
+    # benchmarks/results/sharded_unpg_torchrun.md)
+    result = subprocess.run([sys.executable, "benchmarks/compare_sharded_training.py", "--steps", "5", "--lr", "0.001",
+                             "--json", str(out)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     losses = json.loads(out.read_text())
-    assert sorted(losses["sharded"]) == sorted(losses["replicated"]) == ["1", "2", "3", "4"]
+    assert sorted(losses["sharded"]) == sorted(losses["replicated"]) == ["1", "2", "3", "4", "5"]
+    assert losses["replicated"]["5"] < losses["replicated"]["1"]  # it trains
     for step, value in losses["replicated"].items():
-        # fp32 head, different summation order: equal to the logged 4 decimals, or nearly so
-        assert abs(losses["sharded"][step] - value) <= 2e-4 * max(1.0, abs(value)), (step, losses)
+        # fp32 head, different summation order: equal to the logged 4 decimals here; 1e-4 relative allowed
+        assert abs(losses["sharded"][step] - value) <= 1e-4 * abs(value), (step, losses)
