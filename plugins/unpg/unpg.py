@@ -47,7 +47,7 @@ class UNPG(PartialFCLoss):
     forward(embeddings (B, D), labels (B,), scale (s)) -> NegativePairTerm, where embeddings and labels
     are the whole global batch (identical on every rank) and labels are global class ids.
     Set `collect_stats = True` (the head does on its diagnostic steps) to also get min/mean/max of positive
-    and negative pair similarities.
+    and negative pair similarities (replicated form; the sharded form reports pairs_total, pairs_kept, q1, q3).
     """
 
     name = "unpg"
