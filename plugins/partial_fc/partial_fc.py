@@ -20,8 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .collectives import (all_gather_no_grad, all_gather_with_grad, check_equal_batches, count_once,
-                          rank_and_world_size, sum_partial)
+from .collectives import (
+    all_gather_no_grad,
+    all_gather_with_grad,
+    check_equal_batches,
+    count_once,
+    rank_and_world_size,
+    sum_partial,
+)
 from .context import LossContext
 from .dist_cross_entropy import dist_softmax_cross_entropy
 from .protocol import PartialFCLoss, ShardInfo, Term, overrides_rewrite
