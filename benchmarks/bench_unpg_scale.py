@@ -1,4 +1,6 @@
-"""UNPG's negative-pair term at scale: replicated (every rank builds B x B) vs sharded (rank r builds b x B).
+"""UNPG at scale: the negative-pair term alone, and the whole partial-FC head step around it, per rank.
+
+Part 1 -- the term: replicated (every rank builds B x B) vs sharded (rank r builds b x B).
 
 Emulates one rank of a world of W ranks at b = 384 images per rank (upstream's largest configs: 64 GPUs x
 384), so the gathered batch is B = W b, embeddings D = 512, CPU fp32, one thread. One step = forward and
@@ -22,13 +24,27 @@ the block's cost (bytes per b B entry), and the growth from D = 32 to 512 gives 
 The replicated step runs only where its estimated peak (20 bytes per B^2 entry; 15.7 measured at W = 8)
 fits in --memory-budget; other rows print the estimate.
 
+Part 2 -- the head step (--head): one rank's forward + backward of plugins.partial_fc.PartialFC with the
+margin softmax alone ("plain"), with replicated UNPG and with sharded UNPG (config.unpg.sharded), b = 384
+per rank, D = 512, C_local = --head-classes / W centres on the rank, CPU fp32, ArcFace margin, s = 64.
+Simulated: the world around rank 0. The stand-in all-gather copies this rank's rows and fixed rows of the
+other W - 1 ranks into the gathered batch (a real copy of B x D); the reduce-scatter of the gathered
+gradient copies this rank's rows; all-reduces leave their tensors as they are (so the softmax denominator
+sums this shard only, and the quartiles are this block's). Network time is not counted: on a real cluster
+each collective adds its latency, the same for the three variants except UNPG's few KB of selection
+histograms. Time: median (min-max) of interleaved repeats (plain, replicated, sharded, ...), ratios to
+plain of each repeat's pair, median; memory: allocator peak above the inputs as in part 1 ("UNPG extra":
+peak minus the plain step's peak). The replicated step runs only where its estimate fits --memory-budget.
+
     python benchmarks/bench_unpg_scale.py                              # W = 8 16 32 64, 5 repeats
     python benchmarks/bench_unpg_scale.py --worlds 8 16 --repeats 7
+    python benchmarks/bench_unpg_scale.py --head --head-classes 2000000 --worlds 8 16 32 64 --repeats 7
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import itertools
 import statistics
 import sys
@@ -39,8 +55,10 @@ import torch
 import torch.distributed as dist
 from torch.profiler import ProfilerActivity, profile
 
+from plugins.partial_fc import PartialFC
 from plugins.unpg.sharded_pairs import sharded_pair_share
 from plugins.unpg.unpg import UNPG
+from recipes.arcface_torch.margin_loss import CombinedMarginLoss
 
 PER_RANK, DIM, SCALE, WISK = 384, 512, 64.0, 1.5
 SMALL_DIM = 32  # second embedding width, to split the sharded peak into per-block-entry and per-(B x D) bytes
@@ -127,6 +145,115 @@ def measure(world_size: int, repeats: int, budget: int) -> dict:
     return row
 
 
+class EmulatedWorld:
+    """torch.distributed as rank 0 of `world_size` sees it: gathers return this rank's rows followed by fixed
+    rows of the other ranks (`others`: {dtype: (B - b, ...) tensor}), reduce-scatters keep this rank's chunk,
+    all-reduces leave their tensor as it is."""
+
+    def __init__(self, world_size: int, others: dict):
+        self.world_size, self.others = world_size, others
+
+    def all_gather(self, parts, tensor, group=None, async_op=False):
+        parts[0].copy_(tensor)
+        rest = self.others[tensor.dtype].split(tensor.size(0), dim=0)
+        for part, source in zip(parts[1:], rest, strict=True):
+            part.copy_(source)
+
+    def reduce_scatter(self, output, inputs, op=None, group=None, async_op=False):
+        output.copy_(inputs[0])
+
+    @contextlib.contextmanager
+    def active(self):
+        with mock.patch.object(dist, "is_initialized", lambda: True), \
+                mock.patch.object(dist, "get_world_size", lambda group=None: self.world_size), \
+                mock.patch.object(dist, "get_rank", lambda group=None: 0), \
+                mock.patch.object(dist, "all_reduce", lambda tensor, op=None, group=None, async_op=False: None), \
+                mock.patch.object(dist, "all_gather", self.all_gather), \
+                mock.patch.object(dist, "reduce_scatter", self.reduce_scatter):
+            yield
+
+
+class HeadProblem:
+    """Rank 0 of W: local embeddings (b, D) and labels, the other ranks' rows, a head per variant."""
+
+    VARIANTS = ("plain", "replicated", "sharded")
+
+    def __init__(self, world_size: int, classes: int, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        batch = world_size * PER_RANK
+        self.world_size, self.batch = world_size, batch
+        labels = torch.randint(0, classes, (batch,), generator=g)
+        labels[1::2] = labels[0::2]  # two images per identity in the batch, as a sampled face batch
+        self.local = torch.randn(PER_RANK, DIM, generator=g).requires_grad_(True)
+        self.local_labels = labels[:PER_RANK]
+        self.world = EmulatedWorld(world_size, {torch.float32: torch.randn(batch - PER_RANK, DIM, generator=g),
+                                                torch.int64: labels[PER_RANK:]})
+        with self.world.active():
+            self.heads = {name: PartialFC(CombinedMarginLoss(SCALE, 1.0, 0.5, 0.0), DIM, classes,
+                                          losses=[] if name == "plain" else [UNPG(wisk=WISK, sharded=name == "sharded")])
+                          for name in self.VARIANTS}
+        self.num_local = self.heads["plain"].num_local
+        weight = torch.normal(0, 0.01, (self.num_local, DIM), generator=g)
+        for head in self.heads.values():
+            with torch.no_grad():
+                head.weight.copy_(weight)
+
+    def step(self, name: str) -> None:
+        with self.world.active():
+            self.heads[name](self.local, self.local_labels).backward()
+
+    def clear(self) -> None:
+        self.local.grad = None
+        for head in self.heads.values():
+            head.weight.grad = None
+
+
+def measure_head(world_size: int, classes: int, repeats: int, budget: int) -> dict:
+    problem = HeadProblem(world_size, classes)
+    variants = list(HeadProblem.VARIANTS)
+    if REPLICATED_BYTES_PER_ENTRY * problem.batch ** 2 > budget:
+        variants.remove("replicated")
+    row = {"W": world_size, "B": problem.batch, "C": problem.num_local, "variants": variants,
+           "time": {name: [] for name in variants}, "peak": {}}
+    for name in variants:  # warm-up and memory, one step each
+        problem.clear()
+        row["peak"][name] = peak_bytes(functools.partial(problem.step, name))
+    for _ in range(repeats):
+        for name in variants:
+            problem.clear()
+            row["time"][name].append(seconds(functools.partial(problem.step, name)))
+    problem.clear()
+    return row
+
+
+def print_head_table(rows: list[dict], repeats: int, threads: int, classes: int) -> None:
+    print(f"\nHead step per rank (forward + backward), b = {PER_RANK} per rank, D = {DIM}, C_local = {classes:,} / W, "
+          f"CPU fp32, {threads} thread(s); time: median (min-max) of {repeats} interleaved repeats; ratio: median over "
+          f"repeats of UNPG / plain")
+    header = (f"{'W':>3} | {'B':>6} | {'C_local':>9} | {'plain s':>20} | {'replicated s':>20} | {'rep/plain':>9} | "
+              f"{'sharded s':>20} | {'shd/plain':>9} | {'plain peak':>10} | {'rep extra':>10} | {'shd extra':>10} | "
+              f"{'extra/(bB)':>10}")
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        plain = row["time"]["plain"]
+        cells = {}
+        for name in ("replicated", "sharded"):
+            if name in row["variants"]:
+                ratio = statistics.median(v / p for v, p in zip(row["time"][name], plain, strict=True))
+                cells[name] = (spread(row["time"][name], 2), f"{ratio:.3f}",
+                               fmt_bytes(row["peak"][name] - row["peak"]["plain"]))
+            else:
+                cells[name] = ("not run", "-", f"~{fmt_bytes(REPLICATED_BYTES_PER_ENTRY * row['B'] ** 2)} est.")
+        sharded_extra = (row["peak"]["sharded"] - row["peak"]["plain"]) / (PER_RANK * row["B"])
+        print(f"{row['W']:>3} | {row['B']:>6} | {row['C']:>9,} | {spread(plain, 2):>20} | {cells['replicated'][0]:>20} | "
+              f"{cells['replicated'][1]:>9} | {cells['sharded'][0]:>20} | {cells['sharded'][1]:>9} | "
+              f"{fmt_bytes(row['peak']['plain']):>10} | {cells['replicated'][2]:>10} | {cells['sharded'][2]:>10} | "
+              f"{sharded_extra:>10.1f}")
+    print("extra: allocator peak of the step minus the plain step's peak; extra/(bB): the sharded extra in bytes per "
+          "block entry (target <= 16 + O(B D)/(b B))")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worlds", type=int, nargs="+", default=[8, 16, 32, 64], help="world sizes W (default 8 16 32 64)")
@@ -134,11 +261,24 @@ def main(argv=None) -> int:
     parser.add_argument("--memory-budget", type=float, default=4.0,
                         help="GiB the replicated step may take by its estimate; larger W print the estimate (default 4)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--head", action="store_true", help="measure the whole head step (part 2) instead of the term")
+    parser.add_argument("--head-classes", type=int, default=2_000_000,
+                        help="total classes of the head step, C_local = this / W (default 2,000,000)")
     args = parser.parse_args(argv)
+    if args.head_classes < max(args.worlds):
+        print(f"error: --head-classes {args.head_classes} is smaller than W; every rank needs a class centre", file=sys.stderr)
+        return 1
     if min(args.worlds) < 1 or args.repeats < 1 or args.threads < 1:
         print("error: --worlds, --repeats and --threads must be >= 1", file=sys.stderr)
         return 1
     torch.set_num_threads(args.threads)
+    if args.head:
+        head_rows = []
+        for world_size in args.worlds:
+            print(f"head, W = {world_size} ...", file=sys.stderr, flush=True)
+            head_rows.append(measure_head(world_size, args.head_classes, args.repeats, int(args.memory_budget * 2 ** 30)))
+        print_head_table(head_rows, args.repeats, args.threads, args.head_classes)
+        return 0
     rows = []
     for world_size in args.worlds:
         print(f"W = {world_size} ...", file=sys.stderr, flush=True)

@@ -24,6 +24,21 @@ def _world_size() -> int:
     return rank_and_world_size()[1]
 
 
+def check_equal_batches(local_rows: int, device: torch.device) -> None:
+    """Raise the same clear error on every rank unless every rank holds `local_rows` rows (the equal-shape
+    all-gather, upstream's too, requires equal per-rank batches)."""
+    if _world_size() == 1:
+        return
+    sizes = torch.tensor([local_rows, -local_rows], dtype=torch.int64, device=device)
+    # largest and (negated) smallest local batch over the ranks, so every rank raises together
+    dist.all_reduce(sizes, op=dist.ReduceOp.MAX)
+    largest, smallest = int(sizes[0]), -int(sizes[1])
+    if largest != smallest:
+        raise ValueError(f"partial FC needs equal per-rank batches (its all-gather requires them), got local batches "
+                         f"from {smallest} to {largest} rows; set the same batch_size on every rank and drop the last "
+                         f"incomplete batch (drop_last=True)")
+
+
 class _AllGatherWithGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
@@ -36,11 +51,11 @@ class _AllGatherWithGrad(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.contiguous()
-        # each rank's loss depends on every rank's rows: sum the gradients of all ranks
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        local = grad.narrow(0, ctx.rank * ctx.local_size, ctx.local_size)
-        return local * ctx.world_size
+        local = torch.empty((ctx.local_size, *grad.shape[1:]), dtype=grad.dtype, device=grad.device)
+        # each rank's loss depends on every rank's rows: sum the gradients of all ranks, each rank receiving
+        # only its own rows' sum (a reduce-scatter, not an all-reduce of the whole (B, D) block then a slice)
+        dist.reduce_scatter(local, list(grad.contiguous().split(ctx.local_size, dim=0)), op=dist.ReduceOp.SUM)
+        return local.mul_(ctx.world_size)
 
 
 def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:

@@ -25,21 +25,23 @@ class LossContext:
         local_index:      (K,) row of each logits column in this rank's shard (for sharded buffers).
         class_start, num_local: this shard's class range [class_start, class_start + num_local).
         scale (s), epoch, rank, world_size, group (None: the default process group).
+        local_batch (b): rows per rank (B = world_size * b); this rank's rows are [rank * b, (rank + 1) * b).
         collect_diagnostics: True on steps the recipe logs; skip costly diagnostics otherwise.
     Lazily computed (once per step, on every rank alike): norms, unit_embeddings, on_shard_rows, target_cos,
-    target_cos_detached.
+    target_cos_detached; local_rows, local_labels (this rank's part of the batch).
     """
 
     def __init__(self, *, embeddings: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor,
                  shard_labels: torch.Tensor, class_index: torch.Tensor, class_start: int, num_local: int,
                  scale: float, epoch: int, rank: int, world_size: int, group=None,
-                 collect_diagnostics: bool = False):
+                 local_batch: int | None = None, collect_diagnostics: bool = False):
         self.embeddings, self.labels, self.logits, self.shard_labels = embeddings, labels, logits, shard_labels
         self.class_index = class_index
         self.local_index = class_index - class_start
         self.class_start, self.num_local = class_start, num_local
         self.scale, self.epoch = float(scale), epoch
         self.rank, self.world_size, self.group = rank, world_size, group
+        self.local_batch = embeddings.size(0) // world_size if local_batch is None else int(local_batch)
         self.collect_diagnostics = collect_diagnostics
         self.diagnostics: dict[str, torch.Tensor] = {}
         self._reporter = ""
@@ -53,6 +55,17 @@ class LossContext:
     def unit_embeddings(self) -> torch.Tensor:
         """(B, D) x_i / |x_i|, differentiable."""
         return F.normalize(self.embeddings, dim=1)
+
+    @property
+    def local_rows(self) -> torch.Tensor:
+        """(b, D) this rank's own rows of `embeddings`, differentiable; their gradient goes back through the
+        gather like every other row's (a "partial" term built on them follows the head's convention)."""
+        return self.embeddings.narrow(0, self.rank * self.local_batch, self.local_batch)
+
+    @property
+    def local_labels(self) -> torch.Tensor:
+        """(b,) this rank's own labels."""
+        return self.labels.narrow(0, self.rank * self.local_batch, self.local_batch)
 
     @cached_property
     def on_shard_rows(self) -> torch.Tensor:

@@ -20,7 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .collectives import all_gather_no_grad, all_gather_with_grad, count_once, rank_and_world_size, sum_partial
+from .collectives import (
+    all_gather_no_grad,
+    all_gather_with_grad,
+    check_equal_batches,
+    count_once,
+    rank_and_world_size,
+    sum_partial,
+)
 from .context import LossContext
 from .dist_cross_entropy import dist_softmax_cross_entropy
 from .protocol import PartialFCLoss, ShardInfo, Term, overrides_rewrite
@@ -117,6 +124,7 @@ class PartialFC(nn.Module):
             raise ValueError(f"label {bad} is outside [0, num_classes={self.num_classes}); "
                              f"set config.num_classes to the dataset's class count or fix the labels")
 
+        check_equal_batches(local_embeddings.size(0), local_embeddings.device)
         embeddings = all_gather_with_grad(local_embeddings)            # (B, D)
         labels = all_gather_no_grad(local_labels)                      # (B,)
         shard_labels = labels - self.class_start
@@ -134,7 +142,7 @@ class PartialFC(nn.Module):
             logits = F.linear(F.normalize(embeddings), F.normalize(weight))
         if logits.dtype in (torch.float16, torch.bfloat16):
             logits = logits.float()                                    # softmax and margins in fp32
-        logits = logits.clamp(-1.0, 1.0)                               # (B, K) cos theta
+        logits = logits.clamp_(-1.0, 1.0)                              # (B, K) cos theta, in place: no second copy
         if embeddings.dtype in (torch.float16, torch.bfloat16):
             embeddings = embeddings.float()
 
@@ -145,7 +153,8 @@ class PartialFC(nn.Module):
         ctx = LossContext(embeddings=embeddings, labels=labels, logits=logits, shard_labels=shard_labels,
                           class_index=index + self.class_start, class_start=self.class_start,
                           num_local=self.num_local, scale=float(scale), epoch=self.epoch,
-                          rank=self.rank, world_size=self.world_size, collect_diagnostics=self.collect_diagnostics)
+                          rank=self.rank, world_size=self.world_size, local_batch=local_embeddings.size(0),
+                          collect_diagnostics=self.collect_diagnostics)
         denominator: dict[str, list[torch.Tensor]] = {"replicated": [], "partial": []}
         auxiliary: list[Term] = []
         for loss in self.losses:

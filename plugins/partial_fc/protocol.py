@@ -40,7 +40,9 @@ class Term:
 
     value: 0-d or (B,) tensor. kind: "replicated" -- every rank computed the same value, the head counts it
     once; "partial" -- each rank holds one part and the whole is the sum of the parts (for denominator
-    terms: the sum of the parts' exps, i.e. logsumexp over ranks).
+    terms: the sum of the parts' exps, i.e. logsumexp over ranks). A part's gradient is the full dL/dpart (the
+    head reduces parts, it never divides them by the world size), so a part built on ctx.local_rows or on this
+    rank's block of the gathered batch gets the head's convention through the gather's backward.
     """
 
     value: torch.Tensor

@@ -18,14 +18,15 @@ from .unpg import UNPG
 
 
 class PartialFC_V2_UNPG(PartialFC):
-    """PartialFC_V2's arguments plus UNPG's: wisk (w, default 1.5) and filter (box-and-whisker on/off);
-    `losses` adds other partial-FC losses before UNPG (e.g. MagFace)."""
+    """PartialFC_V2's arguments plus UNPG's: wisk (w, default 1.5), filter (box-and-whisker on/off) and
+    sharded ("auto": each rank builds only its b x B block of pairs when there is more than one rank; True /
+    False force it); `losses` adds other partial-FC losses before UNPG (e.g. MagFace)."""
 
     def __init__(self, margin_loss, embedding_size: int, num_classes: int, sample_rate: float = 1.0,
                  fp16: bool = False, wisk: float = 1.5, filter: bool = True,
-                 losses: list[PartialFCLoss] | None = None):
+                 losses: list[PartialFCLoss] | None = None, sharded: bool | str = "auto"):
         super().__init__(margin_loss, embedding_size, num_classes, sample_rate, fp16,
-                         losses=[*(losses or []), UNPG(wisk=wisk, filter=filter)])
+                         losses=[*(losses or []), UNPG(wisk=wisk, filter=filter, sharded=sharded)])
 
     @property
     def unpg(self) -> UNPG:

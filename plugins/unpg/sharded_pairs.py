@@ -26,7 +26,8 @@ under autocast: at s = 64, e^{s n} overflows fp16.
 Gradient convention (the project's, as plugins.partial_fc.collectives.all_gather_with_grad): the gradients every rank sends back
 through the gather are summed and multiplied by W, so each rank's local embeddings receive W x the
 one-process gradient of the global loss (DDP's average then gives the backbone the one-process gradient).
-S_r's gradient reaches X_r directly, not through the gather, so that path is scaled by W here; the
+When X_r is the tensor that was gathered, S_r's gradient reaches it directly, not through the gather, so
+that path is scaled by W here (when X_r is instead a slice of the gathered X, the gather does it); the
 gradient reaching a share must be the full dL/dshare (what a softmax whose denominator sums the shares
 gives): a share is reduced, never divided by W.
 """
@@ -95,12 +96,16 @@ def sharded_pair_share(
     wisk: float = 1.5,
     filter: bool = True,
     group: dist.ProcessGroup | None = None,
+    rows_from_gather: bool = False,
 ) -> ShardedPairShare:
     """This rank's share of UNPG's negative-pair term.
 
     local_embeddings: (b, D) this rank's rows (the tensor the caller all-gathered).
     gathered_embeddings: (B, D), B = W b, all ranks' rows gathered with gradient (plugins.partial_fc.collectives.all_gather_with_grad).
     local_labels (b,), gathered_labels (B,): global class ids. scale (s); wisk (w); filter: False keeps all of N.
+    rows_from_gather: True when local_embeddings is this rank's slice of gathered_embeddings (as in the
+    partial-FC head): its gradient then goes back through the gather, whose backward applies the W factor;
+    False when it is the tensor the caller gathered, whose row gradient is scaled by W here.
     Every rank of `group` must call this together (a few small all-reduces: batch sizes, then the selection's
     histograms, or one count without the filter).
     """
@@ -119,7 +124,9 @@ def sharded_pair_share(
 
     dtype = torch.float64 if local_embeddings.dtype == torch.float64 else torch.float32
     with torch.autocast(device_type=local_embeddings.device.type, enabled=False):
-        rows = local_embeddings if world_size == 1 else _ScaleGradient.apply(local_embeddings, float(world_size))
+        rows = local_embeddings
+        if world_size > 1 and not rows_from_gather:
+            rows = _ScaleGradient.apply(local_embeddings, float(world_size))
         block = F.normalize(rows.to(dtype), dim=1) @ F.normalize(gathered_embeddings.to(dtype), dim=1).t()  # S_r (b, B)
         with torch.no_grad():
             kept = local_labels[:, None] != gathered_labels[None, :]  # negative entries of the block

@@ -8,7 +8,11 @@ N' (see mini_batch_pairs.py, whisker_filter.py) is the same set for every row, s
 sum_{n in N'} e^{s n} = exp(logsumexp(s * N')) and one scalar carries the whole set: the loss and its
 gradient are identical to appending |N'| columns to every row, at O(B^2) memory instead of O(B^3).
 The term never passes through the margin's arccos (its value can exceed 1). On the partial-FC protocol it
-is a "replicated" denominator term: every rank holds the whole gathered batch and computes the same N'.
+is a denominator term in one of two equal forms (`sharded`):
+    replicated: every rank builds the whole B x B matrix and computes the same N' -- a "replicated" term;
+    sharded:    rank r builds only its b x B block and returns its share logsumexp(s N'_r) - log 2 with
+                quartiles from an exact distributed selection (sharded_pairs.py) -- a "partial" term, whose
+                parts' exps the head adds to its all-reduced softmax denominator. O(b B) memory per rank.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import torch
 
 from ..partial_fc.protocol import PartialFCLoss, Term
 from .mini_batch_pairs import cosine_similarity_matrix, negative_pair_mask, positive_pair_mask
+from .sharded_pairs import sharded_pair_share
 from .whisker_filter import whisker_bounds
 
 
@@ -35,37 +40,62 @@ class UNPG(PartialFCLoss):
     Args:
         wisk (w): whisker width; negatives outside [Q1 - w IQR, Q3 + w IQR] are dropped. Paper: 1.5.
         filter: False keeps every mini-batch negative pair (no box-and-whisker filter).
+        sharded: "auto" (sharded when the world has more than one rank), True or False: build only this
+            rank's b x B block (a partial term) instead of the whole B x B matrix on every rank (a replicated
+            term). Loss and gradients agree to rounding; sharding needs equal per-rank batches.
 
     forward(embeddings (B, D), labels (B,), scale (s)) -> NegativePairTerm, where embeddings and labels
     are the whole global batch (identical on every rank) and labels are global class ids.
     Set `collect_stats = True` (the head does on its diagnostic steps) to also get min/mean/max of positive
-    and negative pair similarities.
+    and negative pair similarities (replicated form; the sharded form reports pairs_total, pairs_kept, q1, q3).
     """
 
     name = "unpg"
-    DEFAULTS = {"wisk": 1.5, "filter": True}  # config.unpg: the paper's values
+    DEFAULTS = {"wisk": 1.5, "filter": True, "sharded": "auto"}  # config.unpg: the paper's values
 
-    def __init__(self, wisk: float = 1.5, filter: bool = True):
+    def __init__(self, wisk: float = 1.5, filter: bool = True, sharded: bool | str = "auto"):
         super().__init__()
         if wisk < 0:
             raise ValueError(f"wisk={wisk} must be >= 0 (the paper uses 1.5); pass filter=False to keep every pair")
+        if not (isinstance(sharded, bool) or sharded == "auto"):
+            raise ValueError(f"sharded={sharded!r} is not one of 'auto', True, False; use 'auto' to shard when "
+                             f"the world has more than one rank")
         self.wisk = float(wisk)
         self.filter = bool(filter)
+        self.sharded = sharded
         self.collect_stats = False
 
     @classmethod
     def from_config(cls, config) -> UNPG:
-        """Build from a recipe config holding `config.unpg.wisk` and `config.unpg.filter`."""
-        return cls(wisk=config.unpg.wisk, filter=config.unpg.filter)
+        """Build from a recipe config holding `config.unpg.wisk`, `.filter` and `.sharded`."""
+        return cls(wisk=config.unpg.wisk, filter=config.unpg.filter, sharded=config.unpg.get("sharded", "auto"))
 
     def extra_repr(self) -> str:
-        return f"wisk={self.wisk}, filter={self.filter}"
+        return f"wisk={self.wisk}, filter={self.filter}, sharded={self.sharded!r}"
+
+    def uses_sharding(self, world_size: int) -> bool:
+        """Whether a head on `world_size` ranks gets the sharded (partial) term."""
+        return world_size > 1 if self.sharded == "auto" else bool(self.sharded)
 
     def denominator_terms(self, ctx) -> list[Term]:
+        if self.uses_sharding(ctx.world_size):
+            return self._sharded_terms(ctx)
         term = self(ctx.embeddings, ctx.labels, ctx.scale, collect_stats=self.collect_stats or ctx.collect_diagnostics)
         for key, value in term.stats.items():
             ctx.report(key, value)
         return [] if term.log_sum_exp is None else [Term(term.log_sum_exp, "replicated")]
+
+    def _sharded_terms(self, ctx) -> list[Term]:
+        collect = self.collect_stats or ctx.collect_diagnostics
+        result = sharded_pair_share(ctx.local_rows, ctx.embeddings, ctx.local_labels, ctx.labels, ctx.scale,
+                                    wisk=self.wisk, filter=self.filter, group=ctx.group, rows_from_gather=True)
+        kept_here = result.stats.pop("entries_kept_here")
+        for key, value in result.stats.items():
+            ctx.report(key, value)
+        if collect:
+            # every kept pair is an entry on two ranks' blocks
+            ctx.report("pairs_kept", ctx.all_reduce(kept_here) // 2)
+        return [] if result.share is None else [Term(result.share, "partial")]
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, scale: float,
                 collect_stats: bool | None = None) -> NegativePairTerm:

@@ -78,5 +78,5 @@ class CombinedMarginLoss(nn.Module):
                 dirty[rows, cols] = False
             logits = logits.masked_fill(dirty, 0.0)
         scaled = logits * self.s
-        scaled = scaled.index_put((rows, cols), self.psi(target) * self.s)
+        scaled = scaled.index_put_((rows, cols), self.psi(target) * self.s)  # in place into the fresh product
         return scaled
