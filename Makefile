@@ -36,6 +36,7 @@ test: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow" tests

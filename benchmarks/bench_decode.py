@@ -20,6 +20,7 @@ page cache, so this is decode and copy cost, not disk speed.
     python benchmarks/bench_decode.py                          # 2000 images, batch 64, 5 rounds
     python benchmarks/bench_decode.py --images 4000 --batch-size 128 --rounds 7
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,7 +50,9 @@ def write_faces(root: Path, images: int, per_identity: int = 20, seed: int = 0) 
     for index in tqdm(range(images), desc="writing images", unit="img"):
         folder = root / f"id{index // per_identity:05d}"
         folder.mkdir(exist_ok=True)
-        coarse = cv2.resize(rng.integers(0, 256, (14, 14, 3), dtype=np.uint8), (112, 112), interpolation=cv2.INTER_CUBIC)
+        coarse = cv2.resize(
+            rng.integers(0, 256, (14, 14, 3), dtype=np.uint8), (112, 112), interpolation=cv2.INTER_CUBIC
+        )
         image = np.clip(coarse.astype(np.int16) + rng.integers(-12, 13, coarse.shape), 0, 255).astype(np.uint8)
         cv2.imwrite(str(folder / f"{index:06d}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
 
@@ -106,8 +109,9 @@ class DecodeFloor(torch.utils.data.Dataset):
 
 def decode_floor_loader(dataset, batch_size: int, seed: int, samples: int) -> DataLoader:
     order = RandomSampler(dataset, num_samples=samples, generator=torch.Generator().manual_seed(seed))
-    return DataLoader(DecodeFloor(dataset), batch_size=None, num_workers=1,
-                      sampler=BatchSampler(order, batch_size, drop_last=True))
+    return DataLoader(
+        DecodeFloor(dataset), batch_size=None, num_workers=1, sampler=BatchSampler(order, batch_size, drop_last=True)
+    )
 
 
 def per_item_loader(dataset, batch_size: int, seed: int, samples: int) -> DataLoader:
@@ -117,8 +121,12 @@ def per_item_loader(dataset, batch_size: int, seed: int, samples: int) -> DataLo
 
 def batched_loader(dataset, batch_size: int, seed: int, samples: int, normalise: bool) -> DataLoader:
     order = RandomSampler(dataset, num_samples=samples, generator=torch.Generator().manual_seed(seed))
-    return DataLoader(FaceBatches(dataset, normalise=normalise), batch_size=None, num_workers=1,
-                      sampler=BatchSampler(order, batch_size, drop_last=True))
+    return DataLoader(
+        FaceBatches(dataset, normalise=normalise),
+        batch_size=None,
+        num_workers=1,
+        sampler=BatchSampler(order, batch_size, drop_last=True),
+    )
 
 
 def stage_times(dataset: RecordIOFaces, batch_size: int) -> dict[str, float]:
@@ -138,7 +146,9 @@ def stage_times(dataset: RecordIOFaces, batch_size: int) -> dict[str, float]:
     labels = [torch.tensor(0)] * len(tensors)
     start = time.process_time()
     for first in range(0, len(tensors) - batch_size + 1, batch_size):
-        default_collate(list(zip(tensors[first:first + batch_size], labels[first:first + batch_size], strict=False)))
+        default_collate(
+            list(zip(tensors[first : first + batch_size], labels[first : first + batch_size], strict=False))
+        )
     times["default collate (stack into a new batch)"] = time.process_time() - start
     batch = np.empty((batch_size, 3) + tuple(dataset.image_size), dtype=np.float32)
     start = time.process_time()
@@ -167,12 +177,18 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=int, default=2000, help="number of generated faces (default 2000)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; medians are shown (default 5)")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--epoch-passes", type=int, default=3,
-                        help="each loader epoch draws this many times the images, so start-up is a small part (default 3)")
+    parser.add_argument(
+        "--epoch-passes",
+        type=int,
+        default=3,
+        help="each loader epoch draws this many times the images, so start-up is a small part (default 3)",
+    )
     args = parser.parse_args(argv)
     if args.images < 4 * args.batch_size or args.rounds < 1 or args.batch_size < 1:
-        print(f"error: need --images >= 4 x --batch-size ({4 * args.batch_size}), --batch-size >= 1 and --rounds >= 1",
-              file=sys.stderr)
+        print(
+            f"error: need --images >= 4 x --batch-size ({4 * args.batch_size}), --batch-size >= 1 and --rounds >= 1",
+            file=sys.stderr,
+        )
         return 1
     cv2.setNumThreads(1)  # one OpenCV thread, as build_train_loader sets for the workers
     torch.set_num_threads(1)
@@ -189,13 +205,17 @@ def main(argv=None) -> int:
         paths = {
             "raw cv2.imdecode, 1 thread (ceiling)": lambda seed: raw_decode(bodies),
             "1 worker, read + imdecode only (decode floor)": lambda seed: loader_run(
-                decode_floor_loader(dataset, args.batch_size, seed, samples), keep, warmup),
+                decode_floor_loader(dataset, args.batch_size, seed, samples), keep, warmup
+            ),
             "1 worker, per-item __getitem__ + collate": lambda seed: loader_run(
-                per_item_loader(dataset, args.batch_size, seed, samples), keep, warmup),
+                per_item_loader(dataset, args.batch_size, seed, samples), keep, warmup
+            ),
             "1 worker, FaceBatches float32": lambda seed: loader_run(
-                batched_loader(dataset, args.batch_size, seed, samples, normalise=True), keep, warmup),
+                batched_loader(dataset, args.batch_size, seed, samples, normalise=True), keep, warmup
+            ),
             "1 worker, FaceBatches uint8 + normalise in main": lambda seed: loader_run(
-                batched_loader(dataset, args.batch_size, seed, samples, normalise=False), normalise_faces, warmup),
+                batched_loader(dataset, args.batch_size, seed, samples, normalise=False), normalise_faces, warmup
+            ),
         }
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in paths}
         stages: dict[str, list[float]] = {}
@@ -205,18 +225,24 @@ def main(argv=None) -> int:
             for name, micros in stage_times(dataset, args.batch_size).items():
                 stages.setdefault(name, []).append(micros)
     ceiling = runs["raw cv2.imdecode, 1 thread (ceiling)"]
-    print(f"\n{args.images} faces 112x112 JPEG q95 ({kib:.1f} KiB each), batch {args.batch_size}, shuffled, "
-          f"median (min-max) of {args.rounds} interleaved rounds")
-    header = (f"{'path':<48} | {'img / wall s':>18} | {'of ceiling':>10} | {'img / worker CPU s':>18} | "
-              f"{'of ceiling':>10} | {'main CPU us/img':>15}")
+    print(
+        f"\n{args.images} faces 112x112 JPEG q95 ({kib:.1f} KiB each), batch {args.batch_size}, shuffled, "
+        f"median (min-max) of {args.rounds} interleaved rounds"
+    )
+    header = (
+        f"{'path':<48} | {'img / wall s':>18} | {'of ceiling':>10} | {'img / worker CPU s':>18} | "
+        f"{'of ceiling':>10} | {'main CPU us/img':>15}"
+    )
     print(header)
     print("-" * len(header))
     for name, results in runs.items():
         wall, cpu, main_us = ([r[key] for r in results] for key in ("wall", "cpu", "main us"))
         wall_ratio = statistics.median(r["wall"] / c["wall"] for r, c in zip(results, ceiling, strict=False))
         cpu_ratio = statistics.median(r["cpu"] / c["cpu"] for r, c in zip(results, ceiling, strict=False))
-        print(f"{name:<48} | {spread(wall):>18} | {wall_ratio:>9.0%} | {spread(cpu):>18} | {cpu_ratio:>9.0%} | "
-              f"{statistics.median(main_us):>15.0f}")
+        print(
+            f"{name:<48} | {spread(wall):>18} | {wall_ratio:>9.0%} | {spread(cpu):>18} | {cpu_ratio:>9.0%} | "
+            f"{statistics.median(main_us):>15.0f}"
+        )
     print("\nwhere one face's time goes, in-process, 1 thread (CPU us per face, median (min-max)):")
     for name, values in stages.items():
         print(f"  {name:<52} {spread(values, 1):>22}")

@@ -13,6 +13,7 @@ measured in the same run, so machine load hits every variant alike. One intra-op
     python benchmarks/bench_partial_fc_losses.py              # B 256 512, C_local 10k 100k
     python benchmarks/bench_partial_fc_losses.py --batch-sizes 1024 --classes 10000 --repeats 9
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,7 +51,7 @@ def build_heads(batch: int, classes: int, dim: int, seed: int = 0):
         head.weight = weight  # the very same class centres
         heads[name] = head
     # MagFace's magnitude range is [10, 110]: embeddings with norms around 30
-    embeddings = (torch.randn(batch, dim) * (30.0 / dim ** 0.5)).requires_grad_(True)
+    embeddings = (torch.randn(batch, dim) * (30.0 / dim**0.5)).requires_grad_(True)
     labels = torch.randint(0, classes, (batch,))
     return heads, weight, embeddings, labels
 
@@ -76,7 +77,7 @@ def measure(batch: int, classes: int, dim: int, repeats: int) -> dict[str, list[
         step(heads[name], weight, embeddings, labels)
     times: dict[str, list[float]] = {name: [] for name in names}
     for repeat in range(repeats):
-        order = names[repeat % len(names):] + names[:repeat % len(names)]
+        order = names[repeat % len(names) :] + names[: repeat % len(names)]
         for name in order:
             times[name].append(step(heads[name], weight, embeddings, labels))
     return times
@@ -98,8 +99,10 @@ def main(argv=None) -> int:
         return 1
     torch.set_num_threads(args.threads)
     names = list(VARIANTS)
-    print(f"partial-FC head, forward + backward, float32, {args.threads} thread(s), D={args.dim}, "
-          f"median of {args.repeats} interleaved repetitions; ratio = variant / margin_softmax\n")
+    print(
+        f"partial-FC head, forward + backward, float32, {args.threads} thread(s), D={args.dim}, "
+        f"median of {args.repeats} interleaved repetitions; ratio = variant / margin_softmax\n"
+    )
     header = "| B | C_local | " + " | ".join(names) + " |"
     print(header)
     print("|" + "---|" * (len(names) + 2))

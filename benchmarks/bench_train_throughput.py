@@ -25,6 +25,7 @@ comparison.
     python benchmarks/bench_train_throughput.py --networks tiny --ranks 1 --steps 20 --rounds 3
     python benchmarks/bench_train_throughput.py --networks r18 --batch-size 64 --steps 8 --threads 1
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,8 +66,15 @@ def train_command(network: str, loss: str, ranks: int, args, output: Path) -> li
         launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
     frequent, steps, _ = schedule(network, args)
     overrides = {
-        "network": network, "loss": loss, "batch_size": args.batch_size, "max_steps": frequent + steps,
-        "frequent": frequent, "val_targets": "[]", "verbose": 1_000_000, "save_all_states": False, "output": str(output),
+        "network": network,
+        "loss": loss,
+        "batch_size": args.batch_size,
+        "max_steps": frequent + steps,
+        "frequent": frequent,
+        "val_targets": "[]",
+        "verbose": 1_000_000,
+        "save_all_states": False,
+        "output": str(output),
     }
     if args.num_workers is not None:
         overrides["num_workers"] = args.num_workers
@@ -96,7 +104,9 @@ def run_once(network: str, loss: str, ranks: int, args, workdir: Path, index: in
     speeds = {int(step): float(speed) for speed, step in SPEED_LINE.findall(done.stdout)}
     measured = [speeds[step] for step in sorted(speeds) if step > frequent]
     if not measured:
-        raise RunFailed(f"{network}/{loss}/{ranks} rank(s): no Speed lines after the warm-up interval in the training log")
+        raise RunFailed(
+            f"{network}/{loss}/{ranks} rank(s): no Speed lines after the warm-up interval in the training log"
+        )
     # samples / time over the measured intervals (each holds the same number of samples)
     throughput = len(measured) / sum(1.0 / speed for speed in measured)
     return {"speeds": measured, "throughput": throughput, "wall": wall}
@@ -104,21 +114,39 @@ def run_once(network: str, loss: str, ranks: int, args, workdir: Path, index: in
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--networks", nargs="+", default=["mbf", "r18", "tiny"], help="backbones (default mbf r18 tiny)")
+    parser.add_argument(
+        "--networks", nargs="+", default=["mbf", "r18", "tiny"], help="backbones (default mbf r18 tiny)"
+    )
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2], help="rank counts (default 1 2)")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="measured steps per run, after one warm-up interval (default: tiny 30, mbf 4, r18 3)")
-    parser.add_argument("--frequent", type=int, default=None,
-                        help="steps per logged interval (config.frequent; default: tiny 10, mbf 2, r18 1)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="measured steps per run, after one warm-up interval (default: tiny 30, mbf 4, r18 3)",
+    )
+    parser.add_argument(
+        "--frequent",
+        type=int,
+        default=None,
+        help="steps per logged interval (config.frequent; default: tiny 10, mbf 2, r18 1)",
+    )
     parser.add_argument("--batch-size", type=int, default=16, help="per-rank batch size (default 16)")
-    parser.add_argument("--rounds", type=int, default=None,
-                        help="runs per loss, alternating the losses (default: tiny 4, mbf 2, r18 2)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="OMP_NUM_THREADS for every process (default 1; 0 = the recipe's default)")
-    parser.add_argument("--num-workers", type=int, default=None, help="DataLoader workers per rank (default: the config's)")
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="runs per loss, alternating the losses (default: tiny 4, mbf 2, r18 2)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="OMP_NUM_THREADS for every process (default 1; 0 = the recipe's default)"
+    )
+    parser.add_argument(
+        "--num-workers", type=int, default=None, help="DataLoader workers per rank (default: the config's)"
+    )
     parser.add_argument("--timeout", type=int, default=600, help="seconds allowed per training run (default 600)")
     args = parser.parse_args(argv)
-    if any(value is not None and value < 1 for value in (args.steps, args.frequent)) or args.batch_size < 1 or (args.rounds is not None and args.rounds < 1):
+    if (
+        any(value is not None and value < 1 for value in (args.steps, args.frequent))
+        or args.batch_size < 1
+        or (args.rounds is not None and args.rounds < 1)
+    ):
         parser.error("--steps, --frequent, --batch-size and --rounds must be >= 1")
     if args.threads < 0:
         parser.error("--threads must be >= 0")
@@ -128,8 +156,10 @@ def main(argv=None) -> int:
         frequent, steps, rounds = schedule(net, args)
         plans.append(f"{net} {steps} steps (frequent {frequent}) x {rounds} rounds")
     plan = ", ".join(plans)
-    print(f"config {CONFIG.relative_to(REPO)}, per-rank batch {args.batch_size}; measured per run after one "
-          f"warm-up interval: {plan}; threads {args.threads or 'recipe default'}; {os.cpu_count()} CPUs")
+    print(
+        f"config {CONFIG.relative_to(REPO)}, per-rank batch {args.batch_size}; measured per run after one "
+        f"warm-up interval: {plan}; threads {args.threads or 'recipe default'}; {os.cpu_count()} CPUs"
+    )
     results: dict[tuple[str, int], dict[str, list[dict]]] = {}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
@@ -147,15 +177,20 @@ def main(argv=None) -> int:
                             return 1
                         runs[loss].append(run)
                         intervals = " ".join(f"{speed:.1f}" for speed in run["speeds"])
-                        print(f"  {network:>5} {ranks} rank(s) {loss:>14} round {round_index + 1}: "
-                              f"{run['throughput']:8.2f} samples/s (intervals: {intervals}; run {run['wall']:.0f} s wall, "
-                              f"{time.perf_counter() - started:.0f} s elapsed)", flush=True)
+                        print(
+                            f"  {network:>5} {ranks} rank(s) {loss:>14} round {round_index + 1}: "
+                            f"{run['throughput']:8.2f} samples/s (intervals: {intervals}; run {run['wall']:.0f} s wall, "
+                            f"{time.perf_counter() - started:.0f} s elapsed)",
+                            flush=True,
+                        )
                 results[(network, ranks)] = runs
 
     print()
     print("Training throughput, samples/s (median over rounds; warm-up interval excluded)")
-    header = (f"{'network':>8} {'ranks':>5} {'global batch':>12} {'margin_softmax':>15} {'unpg':>10} {'unpg/margin':>12}"
-              f" {'best-run ratio':>15}")
+    header = (
+        f"{'network':>8} {'ranks':>5} {'global batch':>12} {'margin_softmax':>15} {'unpg':>10} {'unpg/margin':>12}"
+        f" {'best-run ratio':>15}"
+    )
     print(header)
     print("-" * len(header))
     for (network, ranks), runs in results.items():
@@ -163,8 +198,10 @@ def main(argv=None) -> int:
         unpg = statistics.median(run["throughput"] for run in runs["unpg"])
         # the least-disturbed run of each loss: a second view on a machine shared with other work
         best = max(run["throughput"] for run in runs["unpg"]) / max(run["throughput"] for run in runs["margin_softmax"])
-        print(f"{network:>8} {ranks:>5} {args.batch_size * ranks:>12} {margin:>15.2f} {unpg:>10.2f} {unpg / margin:>12.3f}"
-              f" {best:>15.3f}")
+        print(
+            f"{network:>8} {ranks:>5} {args.batch_size * ranks:>12} {margin:>15.2f} {unpg:>10.2f} {unpg / margin:>12.3f}"
+            f" {best:>15.3f}"
+        )
     print(f"total {time.perf_counter() - started:.0f} s")
     return 0
 

@@ -45,6 +45,7 @@ Targets (printed PASS/FAIL): b/a <= 1.05 at B=512, C_local=100k; b/a <= 1.15 at 
     python benchmarks/bench_unpg_head.py --batch-sizes 512 1024 --classes 10000 --repeats 7 --rss
     python benchmarks/bench_unpg_head.py --skip-large-batch --no-column-append
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,8 +68,8 @@ from plugins.partial_fc import PartialFC
 from plugins.unpg import UNPG, cosine_similarity_matrix, negative_pair_mask, whisker_bounds
 from recipes.arcface_torch.margin_loss import CombinedMarginLoss
 
-GIB = 1024 ** 3
-MIB = 1024 ** 2
+GIB = 1024**3
+MIB = 1024**2
 VARIANTS = ("a", "b", "c")
 TARGETS = ((512, 100_000, 1.05), (1024, 10_000, 1.15))  # (B, C_local, max b/a)
 COLUMN_APPEND_BYTES_PER_ELEMENT = 12  # concatenated logits + log-softmax + its gradient, float32
@@ -79,14 +80,14 @@ def column_append_loss(head: PartialFC, unpg: UNPG, embeddings: torch.Tensor, la
     """UNPG as |N'| appended columns on every row (single process, labels = column indices)."""
     scale = float(head.margin_softmax.s)
     cos = F.linear(F.normalize(embeddings), F.normalize(head.weight)).clamp(-1.0, 1.0)
-    logits = head.margin_softmax(cos, labels)                                   # (B, C)
-    similarities = cosine_similarity_matrix(embeddings)                         # (B, B)
-    values = similarities[negative_pair_mask(labels)]                           # N, (|N|,) differentiable
+    logits = head.margin_softmax(cos, labels)  # (B, C)
+    similarities = cosine_similarity_matrix(embeddings)  # (B, B)
+    values = similarities[negative_pair_mask(labels)]  # N, (|N|,) differentiable
     if unpg.filter and values.numel() > 0:
         bounds = whisker_bounds(values, unpg.wisk)
         detached = values.detach()
         values = values[(detached >= bounds.lower) & (detached <= bounds.upper)]  # N'
-    appended = (values * scale).unsqueeze(0).expand(logits.size(0), -1)        # (B, |N'|), the same on every row
+    appended = (values * scale).unsqueeze(0).expand(logits.size(0), -1)  # (B, |N'|), the same on every row
     return F.cross_entropy(torch.cat([logits, appended], dim=1), labels)
 
 
@@ -99,7 +100,7 @@ class HeadCase:
         self.head_a = PartialFC(margin, dim, classes, negative_pairs=None)
         self.unpg = UNPG()
         self.head_b = PartialFC(margin, dim, classes, negative_pairs=self.unpg)
-        self.head_b.weight = self.head_a.weight                                 # the very same parameter
+        self.head_b.weight = self.head_a.weight  # the very same parameter
         self.embeddings = torch.randn(batch, dim).requires_grad_(True)
         self.labels = torch.randint(0, classes, (batch,))
         self.batch, self.classes = batch, classes
@@ -159,8 +160,20 @@ def mem_available_bytes() -> int:
 
 def peak_rss_of_subprocess(variant: str, batch: int, classes: int, dim: int, threads: int) -> int | None:
     """Peak RSS (bytes) of a fresh process that builds the case and runs one step of `variant`."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--rss-worker", variant,
-               "--batch-sizes", str(batch), "--classes", str(classes), "--dim", str(dim), "--threads", str(threads)]
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--rss-worker",
+        variant,
+        "--batch-sizes",
+        str(batch),
+        "--classes",
+        str(classes),
+        "--dim",
+        str(dim),
+        "--threads",
+        str(threads),
+    ]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         print(f"  rss worker {variant} B={batch} C={classes} failed: {done.stderr.strip()[-300:]}", file=sys.stderr)
@@ -207,7 +220,8 @@ def measure_case(batch: int, classes: int, args, budget_bytes: int) -> dict:
     for variant in variants:
         case.clear()  # free the previous gradients outside the measured region
         warm[variant], (row["peak"][variant], row["loss"][variant]) = timed(
-            functools.partial(tracked_peak_bytes, functools.partial(case.step, variant)))
+            functools.partial(tracked_peak_bytes, functools.partial(case.step, variant))
+        )
     if args.column_append:
         needed = row["peak"]["a"] + COLUMN_APPEND_BYTES_PER_ELEMENT * batch * kept
         row["c_needed"] = needed
@@ -216,13 +230,17 @@ def measure_case(batch: int, classes: int, args, budget_bytes: int) -> dict:
         else:
             variants.append("c")
             case.clear()
-            warm["c"], (row["peak"]["c"], row["loss"]["c"]) = timed(functools.partial(tracked_peak_bytes, functools.partial(case.step, "c")))
+            warm["c"], (row["peak"]["c"], row["loss"]["c"]) = timed(
+                functools.partial(tracked_peak_bytes, functools.partial(case.step, "c"))
+            )
     # short cases get more repetitions: at least --repeats, and enough for ~--min-seconds of each variant;
     # c, whose ratio is large anyway, gets fewer when one of its steps is slow
     if warm["a"] < 2.0:  # the profiler slows short steps down: time one plain step instead
         warm["a"] = timed(functools.partial(case.step, "a"))[0]
-    runs = {variant: max(args.repeats, min(args.max_repeats, math.ceil(args.min_seconds / max(warm["a"], 1e-3))))
-            for variant in ("a", "b")}
+    runs = {
+        variant: max(args.repeats, min(args.max_repeats, math.ceil(args.min_seconds / max(warm["a"], 1e-3))))
+        for variant in ("a", "b")
+    }
     if "c" in variants:
         runs["c"] = max(1, min(runs["a"], math.ceil(args.min_seconds / max(warm["c"], 1e-3))))
     row["repeats"] = runs
@@ -245,10 +263,14 @@ def measure_case(batch: int, classes: int, args, budget_bytes: int) -> dict:
 
 def print_head_table(rows: list[dict], args) -> None:
     print()
-    print(f"Partial-FC head, one forward+backward, D={args.dim}, float32, {torch.get_num_threads()} thread(s), "
-          f"median of n interleaved runs per variant")
-    header = (f"{'B':>5} {'C_local':>8} {'|N_kept|':>9} {'a (s)':>8} {'b (s)':>8} {'c (s)':>8} {'b/a':>6} {'c/a':>7}"
-              f" {'n a/b/c':>8} {'extra b':>10} {'16*B^2':>10} {'b<=16B^2':>8} {'extra c':>30}")
+    print(
+        f"Partial-FC head, one forward+backward, D={args.dim}, float32, {torch.get_num_threads()} thread(s), "
+        f"median of n interleaved runs per variant"
+    )
+    header = (
+        f"{'B':>5} {'C_local':>8} {'|N_kept|':>9} {'a (s)':>8} {'b (s)':>8} {'c (s)':>8} {'b/a':>6} {'c/a':>7}"
+        f" {'n a/b/c':>8} {'extra b':>10} {'16*B^2':>10} {'b<=16B^2':>8} {'extra c':>30}"
+    )
     print(header)
     print("-" * len(header))
     for row in rows:
@@ -259,9 +281,11 @@ def print_head_table(rows: list[dict], args) -> None:
             c_time, c_ratio, c_extra = f"{t['c']:.3f}", f"{t['c'] / t['a']:.2f}", fmt_bytes(p["c"] - p["a"])
         else:
             c_time, c_ratio, c_extra = "-", "-", row.get("c_skip", "not run")
-        print(f"{row['B']:>5} {row['C']:>8} {row['kept']:>9} {t['a']:>8.3f} {t['b']:>8.3f} {c_time:>8} "
-              f"{t['b'] / t['a']:>6.3f} {c_ratio:>7} {'/'.join(str(row['repeats'].get(v, '-')) for v in VARIANTS):>8} {fmt_bytes(extra_b):>10} {fmt_bytes(target):>10} "
-              f"{'yes' if extra_b <= target else 'NO':>8} {c_extra:>30}")
+        print(
+            f"{row['B']:>5} {row['C']:>8} {row['kept']:>9} {t['a']:>8.3f} {t['b']:>8.3f} {c_time:>8} "
+            f"{t['b'] / t['a']:>6.3f} {c_ratio:>7} {'/'.join(str(row['repeats'].get(v, '-')) for v in VARIANTS):>8} {fmt_bytes(extra_b):>10} {fmt_bytes(target):>10} "
+            f"{'yes' if extra_b <= target else 'NO':>8} {c_extra:>30}"
+        )
     print()
     print("peak live tensor bytes per variant (torch.profiler) and losses (b and c must agree):")
     for row in rows:
@@ -283,7 +307,9 @@ def print_head_table(rows: list[dict], args) -> None:
             for v in ("b", "c"):
                 if rss.get(v) is not None:
                     parts.append(f"{v}-a={fmt_bytes(rss[v] - rss['a'])}")
-            print(f"  B={row['B']:>5} C={row['C']:>7}: " + "  ".join(parts) + f"   16*B^2={fmt_bytes(16 * row['B'] ** 2)}")
+            print(
+                f"  B={row['B']:>5} C={row['C']:>7}: " + "  ".join(parts) + f"   16*B^2={fmt_bytes(16 * row['B'] ** 2)}"
+            )
 
 
 def check_targets(rows: list[dict]) -> list[tuple[str, bool | None]]:
@@ -363,12 +389,14 @@ def large_batch_report(args) -> None:
     print()
     print(f"Global batch {batch}: {pairs:,} pairs (median of {args.repeats})")
     torch.manual_seed(0)
-    values = torch.randn(pairs) * (1.0 / args.dim ** 0.5)       # cosines of random 512-d directions
+    values = torch.randn(pairs) * (1.0 / args.dim**0.5)  # cosines of random 512-d directions
     whisker_bounds(values, 1.5)
     filter_times = [timed(functools.partial(whisker_bounds, values, 1.5))[0] for _ in range(args.repeats)]
     sort_time = timed(functools.partial(torch.sort, values))[0]
-    print(f"  whisker_bounds on {pairs:,} values: {statistics.median(filter_times):.3f} s "
-          f"(one full torch.sort of them for reference: {sort_time:.3f} s)")
+    print(
+        f"  whisker_bounds on {pairs:,} values: {statistics.median(filter_times):.3f} s "
+        f"(one full torch.sort of them for reference: {sort_time:.3f} s)"
+    )
     del values
     embeddings = torch.randn(batch, args.dim).requires_grad_(True)
     labels = torch.randint(0, 1_000_000, (batch,))
@@ -382,32 +410,54 @@ def large_batch_report(args) -> None:
 
     peak, _ = tracked_peak_bytes(term_step)
     term_times = [timed(term_step)[0] for _ in range(args.repeats)]
-    print(f"  UNPG term forward+backward at B={batch}, D={args.dim}: {statistics.median(term_times):.3f} s, "
-          f"peak live tensors {fmt_bytes(peak)} (16*B^2 = {fmt_bytes(16 * batch ** 2)}, "
-          f"{'within' if peak <= 16 * batch ** 2 else 'ABOVE'})")
+    print(
+        f"  UNPG term forward+backward at B={batch}, D={args.dim}: {statistics.median(term_times):.3f} s, "
+        f"peak live tensors {fmt_bytes(peak)} (16*B^2 = {fmt_bytes(16 * batch**2)}, "
+        f"{'within' if peak <= 16 * batch**2 else 'ABOVE'})"
+    )
     kept = 0.993 * pairs  # whisker keeps ~99.3% of normally distributed values
-    print(f"  column-append formulation at B={batch} would need >= ~{COLUMN_APPEND_BYTES_PER_ELEMENT * batch * kept / GIB:,.0f} GiB "
-          f"for the (B, |N'|) block alone: does not fit")
+    print(
+        f"  column-append formulation at B={batch} would need >= ~{COLUMN_APPEND_BYTES_PER_ELEMENT * batch * kept / GIB:,.0f} GiB "
+        f"for the (B, |N'|) block alone: does not fit"
+    )
 
 
 # ----------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: B 256 512, C_local 10k, no B=8192 section")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="global batch sizes (default 256 512 1024 2048)")
+    parser.add_argument(
+        "--batch-sizes", type=int, nargs="+", default=None, help="global batch sizes (default 256 512 1024 2048)"
+    )
     parser.add_argument("--classes", type=int, nargs="+", default=None, help="C_local values (default 10000 100000)")
     parser.add_argument("--dim", type=int, default=512, help="embedding size D (default 512)")
-    parser.add_argument("--repeats", type=int, default=3, help="minimum timed repetitions per variant (default 3; median)")
-    parser.add_argument("--min-seconds", type=float, default=6.0,
-                        help="repeat short cases until variant a has run ~this long (default 6; at most --max-repeats)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="minimum timed repetitions per variant (default 3; median)"
+    )
+    parser.add_argument(
+        "--min-seconds",
+        type=float,
+        default=6.0,
+        help="repeat short cases until variant a has run ~this long (default 6; at most --max-repeats)",
+    )
     parser.add_argument("--max-repeats", type=int, default=15, help="cap on repetitions of short cases (default 15)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads (default 1: on a shared, oversubscribed CPU every multi-threaded op "
-                             "waits on descheduled OpenMP threads, ~20 ms per small op, which buries the comparison)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (default 1: on a shared, oversubscribed CPU every multi-threaded op "
+        "waits on descheduled OpenMP threads, ~20 ms per small op, which buries the comparison)",
+    )
     parser.add_argument("--no-column-append", dest="column_append", action="store_false", help="skip variant c")
-    parser.add_argument("--max-gib", type=float, default=None, help="memory allowed for variant c (default 80%% of MemAvailable)")
-    parser.add_argument("--rss", action="store_true", help="also measure peak RSS of each variant in a fresh subprocess")
-    parser.add_argument("--large-batch", type=int, default=8192, help="batch of the whisker/UNPG-term section (default 8192)")
+    parser.add_argument(
+        "--max-gib", type=float, default=None, help="memory allowed for variant c (default 80%% of MemAvailable)"
+    )
+    parser.add_argument(
+        "--rss", action="store_true", help="also measure peak RSS of each variant in a fresh subprocess"
+    )
+    parser.add_argument(
+        "--large-batch", type=int, default=8192, help="batch of the whisker/UNPG-term section (default 8192)"
+    )
     parser.add_argument("--skip-large-batch", action="store_true", help="skip the large-batch section")
     parser.add_argument("--rss-worker", choices=VARIANTS, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -432,7 +482,10 @@ def main(argv=None) -> int:
         row = measure_case(batch, classes, args, budget)
         rows.append(row)
         summary = "  ".join(f"{v}={row['time'][v]:.3f}s" for v in VARIANTS if v in row["time"])
-        print(f"  done B={batch} C_local={classes}: {summary}  ({time.perf_counter() - started:.0f} s elapsed)", flush=True)
+        print(
+            f"  done B={batch} C_local={classes}: {summary}  ({time.perf_counter() - started:.0f} s elapsed)",
+            flush=True,
+        )
     print_head_table(rows, args)
     print_phase_table(sorted(set(args.batch_sizes)), args)
     if not args.skip_large_batch:
@@ -448,7 +501,9 @@ def main(argv=None) -> int:
         failed |= not passed
     for row in rows:
         if "c" in row["loss"] and abs(row["loss"]["b"] - row["loss"]["c"]) > 1e-3 * abs(row["loss"]["b"]):
-            print(f"FAIL losses of b and c differ at B={row['B']} C_local={row['C']}: {row['loss']['b']} vs {row['loss']['c']}")
+            print(
+                f"FAIL losses of b and c differ at B={row['B']} C_local={row['C']}: {row['loss']['b']} vs {row['loss']['c']}"
+            )
             failed = True
     print(f"total {time.perf_counter() - started:.0f} s")
     return 1 if failed else 0

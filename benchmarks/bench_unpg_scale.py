@@ -40,6 +40,7 @@ peak minus the plain step's peak). The replicated step runs only where its estim
     python benchmarks/bench_unpg_scale.py --worlds 8 16 --repeats 7
     python benchmarks/bench_unpg_scale.py --head --head-classes 2000000 --worlds 8 16 32 64 --repeats 7
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,9 +69,11 @@ REPLICATED_BYTES_PER_ENTRY = 20  # peak / B^2 of the replicated step, measured a
 @contextlib.contextmanager
 def emulated_rank(world_size: int):
     """torch.distributed as seen by one rank of `world_size`, with every collective a no-op."""
-    with mock.patch.object(dist, "is_initialized", lambda: True), \
-            mock.patch.object(dist, "get_world_size", lambda group=None: world_size), \
-            mock.patch.object(dist, "all_reduce", lambda tensor, op=None, group=None, async_op=False: None):
+    with (
+        mock.patch.object(dist, "is_initialized", lambda: True),
+        mock.patch.object(dist, "get_world_size", lambda group=None: world_size),
+        mock.patch.object(dist, "all_reduce", lambda tensor, op=None, group=None, async_op=False: None),
+    ):
         yield
 
 
@@ -91,8 +94,9 @@ class Problem:
 
     def sharded(self) -> None:
         with emulated_rank(self.world_size):
-            share = sharded_pair_share(self.local, self.gathered, self.labels[:PER_RANK], self.labels, SCALE,
-                                       wisk=WISK).share
+            share = sharded_pair_share(
+                self.local, self.gathered, self.labels[:PER_RANK], self.labels, SCALE, wisk=WISK
+            ).share
             share.backward()
 
     def clear(self) -> None:
@@ -115,7 +119,7 @@ def seconds(fn) -> float:
 
 
 def fmt_bytes(value: float) -> str:
-    for unit, size in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if value >= size:
             return f"{value / size:.2f} {unit}"
     return f"{value:.0f} B"
@@ -127,7 +131,7 @@ def spread(values: list[float], digits: int = 3) -> str:
 
 def measure(world_size: int, repeats: int, budget: int) -> dict:
     problem = Problem(world_size)
-    run_replicated = REPLICATED_BYTES_PER_ENTRY * problem.batch ** 2 <= budget
+    run_replicated = REPLICATED_BYTES_PER_ENTRY * problem.batch**2 <= budget
     row = {"W": world_size, "B": problem.batch, "replicated": run_replicated, "time": {"replicated": [], "sharded": []}}
     variants = ["replicated", "sharded"] if run_replicated else ["sharded"]
     row["peak"] = {}
@@ -164,12 +168,14 @@ class EmulatedWorld:
 
     @contextlib.contextmanager
     def active(self):
-        with mock.patch.object(dist, "is_initialized", lambda: True), \
-                mock.patch.object(dist, "get_world_size", lambda group=None: self.world_size), \
-                mock.patch.object(dist, "get_rank", lambda group=None: 0), \
-                mock.patch.object(dist, "all_reduce", lambda tensor, op=None, group=None, async_op=False: None), \
-                mock.patch.object(dist, "all_gather", self.all_gather), \
-                mock.patch.object(dist, "reduce_scatter", self.reduce_scatter):
+        with (
+            mock.patch.object(dist, "is_initialized", lambda: True),
+            mock.patch.object(dist, "get_world_size", lambda group=None: self.world_size),
+            mock.patch.object(dist, "get_rank", lambda group=None: 0),
+            mock.patch.object(dist, "all_reduce", lambda tensor, op=None, group=None, async_op=False: None),
+            mock.patch.object(dist, "all_gather", self.all_gather),
+            mock.patch.object(dist, "reduce_scatter", self.reduce_scatter),
+        ):
             yield
 
 
@@ -186,12 +192,19 @@ class HeadProblem:
         labels[1::2] = labels[0::2]  # two images per identity in the batch, as a sampled face batch
         self.local = torch.randn(PER_RANK, DIM, generator=g).requires_grad_(True)
         self.local_labels = labels[:PER_RANK]
-        self.world = EmulatedWorld(world_size, {torch.float32: torch.randn(batch - PER_RANK, DIM, generator=g),
-                                                torch.int64: labels[PER_RANK:]})
+        self.world = EmulatedWorld(
+            world_size, {torch.float32: torch.randn(batch - PER_RANK, DIM, generator=g), torch.int64: labels[PER_RANK:]}
+        )
         with self.world.active():
-            self.heads = {name: PartialFC(CombinedMarginLoss(SCALE, 1.0, 0.5, 0.0), DIM, classes,
-                                          losses=[] if name == "plain" else [UNPG(wisk=WISK, sharded=name == "sharded")])
-                          for name in self.VARIANTS}
+            self.heads = {
+                name: PartialFC(
+                    CombinedMarginLoss(SCALE, 1.0, 0.5, 0.0),
+                    DIM,
+                    classes,
+                    losses=[] if name == "plain" else [UNPG(wisk=WISK, sharded=name == "sharded")],
+                )
+                for name in self.VARIANTS
+            }
         self.num_local = self.heads["plain"].num_local
         weight = torch.normal(0, 0.01, (self.num_local, DIM), generator=g)
         for head in self.heads.values():
@@ -211,10 +224,16 @@ class HeadProblem:
 def measure_head(world_size: int, classes: int, repeats: int, budget: int) -> dict:
     problem = HeadProblem(world_size, classes)
     variants = list(HeadProblem.VARIANTS)
-    if REPLICATED_BYTES_PER_ENTRY * problem.batch ** 2 > budget:
+    if REPLICATED_BYTES_PER_ENTRY * problem.batch**2 > budget:
         variants.remove("replicated")
-    row = {"W": world_size, "B": problem.batch, "C": problem.num_local, "variants": variants,
-           "time": {name: [] for name in variants}, "peak": {}}
+    row = {
+        "W": world_size,
+        "B": problem.batch,
+        "C": problem.num_local,
+        "variants": variants,
+        "time": {name: [] for name in variants},
+        "peak": {},
+    }
     for name in variants:  # warm-up and memory, one step each
         problem.clear()
         row["peak"][name] = peak_bytes(functools.partial(problem.step, name))
@@ -227,12 +246,16 @@ def measure_head(world_size: int, classes: int, repeats: int, budget: int) -> di
 
 
 def print_head_table(rows: list[dict], repeats: int, threads: int, classes: int) -> None:
-    print(f"\nHead step per rank (forward + backward), b = {PER_RANK} per rank, D = {DIM}, C_local = {classes:,} / W, "
-          f"CPU fp32, {threads} thread(s); time: median (min-max) of {repeats} interleaved repeats; ratio: median over "
-          f"repeats of UNPG / plain")
-    header = (f"{'W':>3} | {'B':>6} | {'C_local':>9} | {'plain s':>20} | {'replicated s':>20} | {'rep/plain':>9} | "
-              f"{'sharded s':>20} | {'shd/plain':>9} | {'plain peak':>10} | {'rep extra':>10} | {'shd extra':>10} | "
-              f"{'extra/(bB)':>10}")
+    print(
+        f"\nHead step per rank (forward + backward), b = {PER_RANK} per rank, D = {DIM}, C_local = {classes:,} / W, "
+        f"CPU fp32, {threads} thread(s); time: median (min-max) of {repeats} interleaved repeats; ratio: median over "
+        f"repeats of UNPG / plain"
+    )
+    header = (
+        f"{'W':>3} | {'B':>6} | {'C_local':>9} | {'plain s':>20} | {'replicated s':>20} | {'rep/plain':>9} | "
+        f"{'sharded s':>20} | {'shd/plain':>9} | {'plain peak':>10} | {'rep extra':>10} | {'shd extra':>10} | "
+        f"{'extra/(bB)':>10}"
+    )
     print(header)
     print("-" * len(header))
     for row in rows:
@@ -241,32 +264,52 @@ def print_head_table(rows: list[dict], repeats: int, threads: int, classes: int)
         for name in ("replicated", "sharded"):
             if name in row["variants"]:
                 ratio = statistics.median(v / p for v, p in zip(row["time"][name], plain, strict=True))
-                cells[name] = (spread(row["time"][name], 2), f"{ratio:.3f}",
-                               fmt_bytes(row["peak"][name] - row["peak"]["plain"]))
+                cells[name] = (
+                    spread(row["time"][name], 2),
+                    f"{ratio:.3f}",
+                    fmt_bytes(row["peak"][name] - row["peak"]["plain"]),
+                )
             else:
                 cells[name] = ("not run", "-", f"~{fmt_bytes(REPLICATED_BYTES_PER_ENTRY * row['B'] ** 2)} est.")
         sharded_extra = (row["peak"]["sharded"] - row["peak"]["plain"]) / (PER_RANK * row["B"])
-        print(f"{row['W']:>3} | {row['B']:>6} | {row['C']:>9,} | {spread(plain, 2):>20} | {cells['replicated'][0]:>20} | "
-              f"{cells['replicated'][1]:>9} | {cells['sharded'][0]:>20} | {cells['sharded'][1]:>9} | "
-              f"{fmt_bytes(row['peak']['plain']):>10} | {cells['replicated'][2]:>10} | {cells['sharded'][2]:>10} | "
-              f"{sharded_extra:>10.1f}")
-    print("extra: allocator peak of the step minus the plain step's peak; extra/(bB): the sharded extra in bytes per "
-          "block entry (target <= 16 + O(B D)/(b B))")
+        print(
+            f"{row['W']:>3} | {row['B']:>6} | {row['C']:>9,} | {spread(plain, 2):>20} | {cells['replicated'][0]:>20} | "
+            f"{cells['replicated'][1]:>9} | {cells['sharded'][0]:>20} | {cells['sharded'][1]:>9} | "
+            f"{fmt_bytes(row['peak']['plain']):>10} | {cells['replicated'][2]:>10} | {cells['sharded'][2]:>10} | "
+            f"{sharded_extra:>10.1f}"
+        )
+    print(
+        "extra: allocator peak of the step minus the plain step's peak; extra/(bB): the sharded extra in bytes per "
+        "block entry (target <= 16 + O(B D)/(b B))"
+    )
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--worlds", type=int, nargs="+", default=[8, 16, 32, 64], help="world sizes W (default 8 16 32 64)")
+    parser.add_argument(
+        "--worlds", type=int, nargs="+", default=[8, 16, 32, 64], help="world sizes W (default 8 16 32 64)"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per variant, interleaved (default 5)")
-    parser.add_argument("--memory-budget", type=float, default=4.0,
-                        help="GiB the replicated step may take by its estimate; larger W print the estimate (default 4)")
+    parser.add_argument(
+        "--memory-budget",
+        type=float,
+        default=4.0,
+        help="GiB the replicated step may take by its estimate; larger W print the estimate (default 4)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--head", action="store_true", help="measure the whole head step (part 2) instead of the term")
-    parser.add_argument("--head-classes", type=int, default=2_000_000,
-                        help="total classes of the head step, C_local = this / W (default 2,000,000)")
+    parser.add_argument(
+        "--head-classes",
+        type=int,
+        default=2_000_000,
+        help="total classes of the head step, C_local = this / W (default 2,000,000)",
+    )
     args = parser.parse_args(argv)
     if args.head_classes < max(args.worlds):
-        print(f"error: --head-classes {args.head_classes} is smaller than W; every rank needs a class centre", file=sys.stderr)
+        print(
+            f"error: --head-classes {args.head_classes} is smaller than W; every rank needs a class centre",
+            file=sys.stderr,
+        )
         return 1
     if min(args.worlds) < 1 or args.repeats < 1 or args.threads < 1:
         print("error: --worlds, --repeats and --threads must be >= 1", file=sys.stderr)
@@ -276,17 +319,21 @@ def main(argv=None) -> int:
         head_rows = []
         for world_size in args.worlds:
             print(f"head, W = {world_size} ...", file=sys.stderr, flush=True)
-            head_rows.append(measure_head(world_size, args.head_classes, args.repeats, int(args.memory_budget * 2 ** 30)))
+            head_rows.append(measure_head(world_size, args.head_classes, args.repeats, int(args.memory_budget * 2**30)))
         print_head_table(head_rows, args.repeats, args.threads, args.head_classes)
         return 0
     rows = []
     for world_size in args.worlds:
         print(f"W = {world_size} ...", file=sys.stderr, flush=True)
-        rows.append(measure(world_size, args.repeats, int(args.memory_budget * 2 ** 30)))
-    print(f"\nUNPG term per rank, one step (forward + backward), b = {PER_RANK} per rank, D = {DIM}, CPU fp32, "
-          f"{args.threads} thread(s); time: median (min-max) of {args.repeats} interleaved repeats")
-    header = (f"{'W':>3} | {'B':>6} | {'replicated s':>22} | {'sharded s':>22} | {'time s/r':>8} | "
-              f"{'replicated peak':>15} | {'sharded peak':>12} | {'mem s/r':>7} | {'bytes/(b B)':>11} | {'bytes/(B D)':>11}")
+        rows.append(measure(world_size, args.repeats, int(args.memory_budget * 2**30)))
+    print(
+        f"\nUNPG term per rank, one step (forward + backward), b = {PER_RANK} per rank, D = {DIM}, CPU fp32, "
+        f"{args.threads} thread(s); time: median (min-max) of {args.repeats} interleaved repeats"
+    )
+    header = (
+        f"{'W':>3} | {'B':>6} | {'replicated s':>22} | {'sharded s':>22} | {'time s/r':>8} | "
+        f"{'replicated peak':>15} | {'sharded peak':>12} | {'mem s/r':>7} | {'bytes/(b B)':>11} | {'bytes/(B D)':>11}"
+    )
     print(header)
     print("-" * len(header))
     for row in rows:
@@ -294,17 +341,25 @@ def main(argv=None) -> int:
         if row["replicated"]:
             replicated_time, replicated_peak = row["time"]["replicated"], row["peak"]["replicated"]
             ratio = statistics.median(s / r for s, r in zip(sharded_time, replicated_time, strict=False))
-            cells = (spread(replicated_time), f"{ratio:.4f}", fmt_bytes(replicated_peak),
-                     f"{sharded_peak / replicated_peak:.4f}")
+            cells = (
+                spread(replicated_time),
+                f"{ratio:.4f}",
+                fmt_bytes(replicated_peak),
+                f"{sharded_peak / replicated_peak:.4f}",
+            )
         else:
             estimate = REPLICATED_BYTES_PER_ENTRY * row["B"] ** 2
             cells = ("not run", "-", f"~{fmt_bytes(estimate)} est.", "-")
-        print(f"{row['W']:>3} | {row['B']:>6} | {cells[0]:>22} | {spread(sharded_time):>22} | {cells[1]:>8} | "
-              f"{cells[2]:>15} | {fmt_bytes(sharded_peak):>12} | {cells[3]:>7} | {row['alpha']:>11.1f} | "
-              f"{row['beta']:>11.1f}")
-    print(f"bytes/(b B): sharded peak at D = {SMALL_DIM} per block entry (an upper bound on the block's own cost; "
-          f"target <= 16); bytes/(B D): (peak at D = {DIM} - peak at D = {SMALL_DIM}) / (B ({DIM} - {SMALL_DIM})), "
-          f"the O(B D) part")
+        print(
+            f"{row['W']:>3} | {row['B']:>6} | {cells[0]:>22} | {spread(sharded_time):>22} | {cells[1]:>8} | "
+            f"{cells[2]:>15} | {fmt_bytes(sharded_peak):>12} | {cells[3]:>7} | {row['alpha']:>11.1f} | "
+            f"{row['beta']:>11.1f}"
+        )
+    print(
+        f"bytes/(b B): sharded peak at D = {SMALL_DIM} per block entry (an upper bound on the block's own cost; "
+        f"target <= 16); bytes/(B D): (peak at D = {DIM} - peak at D = {SMALL_DIM}) / (B ({DIM} - {SMALL_DIM})), "
+        f"the O(B D) part"
+    )
     return 0
 
 

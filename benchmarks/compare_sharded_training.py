@@ -3,6 +3,7 @@ seed -- and print the logged loss of both step for step (only the head's summati
 
     python benchmarks/compare_sharded_training.py [--steps 12] [--ranks 4] [--lr 0.01] [--set unpg.filter=False] [--json out.json] [--log out.md]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,14 +20,37 @@ CONFIG = "recipes/arcface_torch/configs/synthetic_unpg"
 LOSS_LINE = re.compile(r"Loss (\S+) .*Global Step: (\d+)")
 
 
-def train(sharded: bool, steps: int, ranks: int, output: Path, port: int, lr: float | None,
-          extra: list[str]) -> dict[int, float]:
+def train(
+    sharded: bool, steps: int, ranks: int, output: Path, port: int, lr: float | None, extra: list[str]
+) -> dict[int, float]:
     """One torchrun training; -> {step: logged loss} from rank 0's progress lines (one per step)."""
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={ranks}", f"--master_port={port}",
-               "recipes/arcface_torch/train.py", CONFIG, "--set", f"output={output}", "--set", f"max_steps={steps}",
-               "--set", "frequent=1", "--set", "num_workers=0", "--set", "batch_size=8", "--set", "val_targets=[]",
-               "--set", "embedding_size=32", "--set", f"unpg.sharded={sharded}",
-               "--set", "synthetic={'num_identities': 40, 'images_per_identity': 8}"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={ranks}",
+        f"--master_port={port}",
+        "recipes/arcface_torch/train.py",
+        CONFIG,
+        "--set",
+        f"output={output}",
+        "--set",
+        f"max_steps={steps}",
+        "--set",
+        "frequent=1",
+        "--set",
+        "num_workers=0",
+        "--set",
+        "batch_size=8",
+        "--set",
+        "val_targets=[]",
+        "--set",
+        "embedding_size=32",
+        "--set",
+        f"unpg.sharded={sharded}",
+        "--set",
+        "synthetic={'num_identities': 40, 'images_per_identity': 8}",
+    ]
     if lr is not None:
         command += ["--set", f"lr={lr}"]
     for setting in extra:
@@ -48,15 +72,22 @@ def main(argv=None) -> int:
     parser.add_argument("--log", help="also write the printed table here")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        losses = {name: train(name == "sharded", args.steps, args.ranks, Path(tmp) / name, port, args.lr, args.set)
-                  for name, port in (("sharded", 29561), ("replicated", 29562))}
-    lines = [f"torchrun --nproc_per_node={args.ranks} (gloo, CPU), {CONFIG}: tiny backbone, embedding 32, "
-             f"8 per rank (B = {8 * args.ranks}), 40 identities, lr {args.lr or 'of the config'}, seed from the config"
-             f"{''.join(', ' + s for s in args.set)}; loss as logged (4 decimals)",
-             "| step | sharded UNPG | replicated UNPG | difference |", "|---:|---:|---:|---:|"]
+        losses = {
+            name: train(name == "sharded", args.steps, args.ranks, Path(tmp) / name, port, args.lr, args.set)
+            for name, port in (("sharded", 29561), ("replicated", 29562))
+        }
+    lines = [
+        f"torchrun --nproc_per_node={args.ranks} (gloo, CPU), {CONFIG}: tiny backbone, embedding 32, "
+        f"8 per rank (B = {8 * args.ranks}), 40 identities, lr {args.lr or 'of the config'}, seed from the config"
+        f"{''.join(', ' + s for s in args.set)}; loss as logged (4 decimals)",
+        "| step | sharded UNPG | replicated UNPG | difference |",
+        "|---:|---:|---:|---:|",
+    ]
     for step in sorted(losses["replicated"]):
         a, b = losses["sharded"].get(step), losses["replicated"][step]
-        lines.append(f"| {step} | {a:.4f} | {b:.4f} | {a - b:+.4f} |" if a is not None else f"| {step} | - | {b:.4f} | - |")
+        lines.append(
+            f"| {step} | {a:.4f} | {b:.4f} | {a - b:+.4f} |" if a is not None else f"| {step} | - | {b:.4f} | - |"
+        )
     text = "\n".join(lines)
     print(text)
     if args.log:

@@ -22,6 +22,7 @@ its paper defaults (config.<loss>). For one seed every method sees the same init
 Outputs in --output: results.md, results.json, roc.png (first test set), loss_curves.png,
 similarity_<method>.png, and one folder per run (finished runs are reused: rerunning resumes).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -88,8 +89,10 @@ def check_test_path(path: str) -> str | None:
     counts = np.bincount([label for _, label in samples])
     positives = int((counts * (counts - 1) // 2).sum())
     if positives < 5 or counts.size < 2:
-        return (f"--test {path}: {counts.size} identities with {positives} positive pairs; 10-fold accuracy needs "
-                f">= 2 identities and >= 5 positive pairs (identities with 2+ images)")
+        return (
+            f"--test {path}: {counts.size} identities with {positives} positive pairs; 10-fold accuracy needs "
+            f">= 2 identities and >= 5 positive pairs (identities with 2+ images)"
+        )
     return None
 
 
@@ -109,8 +112,15 @@ def load_test_sets(tests: list[str], cfg) -> list[tuple[str, str, object]]:
 
         s = cfg.synthetic
         per = HELD_OUT_IMAGES_PER_IDENTITY
-        faces = SyntheticFaces(s.val_identities, per, seed=s.seed, identity_offset=HELD_OUT_OFFSET, flip=False,
-                               preset=s.preset, max_yaw=s.max_yaw)
+        faces = SyntheticFaces(
+            s.val_identities,
+            per,
+            seed=s.seed,
+            identity_offset=HELD_OUT_OFFSET,
+            flip=False,
+            preset=s.preset,
+            max_yaw=s.max_yaw,
+        )
         images = np.stack([faces.render(HELD_OUT_OFFSET + i // per, i % per) for i in range(len(faces))])
         sets.append((SYNTHETIC_TEST, "identities", (images, np.arange(len(faces)) // per)))
     return sets
@@ -124,7 +134,9 @@ def score_test_set(backbone, kind: str, data, fars) -> dict:
 
         result = evaluate(backbone, data, fars=fars)
         cosines = np.concatenate([result["positive_similarities"], result["negative_similarities"]])
-        same = np.r_[np.ones(len(result["positive_similarities"]), bool), np.zeros(len(result["negative_similarities"]), bool)]
+        same = np.r_[
+            np.ones(len(result["positive_similarities"]), bool), np.zeros(len(result["negative_similarities"]), bool)
+        ]
         fpr, tpr, _ = roc_curve(cosines, same)
         result["roc"] = (fpr, tpr)
         result["pairs"] = {"positive": int(same.sum()), "negative": int((~same).sum())}
@@ -138,12 +150,16 @@ def score_test_set(backbone, kind: str, data, fars) -> dict:
         result = evaluate_identity_set(backbone, images, identity, fars)
     rng = np.random.default_rng(0)
     negatives = np.asarray(result["negative_similarities"])
-    return {"accuracy": result["accuracy"], "overlap": result["overlap"], "pairs": result["pairs"],
-            "tar_at_far": {f"{far:g}": result["tar_at_far"][far] for far in fars},
-            "tar_at_far_notes": {f"{far:g}": result["tar_at_far_notes"][far] for far in fars},
-            "roc": [np.asarray(result["roc"][0]).tolist(), np.asarray(result["roc"][1]).tolist()],
-            "pos": np.asarray(result["positive_similarities"]).tolist(),
-            "neg": rng.choice(negatives, size=min(20_000, negatives.size), replace=False).tolist()}
+    return {
+        "accuracy": result["accuracy"],
+        "overlap": result["overlap"],
+        "pairs": result["pairs"],
+        "tar_at_far": {f"{far:g}": result["tar_at_far"][far] for far in fars},
+        "tar_at_far_notes": {f"{far:g}": result["tar_at_far_notes"][far] for far in fars},
+        "roc": [np.asarray(result["roc"][0]).tolist(), np.asarray(result["roc"][1]).tolist()],
+        "pos": np.asarray(result["positive_similarities"]).tolist(),
+        "neg": rng.choice(negatives, size=min(20_000, negatives.size), replace=False).tolist(),
+    }
 
 
 def run_one(spec_path: Path) -> int:
@@ -162,9 +178,14 @@ def run_one(spec_path: Path) -> int:
     train_seconds = time.time() - started
     backbone = get_model(cfg.network, num_features=cfg.embedding_size)
     backbone.load_state_dict(torch.load(Path(cfg.output) / "model.pt", map_location="cpu", weights_only=True))
-    record = {"method": spec["method"], "seed": spec["seed"], "steps": result["step"], "train_seconds": train_seconds,
-              "loss_history": result["loss_history"],
-              "sets": {name: score_test_set(backbone, kind, data, spec["fars"]) for name, kind, data in test_sets}}
+    record = {
+        "method": spec["method"],
+        "seed": spec["seed"],
+        "steps": result["step"],
+        "train_seconds": train_seconds,
+        "loss_history": result["loss_history"],
+        "sets": {name: score_test_set(backbone, kind, data, spec["fars"]) for name, kind, data in test_sets},
+    }
     write_bytes_atomically(spec_path.parent / "result.json", json.dumps(record).encode())
     return 0
 
@@ -184,8 +205,13 @@ def launch_runs(plan: list[dict], jobs: int, log=print) -> list[tuple[dict, int]
         spec["overrides"] = {**spec["overrides"], "output": str(run_dir), "resume": False}
         (run_dir / "spec.json").write_text(json.dumps(spec))
         with open(run_dir / "stdout.log", "w") as handle:
-            code = subprocess.run([sys.executable, __file__, "--run-one", str(run_dir / "spec.json")], cwd=ROOT,
-                                  env=env, stdout=handle, stderr=subprocess.STDOUT).returncode
+            code = subprocess.run(
+                [sys.executable, __file__, "--run-one", str(run_dir / "spec.json")],
+                cwd=ROOT,
+                env=env,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+            ).returncode
         log(f"{run_dir.name}: {'done' if code == 0 else f'FAILED (exit {code}, see {run_dir}/stdout.log)'}")
         return entry, code
 
@@ -202,7 +228,9 @@ def percent(values) -> str:
     return f"{values.mean() * 100:.2f} +- {values.std() * 100:.2f}"
 
 
-def paired_difference(records: list[dict], method: str, base: str, test_set: str, metric) -> tuple[np.ndarray, int, int]:
+def paired_difference(
+    records: list[dict], method: str, base: str, test_set: str, metric
+) -> tuple[np.ndarray, int, int]:
     """Per-seed metric(method) - metric(base) on one test set (seeds both finished), wins and comparisons."""
     by_seed = {r["seed"]: r for r in records if r["method"] == base}
     diffs = []
@@ -234,12 +262,18 @@ def summarise(records: list[dict], methods: list[str], fars: list[float], header
     for test_set in sets:
         some = next(r for r in records if test_set in r["sets"])
         pairs = some["sets"][test_set]["pairs"]
-        lines += [f"### {test_set} ({pairs['positive']} positive / {pairs['negative']} negative pairs for TAR)", "",
-                  "| method | accuracy (%) | " + " | ".join(f"TAR@FAR={k} (%)" for k in far_keys) +
-                  f" | overlap (%) | vs base: d accuracy (points) | d TAR@FAR={mid} (points) | acc. wins |",
-                  "|---|---|" + "---|" * len(far_keys) + "---|---|---|---|"]
+        lines += [
+            f"### {test_set} ({pairs['positive']} positive / {pairs['negative']} negative pairs for TAR)",
+            "",
+            "| method | accuracy (%) | "
+            + " | ".join(f"TAR@FAR={k} (%)" for k in far_keys)
+            + f" | overlap (%) | vs base: d accuracy (points) | d TAR@FAR={mid} (points) | acc. wins |",
+            "|---|---|" + "---|" * len(far_keys) + "---|---|---|---|",
+        ]
         for method in methods:
-            runs = sorted((r for r in records if r["method"] == method and test_set in r["sets"]), key=lambda r: r["seed"])
+            runs = sorted(
+                (r for r in records if r["method"] == method and test_set in r["sets"]), key=lambda r: r["seed"]
+            )
             if not runs:
                 continue
             row = [method, percent([r["sets"][test_set]["accuracy"] for r in runs])]
@@ -260,8 +294,10 @@ def summarise(records: list[dict], methods: list[str], fars: list[float], header
         lines += [f"- TAR@FAR={k} is n/a: {note}" for k, note in notes.items() if note]
         lines.append("")
     if totals:
-        lines.append("Accuracy wins over the base loss, all (seed, test set) pairs: " +
-                     ", ".join(f"{m} {w}/{n}" for m, (w, n) in totals.items()))
+        lines.append(
+            "Accuracy wins over the base loss, all (seed, test set) pairs: "
+            + ", ".join(f"{m} {w}/{n}" for m, (w, n) in totals.items())
+        )
     return "\n".join(lines)
 
 
@@ -281,8 +317,12 @@ def plot_results(records: list[dict], methods: list[str], output: Path) -> None:
         if first_set is not None and first_set in runs[0]["sets"]:
             scored = runs[0]["sets"][first_set]
             rocs[method] = tuple(scored["roc"])
-            plot_similarity_histograms(scored["pos"], scored["neg"], output / f"similarity_{method}.png",
-                                       title=f"{method} on {first_set} (seed {runs[0]['seed']})")
+            plot_similarity_histograms(
+                scored["pos"],
+                scored["neg"],
+                output / f"similarity_{method}.png",
+                title=f"{method} on {first_set} (seed {runs[0]['seed']})",
+            )
     plot_loss_curves(curves, output / "loss_curves.png")
     if rocs:
         plot_roc(rocs, output / "roc.png", title=f"{first_set}: all pairs")
@@ -301,9 +341,16 @@ def load_records(plan: list[dict]) -> list[dict]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="synthetic_compare", help="base config for every run")
-    parser.add_argument("--train", help="training data: an image folder (one sub-folder per identity) or a RecordIO folder")
-    parser.add_argument("--test", action="append", default=[], metavar="PATH",
-                        help="test set: a folder of identity sub-folders (all pairs scored) or a .bin (repeatable)")
+    parser.add_argument(
+        "--train", help="training data: an image folder (one sub-folder per identity) or a RecordIO folder"
+    )
+    parser.add_argument(
+        "--test",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="test set: a folder of identity sub-folders (all pairs scored) or a .bin (repeatable)",
+    )
     parser.add_argument("--fars", nargs="+", type=float, default=list(DEFAULT_FARS), help="FARs to read TAR at")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every run")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
@@ -332,7 +379,10 @@ def check_arguments(args) -> tuple[dict, str | None]:
         if problem:
             return {}, problem
     if args.train and not Path(args.train).is_dir():
-        return {}, f"--train {args.train} is not a folder; pass an image folder or a RecordIO folder (tools/pack_rec.py)"
+        return (
+            {},
+            f"--train {args.train} is not a folder; pass an image folder or a RecordIO folder (tools/pack_rec.py)",
+        )
     try:
         common = nest(parse_override(item) for item in args.set)
         if args.train:
@@ -356,24 +406,46 @@ def main(argv=None) -> int:
         return 1
     output = Path(args.output)
     tests = [str(Path(path).resolve()) for path in args.test]
-    plan = [{"run_dir": str(output / "runs" / f"{method}_seed{seed}"), "config": args.config, "method": method,
-             "seed": seed, "overrides": {**common, **METHODS[method], "seed": seed}, "tests": tests, "fars": args.fars}
-            for seed in args.seeds for method in args.methods]
+    plan = [
+        {
+            "run_dir": str(output / "runs" / f"{method}_seed{seed}"),
+            "config": args.config,
+            "method": method,
+            "seed": seed,
+            "overrides": {**common, **METHODS[method], "seed": seed},
+            "tests": tests,
+            "fars": args.fars,
+        }
+        for seed in args.seeds
+        for method in args.methods
+    ]
     started = time.time()
     outcomes = launch_runs(plan, args.jobs, log=lambda line: print(line, flush=True))
     failed = [(entry["method"], entry["seed"]) for entry, code in outcomes if code != 0]
     records = load_records(plan)
     wall = time.time() - started
-    header = (f"{args.config} {' '.join(args.set)} | train {args.train or 'config data'} | seeds {args.seeds} | "
-              f"{len(records)} runs, {args.jobs} in parallel, {os.cpu_count()} CPU cores | wall time {wall / 60:.1f} min")
+    header = (
+        f"{args.config} {' '.join(args.set)} | train {args.train or 'config data'} | seeds {args.seeds} | "
+        f"{len(records)} runs, {args.jobs} in parallel, {os.cpu_count()} CPU cores | wall time {wall / 60:.1f} min"
+    )
     table = summarise(records, args.methods, args.fars, header)
     if records:
         plot_results(records, args.methods, output)
     write_bytes_atomically(output / "results.md", (table + "\n").encode())
-    write_bytes_atomically(output / "results.json", json.dumps(
-        [{**{k: v for k, v in r.items() if k != "sets"},
-          "sets": {n: {k: v for k, v in s.items() if k not in ("pos", "neg", "roc")} for n, s in r["sets"].items()}}
-         for r in records]).encode())
+    write_bytes_atomically(
+        output / "results.json",
+        json.dumps(
+            [
+                {
+                    **{k: v for k, v in r.items() if k != "sets"},
+                    "sets": {
+                        n: {k: v for k, v in s.items() if k not in ("pos", "neg", "roc")} for n, s in r["sets"].items()
+                    },
+                }
+                for r in records
+            ]
+        ).encode(),
+    )
     print(table)
     if failed:
         print(f"error: {len(failed)} run(s) failed: {failed}", file=sys.stderr)

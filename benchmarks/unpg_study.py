@@ -11,6 +11,7 @@ finished runs are reused when the command is repeated, and --no-run only summari
 mean accuracy and TAR of both losses and the paired difference with its spread and wins over seeds),
 study.json and study.png (the differences per level with their seed-to-seed spread).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,18 @@ from compare_unpg import METHODS, launch_runs, load_records  # the sibling bench
 
 from recipes.arcface_torch.atomic_file import write_bytes_atomically
 
-BASE = {"synthetic": {"preset": "hard", "max_yaw": 40.0, "num_identities": 400, "images_per_identity": 8,
-                      "label_noise": 0.05, "val_identities": 200}, "num_epoch": 3, "val_targets": []}
+BASE = {
+    "synthetic": {
+        "preset": "hard",
+        "max_yaw": 40.0,
+        "num_identities": 400,
+        "images_per_identity": 8,
+        "label_noise": 0.05,
+        "val_identities": 200,
+    },
+    "num_epoch": 3,
+    "val_targets": [],
+}
 PAIR = ("arcface", "arcface+unpg")
 # (level name, factor, overrides on top of BASE, methods run at this level); the base loss of a level that
 # runs only a UNPG variant is the base level's ArcFace.
@@ -35,12 +46,22 @@ LEVELS = [
     ("s=64", "scale s", {"scale": 64.0}, PAIR),
     ("2x steps", "training length", {"num_epoch": 6}, PAIR),
     ("no filter", "wisk", {}, ("unpg_nofilter",)),
-    ("100 ids x 32 img", "classes vs batch pairs", {"synthetic": {"num_identities": 100, "images_per_identity": 32}}, PAIR),
+    (
+        "100 ids x 32 img",
+        "classes vs batch pairs",
+        {"synthetic": {"num_identities": 100, "images_per_identity": 32}},
+        PAIR,
+    ),
     ("frontal (max_yaw 0)", "pose", {"synthetic": {"max_yaw": 0.0}}, PAIR),
     ("no label noise", "label noise", {"synthetic": {"label_noise": 0.0}}, PAIR),
     ("warmup 1 epoch", "LR schedule", {"warmup_epoch": 1}, PAIR),
     ("classic task", "synthetic preset", {"synthetic": {"preset": "classic"}}, PAIR),
-    ("1600 ids x 2 img", "classes vs batch pairs", {"synthetic": {"num_identities": 1600, "images_per_identity": 2}}, PAIR),
+    (
+        "1600 ids x 2 img",
+        "classes vs batch pairs",
+        {"synthetic": {"num_identities": 1600, "images_per_identity": 2}},
+        PAIR,
+    ),
     ("wisk 0.5", "wisk", {}, ("unpg_wisk0.5",)),
     ("wisk 1.0", "wisk", {}, ("unpg_wisk1.0",)),
 ]
@@ -64,22 +85,32 @@ def build_plan(levels: list[tuple], seeds: list[int], config: str, output: Path,
     for level, _, overrides, methods in levels:
         for seed in seeds:
             for method in methods:
-                plan.append({"run_dir": str(output / "runs" / slug(level) / f"{method}_seed{seed}"), "level": level,
-                             "config": config, "method": method, "seed": seed, "tests": [], "fars": FARS,
-                             "overrides": {**merged(merged(BASE, overrides), extra), **METHODS[method], "seed": seed}})
+                plan.append(
+                    {
+                        "run_dir": str(output / "runs" / slug(level) / f"{method}_seed{seed}"),
+                        "level": level,
+                        "config": config,
+                        "method": method,
+                        "seed": seed,
+                        "tests": [],
+                        "fars": FARS,
+                        "overrides": {**merged(merged(BASE, overrides), extra), **METHODS[method], "seed": seed},
+                    }
+                )
     return plan
 
 
 def level_rows(levels: list[tuple], plan: list[dict]) -> list[dict]:
     """Per level: means of both losses and the per-seed paired differences (UNPG variant - ArcFace)."""
-    records = {(e["level"], e["method"], e["seed"]): r for e in plan
-               for r in load_records([e])}
+    records = {(e["level"], e["method"], e["seed"]): r for e in plan for r in load_records([e])}
     rows = []
     for level, factor, _, methods in levels:
         variant = methods[-1]
         base_level = level if "arcface" in methods else "base"
-        seeds = sorted({s for (lv, m, s) in records if lv == level and m == variant}
-                       & {s for (lv, m, s) in records if lv == base_level and m == "arcface"})
+        seeds = sorted(
+            {s for (lv, m, s) in records if lv == level and m == variant}
+            & {s for (lv, m, s) in records if lv == base_level and m == "arcface"}
+        )
         if not seeds:
             continue
 
@@ -115,16 +146,21 @@ def plain(values) -> str:
 
 
 def write_table(rows: list[dict], header: str) -> str:
-    lines = [header, "",
-             "| factor | level | steps | ArcFace acc (%) | UNPG acc (%) | d acc (points, mean +- std) | UNPG wins (acc) "
-             "| ArcFace TAR@1e-3 (%) | UNPG TAR@1e-3 (%) | d TAR@1e-3 (points) | d TAR@1e-4 (points) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        header,
+        "",
+        "| factor | level | steps | ArcFace acc (%) | UNPG acc (%) | d acc (points, mean +- std) | UNPG wins (acc) "
+        "| ArcFace TAR@1e-3 (%) | UNPG TAR@1e-3 (%) | d TAR@1e-3 (points) | d TAR@1e-4 (points) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
         acc, tar3, tar4 = row["accuracy"], row["0.001"], row["0.0001"]
         name = row["level"] if row["variant"] == "arcface+unpg" else f"{row['level']} ({row['variant']})"
-        lines.append(f"| {row['factor']} | {name} | {row['steps']} | {plain(acc['arcface'])} | {plain(acc['unpg'])} | "
-                     f"{fmt(acc['diff'])} | {row['wins']}/{len(row['seeds'])} | {plain(tar3['arcface'])} | "
-                     f"{plain(tar3['unpg'])} | {fmt(tar3['diff'])} | {fmt(tar4['diff'])} |")
+        lines.append(
+            f"| {row['factor']} | {name} | {row['steps']} | {plain(acc['arcface'])} | {plain(acc['unpg'])} | "
+            f"{fmt(acc['diff'])} | {row['wins']}/{len(row['seeds'])} | {plain(tar3['arcface'])} | "
+            f"{plain(tar3['unpg'])} | {fmt(tar3['diff'])} | {fmt(tar4['diff'])} |"
+        )
     return "\n".join(lines)
 
 
@@ -160,7 +196,9 @@ def main(argv=None) -> int:
     parser.add_argument("--levels", nargs="+", default=names, choices=names, help="levels to run (default: all)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--config", default="synthetic_compare", help="base config (model, batch, scale, optimiser)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override on every run (after the level's)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override on every run (after the level's)"
+    )
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel")
     parser.add_argument("--no-run", action="store_true", help="start no run; summarise the finished ones")
     parser.add_argument("--output", default="work_dirs/unpg_study", help="folder for the runs")
@@ -185,18 +223,31 @@ def main(argv=None) -> int:
     started = time.time()
     failed = []
     if not args.no_run:
-        outcomes = launch_runs(plan, args.jobs, log=lambda line: print(f"[{(time.time() - started) / 60:5.1f} min] {line}", flush=True))
+        outcomes = launch_runs(
+            plan, args.jobs, log=lambda line: print(f"[{(time.time() - started) / 60:5.1f} min] {line}", flush=True)
+        )
         failed = [Path(entry["run_dir"]).relative_to(args.output) for entry, code in outcomes if code != 0]
     finished = len(load_records(plan))
     rows = level_rows(levels, plan)
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
-    chosen = [] if args.levels == names else ["--levels", *(repr(level) if " " in level else level for level in args.levels)]
-    command = " ".join(["python benchmarks/unpg_study.py", *chosen, "--seeds", *map(str, args.seeds),
-                        *(f"--set {x}" for x in args.set)])
-    header = (f"`{command}` | config {args.config} + "
-              f"{json.dumps(BASE)} | {finished} of {len(plan)} runs finished, {args.jobs} in parallel on {os.cpu_count()} CPU cores, "
-              f"mean train time per run {mean_train_minutes(plan):.1f} min")
+    chosen = (
+        [] if args.levels == names else ["--levels", *(repr(level) if " " in level else level for level in args.levels)]
+    )
+    command = " ".join(
+        [
+            "python benchmarks/unpg_study.py",
+            *chosen,
+            "--seeds",
+            *map(str, args.seeds),
+            *(f"--set {x}" for x in args.set),
+        ]
+    )
+    header = (
+        f"`{command}` | config {args.config} + "
+        f"{json.dumps(BASE)} | {finished} of {len(plan)} runs finished, {args.jobs} in parallel on {os.cpu_count()} CPU cores, "
+        f"mean train time per run {mean_train_minutes(plan):.1f} min"
+    )
     table = write_table(rows, header)
     write_bytes_atomically(results / "study.md", (table + "\n").encode())
     write_bytes_atomically(results / "study.json", json.dumps(rows, indent=1).encode())

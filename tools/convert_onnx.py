@@ -17,6 +17,7 @@ The result is re-verified like tools/verify_onnx.py --compare MODEL does (cosine
 fp16 0.999, int8 --min-cosine 0.99; with --bin at most --max-accuracy-drop points lost) and written
 only if every check passes; --force writes it anyway (and overwrites an existing output), saying so.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,28 +32,45 @@ from recipes.arcface_torch.export.progress import stderr_progress
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 2)[2],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("model", help="an .onnx file, or model.pt / a training output folder")
     parser.add_argument("-o", "--output", required=True, help="the .onnx file to write")
     parser.add_argument("--fp16", action="store_true", help="fp16 weights and compute, fp32 input and output")
     parser.add_argument("--int8", action="store_true", help="static int8 quantization calibrated on faces")
     parser.add_argument("--calibration", help="extra int8 calibration faces: folder, RecordIO folder/.rec, or .bin")
-    parser.add_argument("--calibration-count", type=int, default=128,
-                        help="faces taken from --calibration (default 128; 32 built-in faces are always used)")
+    parser.add_argument(
+        "--calibration-count",
+        type=int,
+        default=128,
+        help="faces taken from --calibration (default 128; 32 built-in faces are always used)",
+    )
     parser.add_argument("--per-tensor", action="store_true", help="int8 weights per tensor instead of per channel")
     parser.add_argument("--opset", type=int, help=f"target opset ({MIN_OPSET} or newer)")
-    parser.add_argument("--fix-batch", action="store_true",
-                        help="repair Reshape constants that froze the traced batch (upstream torch2onnx exports)")
+    parser.add_argument(
+        "--fix-batch",
+        action="store_true",
+        help="repair Reshape constants that froze the traced batch (upstream torch2onnx exports)",
+    )
     parser.add_argument("--simplify", action="store_true", help="simplify the graph with onnxslim (optional package)")
     parser.add_argument("--network", help="backbone of a checkpoint MODEL, e.g. r50 (default: config.json)")
-    parser.add_argument("--embedding-size", type=int, help="embedding size of a checkpoint MODEL (default: config.json)")
+    parser.add_argument(
+        "--embedding-size", type=int, help="embedding size of a checkpoint MODEL (default: config.json)"
+    )
     parser.add_argument("--bin", help="verification .bin: also check the accuracy drop against MODEL")
     parser.add_argument("--min-cosine", type=float, help="per-face cosine bound (default by precision)")
-    parser.add_argument("--max-accuracy-drop", type=float, default=DEFAULT_MAX_ACCURACY_DROP,
-                        help=f"accuracy points the conversion may lose on --bin (default {DEFAULT_MAX_ACCURACY_DROP})")
-    parser.add_argument("--force", action="store_true",
-                        help="overwrite --output, and write it even if a verification check fails")
+    parser.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        default=DEFAULT_MAX_ACCURACY_DROP,
+        help=f"accuracy points the conversion may lose on --bin (default {DEFAULT_MAX_ACCURACY_DROP})",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="overwrite --output, and write it even if a verification check fails"
+    )
     parser.add_argument("--runs", type=int, default=3, help="timed runs per latency measurement (default 3)")
     parser.add_argument("--json", action="store_true", help="print the verification report as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -86,34 +104,65 @@ def main(argv=None) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 1
     options = ConversionOptions(
-        fix_batch=args.fix_batch, opset=args.opset, simplify=args.simplify, fp16=args.fp16, int8=args.int8,
-        calibration=Path(args.calibration) if args.calibration else None, calibration_count=args.calibration_count,
-        per_channel=not args.per_tensor, min_cosine=args.min_cosine, max_accuracy_drop=args.max_accuracy_drop,
-        bin_path=Path(args.bin) if args.bin else None, force=args.force, runs=args.runs)
+        fix_batch=args.fix_batch,
+        opset=args.opset,
+        simplify=args.simplify,
+        fp16=args.fp16,
+        int8=args.int8,
+        calibration=Path(args.calibration) if args.calibration else None,
+        calibration_count=args.calibration_count,
+        per_channel=not args.per_tensor,
+        min_cosine=args.min_cosine,
+        max_accuracy_drop=args.max_accuracy_drop,
+        bin_path=Path(args.bin) if args.bin else None,
+        force=args.force,
+        runs=args.runs,
+    )
     try:
-        report = convert_model(Path(args.model), Path(args.output), options, network=args.network,
-                               embedding_size=args.embedding_size, progress=stderr_progress(args.quiet or args.json))
+        report = convert_model(
+            Path(args.model),
+            Path(args.output),
+            options,
+            network=args.network,
+            embedding_size=args.embedding_size,
+            progress=stderr_progress(args.quiet or args.json),
+        )
     except ConversionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps({"steps": report.steps, "written": report.written, "forced": report.forced,
-                          "quantized_ops": dict(report.quantized_ops or {}),
-                          "verification": report.verification.as_dict()}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "steps": report.steps,
+                    "written": report.written,
+                    "forced": report.forced,
+                    "quantized_ops": dict(report.quantized_ops or {}),
+                    "verification": report.verification.as_dict(),
+                },
+                indent=2,
+            )
+        )
     else:
         for step in report.steps:
             print(step)
         print(report.verification.text())
     if report.forced:
-        print(f"warning: wrote {report.output} although verification failed, because --force was given",
-              file=sys.stderr)
+        print(
+            f"warning: wrote {report.output} although verification failed, because --force was given", file=sys.stderr
+        )
     elif report.written:
-        print(f"wrote {report.output} ({report.output.stat().st_size / 2**20:.2f} MiB)",
-              file=sys.stderr if args.json else sys.stdout)
+        print(
+            f"wrote {report.output} ({report.output.stat().st_size / 2**20:.2f} MiB)",
+            file=sys.stderr if args.json else sys.stdout,
+        )
     else:
         failed = [c.name for c in report.verification.checks if c.failed]
-        print(f"error: the converted model fails verification ({', '.join(failed)}), so {report.output} was not "
-              f"written; see the report above, or pass --force to write it anyway", file=sys.stderr)
+        print(
+            f"error: the converted model fails verification ({', '.join(failed)}), so {report.output} was not "
+            f"written; see the report above, or pass --force to write it anyway",
+            file=sys.stderr,
+        )
     return 0 if report.verification.passed else 1
 
 

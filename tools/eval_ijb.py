@@ -10,6 +10,7 @@ meta/<target>_face_tid_mid.txt, meta/<target>_template_pair_label.txt. Writes
 <name>_<target>_roc.png and <name>_<target>_scores.npy into --output and prints a TAR@FAR table
 (--json prints the numbers as JSON instead).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,10 +39,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("model", type=Path, help="an .onnx model, or a backbone model.pt (then --network is needed)")
     parser.add_argument("--root", type=Path, required=True, help="IJB folder holding loose_crop/ and meta/")
     parser.add_argument("--target", default="ijbc", help="list-file prefix: ijbc or ijbb (default ijbc)")
-    parser.add_argument("--network", default=None,
-                        help="backbone name for a .pt checkpoint, e.g. r50 (default: from config.json beside it)")
-    parser.add_argument("--embedding-size", type=int, default=None,
-                        help="embedding size of the .pt backbone (default: from config.json beside it, else 512)")
+    parser.add_argument(
+        "--network",
+        default=None,
+        help="backbone name for a .pt checkpoint, e.g. r50 (default: from config.json beside it)",
+    )
+    parser.add_argument(
+        "--embedding-size",
+        type=int,
+        default=None,
+        help="embedding size of the .pt backbone (default: from config.json beside it, else 512)",
+    )
     parser.add_argument("--device", default="cpu", help="torch device for a .pt checkpoint (default cpu)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2, help="threads that read and align images")
@@ -66,9 +74,17 @@ def main(argv=None) -> int:
             model = load_torch_model(args.model, args.network, args.embedding_size, args.device)
         name = args.name or args.model.stem
         results = evaluate_ijb(
-            model, args.root, prefix=args.target, batch_size=args.batch_size, flip=not args.no_flip,
-            use_faceness=not args.no_faceness, normalize_images=not args.keep_norm, output_dir=args.output,
-            name=name, num_workers=args.workers, progress=not args.quiet,
+            model,
+            args.root,
+            prefix=args.target,
+            batch_size=args.batch_size,
+            flip=not args.no_flip,
+            use_faceness=not args.no_faceness,
+            normalize_images=not args.keep_norm,
+            output_dir=args.output,
+            name=name,
+            num_workers=args.workers,
+            progress=not args.quiet,
         )
     except (OSError, ValueError, KeyError, ImportError) as error:
         print(f"eval_ijb: error: {error}", file=sys.stderr)
@@ -87,8 +103,10 @@ def main(argv=None) -> int:
         }
         print(json.dumps(payload, indent=2))
     else:
-        print(f"{results['prefix']}: {results['num_images']} images, {results['num_templates']} templates, "
-              f"{results['num_pairs']} pairs")
+        print(
+            f"{results['prefix']}: {results['num_images']} images, {results['num_templates']} templates, "
+            f"{results['num_pairs']} pairs"
+        )
         print(format_tar_table([(name, tars)]))
         for far, note in results["tar_at_far_notes"].items():
             if note:

@@ -13,6 +13,7 @@ handling: see recipes/arcface_torch/export/onnx_export.py. Opsets 11-17 (older r
 the TorchScript exporter, 18+ by the dynamo exporter. Progress goes to stderr (--quiet: none).
 Check the result with tools/verify_onnx.py; convert it (fp16, int8, opset) with tools/convert_onnx.py.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,14 +34,18 @@ from recipes.arcface_torch.export.progress import stderr_progress
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n")[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("source", help="model.pt, or a training output folder holding model.pt and config.json")
     parser.add_argument("-o", "--output", help="ONNX file to write (default: model.onnx beside model.pt)")
     parser.add_argument("--network", help="backbone name, e.g. r50 or mbf (default: from config.json)")
     parser.add_argument("--embedding-size", type=int, help="embedding size (default: from config.json, else 512)")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
-                        help=f"ONNX opset, {MIN_OPSET} or newer (default {DEFAULT_OPSET})")
+    parser.add_argument(
+        "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, {MIN_OPSET} or newer (default {DEFAULT_OPSET})"
+    )
     parser.add_argument("--simplify", action="store_true", help="simplify the graph with onnxslim")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output file / package")
     parser.add_argument("--package", help="also write an insightface 2.x model package (manifest V2) to this folder")
@@ -74,18 +79,30 @@ def main(argv=None) -> int:
             "config_name": config.get("config_name"),
             "margin_list": json.dumps(margins) if margins is not None else None,
         }
-        report = export_backbone(backbone, output, metadata=metadata, opset=args.opset,
-                                 simplify=args.simplify, force=args.force, progress=stderr_progress(args.quiet))
-        print(f"wrote {report.path} ({report.size_bytes / 2**20:.1f} MiB, opset {report.opset}, "
-              f"{network}, {embedding_size}-d{', simplified' if report.simplified else ''})")
-        print(f"parity with PyTorch on {report.faces} real faces at batch sizes "
-              f"{', '.join(map(str, report.batch_sizes))}: min cosine {report.parity.min_cosine:.7f}, "
-              f"max abs diff {report.parity.max_abs_diff:.3g} (relative {report.parity.relative_diff:.2g})")
+        report = export_backbone(
+            backbone,
+            output,
+            metadata=metadata,
+            opset=args.opset,
+            simplify=args.simplify,
+            force=args.force,
+            progress=stderr_progress(args.quiet),
+        )
+        print(
+            f"wrote {report.path} ({report.size_bytes / 2**20:.1f} MiB, opset {report.opset}, "
+            f"{network}, {embedding_size}-d{', simplified' if report.simplified else ''})"
+        )
+        print(
+            f"parity with PyTorch on {report.faces} real faces at batch sizes "
+            f"{', '.join(map(str, report.batch_sizes))}: min cosine {report.parity.min_cosine:.7f}, "
+            f"max abs diff {report.parity.max_abs_diff:.3g} (relative {report.parity.relative_diff:.2g})"
+        )
         for path in report.removed_stale:
             print(f"removed stale external-data file {path}")
         if args.package:
-            package = write_package(report.path, Path(args.package), model_id=model_id,
-                                    embedding_size=embedding_size, force=args.force)
+            package = write_package(
+                report.path, Path(args.package), model_id=model_id, embedding_size=embedding_size, force=args.force
+            )
             print(f"wrote insightface model package {package.folder} (model_id {package.model_id})")
     except (CheckpointError, ExportError, PackageError) as error:
         print(f"error: {error}", file=sys.stderr)

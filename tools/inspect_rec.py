@@ -7,6 +7,7 @@ reads and decodes every image and counts the labels actually used. Exits 1 if an
     python tools/inspect_rec.py /data/faces_emore
     python tools/inspect_rec.py /data/my_faces_rec --full --json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,13 @@ def check_offsets(reader: IndexedRecordReader, progress: bool = True) -> list[st
     problems = []
     fd = os.open(reader.rec_path, os.O_RDONLY)
     try:
-        for key, offset in tqdm(zip(reader.keys.tolist(), reader.offsets.tolist(), strict=False), total=len(reader),
-                                desc="offsets", unit="rec", disable=not progress):
+        for key, offset in tqdm(
+            zip(reader.keys.tolist(), reader.offsets.tolist(), strict=False),
+            total=len(reader),
+            desc="offsets",
+            unit="rec",
+            disable=not progress,
+        ):
             head = os.pread(fd, 8, offset)
             problem = None
             if len(head) < 8:
@@ -52,7 +58,9 @@ def check_offsets(reader: IndexedRecordReader, progress: bool = True) -> list[st
                 elif lrec >> LENGTH_BITS not in (CFLAG_WHOLE, CFLAG_START):
                     problem = f"key {key}: offset {offset} points into the middle of a split record"
                 elif offset + 8 + length > reader.file_size:
-                    problem = f"key {key}: record at offset {offset} needs {length} bytes but the file ends first (truncated)"
+                    problem = (
+                        f"key {key}: record at offset {offset} needs {length} bytes but the file ends first (truncated)"
+                    )
             if problem:
                 problems.append(problem)
     finally:
@@ -92,7 +100,11 @@ def inspect(root: Path, samples: int = 8, full: bool = False, progress: bool = T
     report["header_record"] = bool(header is not None and header.flag > 0)
     report["images"] = len(dataset)
     report["other_records"] = len(reader) - len(dataset)
-    indices = range(len(dataset)) if full else np.unique(np.linspace(0, len(dataset) - 1, min(samples, len(dataset))).astype(int))
+    indices = (
+        range(len(dataset))
+        if full
+        else np.unique(np.linspace(0, len(dataset) - 1, min(samples, len(dataset))).astype(int))
+    )
     labels = []
     for index in tqdm(indices, desc="decoding", unit="img", disable=not (progress and full)):
         try:
@@ -116,15 +128,23 @@ def _print_report(report: dict) -> None:
     rows = [("folder", report["folder"])]
     if "records" in report:
         rows.append(("records", f"{report['records']} in train.idx, {report['rec_bytes']} bytes in train.rec"))
-        rows.append(("offsets", f"{report['records'] - report['bad_offsets']}/{report['records']} land on a record start"))
+        rows.append(
+            ("offsets", f"{report['records'] - report['bad_offsets']}/{report['records']} land on a record start")
+        )
     if "images" in report:
-        how = "header record gives keys [1, N+1)" if report["header_record"] else "no header record, every key is an image"
+        how = (
+            "header record gives keys [1, N+1)"
+            if report["header_record"]
+            else "no header record, every key is an image"
+        )
         rows.append(("images", f"{report['images']} ({how}); {report['other_records']} other records"))
     if "num_classes" in report:
         height, width = report["image_size"]
         rows.append(("classes", f"{report['num_classes']} (property), image size {height}x{width}"))
     if "classes_used" in report:
-        rows.append(("labels used", f"{report['classes_used']} distinct labels over {report['decoded']} decoded images"))
+        rows.append(
+            ("labels used", f"{report['classes_used']} distinct labels over {report['decoded']} decoded images")
+        )
     elif "decoded" in report:
         shape, labels = report.get("sample_shape"), report["sample_labels"]
         rows.append(("samples", f"{report['decoded']} decoded, shape {shape}, labels {labels}"))
@@ -144,12 +164,17 @@ def main(argv=None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     if args.samples < 1:
-        print(f"error: --samples {args.samples} must be a positive number of images to decode, e.g. --samples 8 "
-              f"(or --full to decode every image)", file=sys.stderr)
+        print(
+            f"error: --samples {args.samples} must be a positive number of images to decode, e.g. --samples 8 "
+            f"(or --full to decode every image)",
+            file=sys.stderr,
+        )
         return 1
     if not args.root.is_dir():
-        print(f"error: {args.root} is not a folder; pass the folder that holds train.rec, train.idx and property",
-              file=sys.stderr)
+        print(
+            f"error: {args.root} is not a folder; pass the folder that holds train.rec, train.idx and property",
+            file=sys.stderr,
+        )
         return 1
     report = inspect(args.root, args.samples, args.full, progress=not args.quiet)
     if args.json:
@@ -157,7 +182,10 @@ def main(argv=None) -> int:
     else:
         _print_report(report)
     if report["problems"]:
-        print(f"error: {args.root} has {len(report['problems'])} problem(s); the first: {report['problems'][0]}", file=sys.stderr)
+        print(
+            f"error: {args.root} has {len(report['problems'])} problem(s); the first: {report['problems'][0]}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

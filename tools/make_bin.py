@@ -12,6 +12,7 @@ tools/make_pairs.py writes a pairs file from a folder of identities.
     python tools/make_pairs.py /data/my_faces pairs.txt --num-pairs 6000
     python tools/make_bin.py pairs.txt my_val.bin --root /data/my_faces --resize 112
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,15 +35,25 @@ def read_pairs(pairs_path: Path, root: Path) -> list[tuple[Path, Path, bool, int
         if not fields or fields[0].startswith("#"):
             continue
         if len(fields) != 3 or fields[2] not in ("0", "1"):
-            raise ValueError(f"{pairs_path} line {number}: {line.strip()!r} is not 'path1 path2 0|1'; fix or remove the line")
+            raise ValueError(
+                f"{pairs_path} line {number}: {line.strip()!r} is not 'path1 path2 0|1'; fix or remove the line"
+            )
         pairs.append((root / fields[0], root / fields[1], fields[2] == "1", number))
     if not pairs:
         raise ValueError(f"{pairs_path} lists no pairs; add lines 'path1 path2 0|1'")
     return pairs
 
 
-def make_bin(pairs_path: Path, output: Path, root: Path | None = None, image_size=(112, 112), progress: bool = True,
-             force: bool = False, resize: bool = False, landmarks: Path | None = None) -> int:
+def make_bin(
+    pairs_path: Path,
+    output: Path,
+    root: Path | None = None,
+    image_size=(112, 112),
+    progress: bool = True,
+    force: bool = False,
+    resize: bool = False,
+    landmarks: Path | None = None,
+) -> int:
     """Write the .bin for `pairs_path` to `output`; return the number of pairs. An existing `output` is
     replaced only with `force`. Each distinct image is read once."""
     output = Path(output)
@@ -57,10 +68,14 @@ def make_bin(pairs_path: Path, output: Path, root: Path | None = None, image_siz
     for first, second, same, number in tqdm(pairs, desc="pairs", unit="pair", disable=not progress):
         for path in (first, second):
             if not path.is_file():
-                raise FileNotFoundError(f"{pairs_path} line {number}: image {path} does not exist; fix the path or --root")
+                raise FileNotFoundError(
+                    f"{pairs_path} line {number}: image {path} does not exist; fix the path or --root"
+                )
             key = path.resolve()
             if key not in prepared:
-                prepared[key] = prepare_face(path, image_size, resize, points.get(key), f"{pairs_path} line {number}: {path}")
+                prepared[key] = prepare_face(
+                    path, image_size, resize, points.get(key), f"{pairs_path} line {number}: {path}"
+                )
             bins.append(prepared[key])
         issame.append(same)
     if not output.parent.is_dir():
@@ -73,11 +88,21 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pairs", type=Path, help="text file, one 'path1 path2 0|1' per line")
     parser.add_argument("output", type=Path, help="the .bin to write")
-    parser.add_argument("--root", type=Path, default=None,
-                        help="folder the image paths are relative to (default: the pairs file's folder)")
-    parser.add_argument("--image-size", type=int, nargs=2, default=(112, 112), metavar=("H", "W"), help="required face size")
-    parser.add_argument("--resize", type=int, metavar="SIZE", help="resize faces of another size to SIZE x SIZE (already-cropped faces)")
-    parser.add_argument("--landmarks", type=Path, help="file of 'path x1 y1 ... x5 y5' lines (relative to --root): align those images")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help="folder the image paths are relative to (default: the pairs file's folder)",
+    )
+    parser.add_argument(
+        "--image-size", type=int, nargs=2, default=(112, 112), metavar=("H", "W"), help="required face size"
+    )
+    parser.add_argument(
+        "--resize", type=int, metavar="SIZE", help="resize faces of another size to SIZE x SIZE (already-cropped faces)"
+    )
+    parser.add_argument(
+        "--landmarks", type=Path, help="file of 'path x1 y1 ... x5 y5' lines (relative to --root): align those images"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--force", action="store_true", help="replace an existing output file")
     args = parser.parse_args(argv)
@@ -86,8 +111,16 @@ def main(argv=None) -> int:
         return 1
     size = (args.resize, args.resize) if args.resize else tuple(args.image_size)
     try:
-        count = make_bin(args.pairs, args.output, args.root, size, progress=not args.quiet, force=args.force,
-                         resize=args.resize is not None, landmarks=args.landmarks)
+        count = make_bin(
+            args.pairs,
+            args.output,
+            args.root,
+            size,
+            progress=not args.quiet,
+            force=args.force,
+            resize=args.resize is not None,
+            landmarks=args.landmarks,
+        )
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

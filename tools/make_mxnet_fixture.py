@@ -8,6 +8,7 @@ record (key, offset, payload hex, header, decoded-image digest) as mxnet reads i
     python tools/make_mxnet_fixture.py                      # -> tests/fixtures/mxnet/
     python tools/make_mxnet_fixture.py --output /tmp/fx --venv /tmp/mxnet-venv
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,12 @@ def _write_inside(output: Path) -> None:
     IRHeader = mx.recordio.IRHeader
 
     faces = [_face(seed) for seed in range(3)]
-    png0 = cv2.imencode(".png", cv2.cvtColor(faces[0], cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])[1].tobytes()
-    png2 = cv2.imencode(".png", cv2.cvtColor(faces[2], cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])[1].tobytes()
+    png0 = cv2.imencode(".png", cv2.cvtColor(faces[0], cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])[
+        1
+    ].tobytes()
+    png2 = cv2.imencode(".png", cv2.cvtColor(faces[2], cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])[
+        1
+    ].tobytes()
     rng = np.random.RandomState(7)
     noise = bytearray(rng.randint(0, 256, size=1000, dtype=np.uint8).tobytes())
     noise[400:404] = MAGIC  # aligned: splits the record
@@ -60,18 +65,30 @@ def _write_inside(output: Path) -> None:
 
     # (key, payload, description); keys 1..3 are images, [1, 4) per the header record, 4..5 identities
     records = [
-        (0, mx.recordio.pack(IRHeader(0, [4.0, 6.0], 0, 0), b""), "header record: flag 2, label (first identity key, end)"),
+        (
+            0,
+            mx.recordio.pack(IRHeader(0, [4.0, 6.0], 0, 0), b""),
+            "header record: flag 2, label (first identity key, end)",
+        ),
         (1, mx.recordio.pack(IRHeader(0, 0.0, 1, 0), png0), "image: PNG, label 0"),
-        (2, mx.recordio.pack_img(IRHeader(0, 1.0, 2, 0), cv2.cvtColor(faces[1], cv2.COLOR_RGB2BGR), quality=50, img_fmt=".jpg"),
-         "image: JPEG via pack_img, label 1"),
+        (
+            2,
+            mx.recordio.pack_img(
+                IRHeader(0, 1.0, 2, 0), cv2.cvtColor(faces[1], cv2.COLOR_RGB2BGR), quality=50, img_fmt=".jpg"
+            ),
+            "image: JPEG via pack_img, label 1",
+        ),
         (3, mx.recordio.pack(IRHeader(0, [1.0, 0.5], 3, 0), png2), "image: PNG, label array (1, 0.5) -> class 1"),
         (4, mx.recordio.pack(IRHeader(0, [1.0, 2.0], 4, 0), b""), "identity 0: image keys [1, 2)"),
         (5, mx.recordio.pack(IRHeader(0, [2.0, 4.0], 5, 0), b""), "identity 1: image keys [2, 4)"),
         (10, b"", "empty payload"),
         (11, MAGIC, "payload is exactly the magic word"),
         (12, b"ab" + MAGIC + b"cdefgh", "magic at unaligned offset 2 (not split)"),
-        (13, MAGIC + b"abcd" + MAGIC + MAGIC + b"efg\x00" + MAGIC + b"z",
-         "magic at aligned offsets 0, 8, 12, 20 (empty chunks), odd length"),
+        (
+            13,
+            MAGIC + b"abcd" + MAGIC + MAGIC + b"efg\x00" + MAGIC + b"z",
+            "magic at aligned offsets 0, 8, 12, 20 (empty chunks), odd length",
+        ),
         (14, bytes(noise), "1000 random bytes, magic at aligned 400 and unaligned 601"),
         (15, b"xyz", "three bytes, padded"),
     ]
@@ -110,7 +127,7 @@ def _write_inside(output: Path) -> None:
     (work / "property").write_text("2,112,112\n")
     expected = {
         "written_by": f"mxnet {mx.__version__} (mxnet.recordio.MXIndexedRecordIO), "
-                      f"numpy {np.__version__}, opencv {cv2.__version__}",
+        f"numpy {np.__version__}, opencv {cv2.__version__}",
         "rec_sha256": hashlib.sha256(rec_path.read_bytes()).hexdigest(),
         "idx_sha256": hashlib.sha256(idx_path.read_bytes()).hexdigest(),
         "num_classes": 2,
@@ -150,13 +167,19 @@ def main(argv=None) -> int:
     try:
         venv_python = _ensure_venv(args.venv, args.python)
     except (OSError, subprocess.CalledProcessError) as err:
-        print(f"error: could not build the mxnet environment in {args.venv} ({err}); check that PyPI is reachable "
-              f"and that {args.python} exists, or pass --python", file=sys.stderr)
+        print(
+            f"error: could not build the mxnet environment in {args.venv} ({err}); check that PyPI is reachable "
+            f"and that {args.python} exists, or pass --python",
+            file=sys.stderr,
+        )
         return 1
     output.parent.mkdir(parents=True, exist_ok=True)
     result = subprocess.run([str(venv_python), str(Path(__file__).resolve()), "--inside", "--output", str(output)])
     if result.returncode != 0:
-        print(f"error: writing the fixture with mxnet failed (exit {result.returncode}); see the messages above", file=sys.stderr)
+        print(
+            f"error: writing the fixture with mxnet failed (exit {result.returncode}); see the messages above",
+            file=sys.stderr,
+        )
         return 1
     print(f"wrote {output}/train.rec, train.idx, property, expected.json")
     return 0

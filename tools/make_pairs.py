@@ -8,6 +8,7 @@ Lines are `path1 path2 1|0` with paths relative to the image folder.
     python tools/make_pairs.py /data/test_faces /data/test_faces/pairs.txt --num-pairs 6000
     python tools/make_bin.py /data/test_faces/pairs.txt test_faces.bin --root /data/test_faces
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,8 +63,10 @@ def main(argv=None) -> int:
         return 1
     print(f"wrote {counts['positive']} positive and {counts['negative']} negative pairs to {args.output}")
     if not args.all and counts["positive"] < args.num_pairs // 2:
-        print(f"note: the folder has only {counts['available_positive']} positive pairs, so the file holds "
-              f"{counts['positive'] + counts['negative']} pairs instead of {args.num_pairs}")
+        print(
+            f"note: the folder has only {counts['available_positive']} positive pairs, so the file holds "
+            f"{counts['positive'] + counts['negative']} pairs instead of {args.num_pairs}"
+        )
     return 0
 
 

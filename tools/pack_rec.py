@@ -14,6 +14,7 @@ in OUTPUT are renamed into place only after the last record, so an interrupted r
     python tools/pack_rec.py /data/photos /data/photos_rec --landmarks /data/photos/landmarks.txt
     python recipes/arcface_torch/train.py ...   # with config.rec = "/data/my_faces_rec"
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,15 @@ from recipes.arcface_torch.face_files import prepare_face, read_landmarks
 OUTPUT_NAMES = ("train.rec", "train.idx", "property")
 
 
-def pack_folder(image_root: Path, output: Path, image_size=(112, 112), overwrite: bool = False, progress: bool = True,
-                resize: bool = False, landmarks: Path | None = None) -> dict:
+def pack_folder(
+    image_root: Path,
+    output: Path,
+    image_size=(112, 112),
+    overwrite: bool = False,
+    progress: bool = True,
+    resize: bool = False,
+    landmarks: Path | None = None,
+) -> dict:
     """Pack `image_root` into `output`; return counts {'images', 'classes'}. `resize`: bring faces of another
     size to `image_size`; `landmarks`: file of 5-point landmarks (see face_files) for alignment."""
     image_root, output = Path(image_root), Path(output)
@@ -51,8 +59,9 @@ def pack_folder(image_root: Path, output: Path, image_size=(112, 112), overwrite
     return write_face_records(output, items(), len(samples), len(class_names), image_size, progress)
 
 
-def write_face_records(output: Path, items, num_images: int, num_classes: int, image_size=(112, 112),
-                       progress: bool = True) -> dict:
+def write_face_records(
+    output: Path, items, num_images: int, num_classes: int, image_size=(112, 112), progress: bool = True
+) -> dict:
     """Write (label, encoded image) items, sorted by label, as train.rec/train.idx/property in `output`.
 
     Layout: key 0 header (label = [N+1, N+1+C]), keys 1..N images, keys N+1..N+C identity ranges.
@@ -61,11 +70,14 @@ def write_face_records(output: Path, items, num_images: int, num_classes: int, i
     previous = -1
     with IndexedRecordWriter(output / "train.idx", output / "train.rec") as writer:
         writer.write(0, pack_record([num_images + 1, num_images + 1 + num_classes]))
-        for key, (label, data) in enumerate(tqdm(items, total=num_images, desc="packing", unit="img",
-                                                 disable=not progress), start=1):
+        for key, (label, data) in enumerate(
+            tqdm(items, total=num_images, desc="packing", unit="img", disable=not progress), start=1
+        ):
             if label < previous or not 0 <= label < num_classes:
-                raise ValueError(f"image {key} has label {label} after label {previous}; items must be sorted by "
-                                 f"label and lie in [0, {num_classes})")
+                raise ValueError(
+                    f"image {key} has label {label} after label {previous}; items must be sorted by "
+                    f"label and lie in [0, {num_classes})"
+                )
             previous = label
             writer.write(key, pack_record(float(label), data, id=key))
             if ranges[label][0] == 0:
@@ -82,8 +94,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("image_root", type=Path, help="folder with one sub-folder of face images per identity")
     parser.add_argument("output", type=Path, help="folder to write train.rec, train.idx and property into")
-    parser.add_argument("--image-size", type=int, nargs=2, default=(112, 112), metavar=("H", "W"), help="required face size")
-    parser.add_argument("--resize", type=int, metavar="SIZE", help="resize faces of another size to SIZE x SIZE (already-cropped faces)")
+    parser.add_argument(
+        "--image-size", type=int, nargs=2, default=(112, 112), metavar=("H", "W"), help="required face size"
+    )
+    parser.add_argument(
+        "--resize", type=int, metavar="SIZE", help="resize faces of another size to SIZE x SIZE (already-cropped faces)"
+    )
     parser.add_argument("--landmarks", type=Path, help="file of 'path x1 y1 ... x5 y5' lines: align those images")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing train.rec/train.idx/property")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -93,8 +109,15 @@ def main(argv=None) -> int:
         return 1
     size = (args.resize, args.resize) if args.resize else tuple(args.image_size)
     try:
-        counts = pack_folder(args.image_root, args.output, size, args.overwrite, progress=not args.quiet,
-                             resize=args.resize is not None, landmarks=args.landmarks)
+        counts = pack_folder(
+            args.image_root,
+            args.output,
+            size,
+            args.overwrite,
+            progress=not args.quiet,
+            resize=args.resize is not None,
+            landmarks=args.landmarks,
+        )
     except (OSError, ValueError, RecordIOError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

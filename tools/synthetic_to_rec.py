@@ -7,6 +7,7 @@ and OUTPUT/synthetic.bin (held-out verification pairs), from the `synthetic` set
     python tools/synthetic_to_rec.py work_dirs/synthetic_rec --config recipes/arcface_torch/configs/synthetic_unpg
     python recipes/arcface_torch/train.py recipes/arcface_torch/configs/synthetic_unpg --set rec=work_dirs/synthetic_rec
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,11 +31,19 @@ def write_synthetic_dataset(output: Path, synthetic, overwrite: bool = False, pr
     output = Path(output)
     existing = [name for name in (*OUTPUT_NAMES, BIN_NAME) if (output / name).exists()]
     if existing and not overwrite:
-        raise FileExistsError(f"{output / existing[0]} already exists; pass --overwrite to replace it or choose another folder")
+        raise FileExistsError(
+            f"{output / existing[0]} already exists; pass --overwrite to replace it or choose another folder"
+        )
     output.mkdir(parents=True, exist_ok=True)
-    faces = SyntheticFaces(synthetic.num_identities, synthetic.images_per_identity, seed=synthetic.seed,
-                           label_noise=synthetic.label_noise, flip=False,
-                           preset=synthetic.preset, max_yaw=synthetic.max_yaw)
+    faces = SyntheticFaces(
+        synthetic.num_identities,
+        synthetic.images_per_identity,
+        seed=synthetic.seed,
+        label_noise=synthetic.label_noise,
+        flip=False,
+        preset=synthetic.preset,
+        max_yaw=synthetic.max_yaw,
+    )
     order = np.argsort(faces.labels, kind="stable")  # records grouped by (possibly noisy) training label
 
     def items():
@@ -43,9 +52,14 @@ def write_synthetic_dataset(output: Path, synthetic, overwrite: bool = False, pr
             yield int(faces.labels[index]), encode_image(faces.render(identity, sample))
 
     counts = write_face_records(output, items(), len(faces), faces.num_classes, progress=progress)
-    pairs = synthetic_verification_set(synthetic.val_identities, synthetic.val_pairs, seed=synthetic.seed,
-                                       identity_offset=SYNTHETIC_VAL_OFFSET, preset=synthetic.preset,
-                                       max_yaw=synthetic.max_yaw)
+    pairs = synthetic_verification_set(
+        synthetic.val_identities,
+        synthetic.val_pairs,
+        seed=synthetic.seed,
+        identity_offset=SYNTHETIC_VAL_OFFSET,
+        preset=synthetic.preset,
+        max_yaw=synthetic.max_yaw,
+    )
     save_bin(output / BIN_NAME, [encode_image(image) for image in pairs.images], pairs.issame.tolist())
     return {**counts, "pairs": pairs.num_pairs}
 
@@ -53,8 +67,14 @@ def write_synthetic_dataset(output: Path, synthetic, overwrite: bool = False, pr
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("output", type=Path, help="folder for train.rec, train.idx, property and synthetic.bin")
-    parser.add_argument("--config", default="recipes/arcface_torch/configs/synthetic_unpg", help="config whose `synthetic` settings to use")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. synthetic.num_identities=100")
+    parser.add_argument(
+        "--config",
+        default="recipes/arcface_torch/configs/synthetic_unpg",
+        help="config whose `synthetic` settings to use",
+    )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. synthetic.num_identities=100"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing files in OUTPUT")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -64,7 +84,9 @@ def main(argv=None) -> int:
     except (ConfigError, OSError, ValueError, RecordIOError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"wrote {counts['images']} images of {counts['classes']} identities and {counts['pairs']} pairs to {args.output}")
+    print(
+        f"wrote {counts['images']} images of {counts['classes']} identities and {counts['pairs']} pairs to {args.output}"
+    )
     return 0
 
 

@@ -21,6 +21,7 @@ the per-face cosine to the reference (worst and mean) and a side-by-side table: 
 size (TensorRT / CUDA providers when present, else CPU), and with --bin the 10-fold accuracy (with
 flip) and TAR@FAR=1e-3 of both; the candidate may lose at most --max-accuracy-drop points (0.5).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,11 @@ from recipes.arcface_torch.export.progress import stderr_progress
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n")[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("model", help="an .onnx file or an insightface model package folder (manifest.json)")
     parser.add_argument("--checkpoint", help="model.pt or a training output folder to compare against")
     parser.add_argument("--network", help="backbone of --checkpoint, e.g. r50 (default: config.json / metadata)")
@@ -44,11 +48,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=int, default=5, help="timed runs for the latency median (default 5)")
     parser.add_argument("--compare", help="reference .onnx or model.pt / training folder to compare against")
     parser.add_argument("--bin", help="verification .bin file for the accuracy comparison (needs --compare)")
-    parser.add_argument("--min-cosine", type=float,
-                        help="per-face cosine bound (default by precision: fp32 0.9999, fp16 0.999, int8 0.99)")
-    parser.add_argument("--max-accuracy-drop", type=float, default=DEFAULT_MAX_ACCURACY_DROP,
-                        help=f"accuracy points the model may lose against --compare on --bin "
-                             f"(default {DEFAULT_MAX_ACCURACY_DROP})")
+    parser.add_argument(
+        "--min-cosine",
+        type=float,
+        help="per-face cosine bound (default by precision: fp32 0.9999, fp16 0.999, int8 0.99)",
+    )
+    parser.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        default=DEFAULT_MAX_ACCURACY_DROP,
+        help=f"accuracy points the model may lose against --compare on --bin (default {DEFAULT_MAX_ACCURACY_DROP})",
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON object instead of the text report")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return parser
@@ -78,12 +88,19 @@ def main(argv=None) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 1
-    report = verify(Path(args.model), checkpoint=Path(args.checkpoint) if args.checkpoint else None,
-                    network=args.network, embedding_size=args.embedding_size,
-                    images=Path(args.images) if args.images else None, runs=args.runs,
-                    compare=Path(args.compare) if args.compare else None, bin_path=Path(args.bin) if args.bin else None,
-                    min_cosine=args.min_cosine, max_accuracy_drop=args.max_accuracy_drop,
-                    progress=stderr_progress(args.quiet or args.json))
+    report = verify(
+        Path(args.model),
+        checkpoint=Path(args.checkpoint) if args.checkpoint else None,
+        network=args.network,
+        embedding_size=args.embedding_size,
+        images=Path(args.images) if args.images else None,
+        runs=args.runs,
+        compare=Path(args.compare) if args.compare else None,
+        bin_path=Path(args.bin) if args.bin else None,
+        min_cosine=args.min_cosine,
+        max_accuracy_drop=args.max_accuracy_drop,
+        progress=stderr_progress(args.quiet or args.json),
+    )
     print(json.dumps(report.as_dict(), indent=2) if args.json else report.text())
     return 0 if report.passed else 1
 

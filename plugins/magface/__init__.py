@@ -1,4 +1,5 @@
 """MagFace as a loss of the partial-FC head (plugins.partial_fc). Torch only."""
+
 from .magface import MagFace
 from .registration import register
 

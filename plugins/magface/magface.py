@@ -11,6 +11,7 @@ Gradients as in the released code: exact through the angle (cos(arccos c + m) = 
 and through a_i (the clamp passes none outside [l_a, u_a]). Defaults: [l_a, u_a] = [10, 110],
 [l_m, u_m] = [0.45, 0.8], lambda_g = 35 (the released MS1M run script). margin_list does not apply.
 """
+
 from __future__ import annotations
 
 import torch
@@ -31,8 +32,9 @@ class MagFace(PartialFCLoss):
     defines_target_logit = True
     DEFAULTS = {"l_a": 10.0, "u_a": 110.0, "l_m": 0.45, "u_m": 0.8, "lambda_g": 35.0}
 
-    def __init__(self, l_a: float = 10.0, u_a: float = 110.0, l_m: float = 0.45, u_m: float = 0.8,
-                 lambda_g: float = 35.0):
+    def __init__(
+        self, l_a: float = 10.0, u_a: float = 110.0, l_m: float = 0.45, u_m: float = 0.8, lambda_g: float = 35.0
+    ):
         super().__init__()
         if not 0 < l_a < u_a:
             raise ValueError(f"l_a={l_a}, u_a={u_a} must satisfy 0 < l_a < u_a (MagFace uses 10 and 110)")
@@ -40,7 +42,13 @@ class MagFace(PartialFCLoss):
             raise ValueError(f"l_m={l_m}, u_m={u_m} must satisfy 0 <= l_m <= u_m (MagFace uses 0.45 and 0.8)")
         if lambda_g < 0:
             raise ValueError(f"lambda_g={lambda_g} must be >= 0 (MagFace uses 35)")
-        self.l_a, self.u_a, self.l_m, self.u_m, self.lambda_g = float(l_a), float(u_a), float(l_m), float(u_m), float(lambda_g)
+        self.l_a, self.u_a, self.l_m, self.u_m, self.lambda_g = (
+            float(l_a),
+            float(u_a),
+            float(l_m),
+            float(u_m),
+            float(lambda_g),
+        )
 
     def extra_repr(self) -> str:
         return f"l_a={self.l_a}, u_a={self.u_a}, l_m={self.l_m}, u_m={self.u_m}, lambda_g={self.lambda_g}"
@@ -56,7 +64,7 @@ class MagFace(PartialFCLoss):
     def rewrite_logits(self, ctx, logits: torch.Tensor) -> torch.Tensor:
         rows = ctx.on_shard_rows
         cols = ctx.shard_labels[rows]
-        cos = ctx.logits[rows, cols]                                     # c_y of the rows held here
+        cos = ctx.logits[rows, cols]  # c_y of the rows held here
         margin = self.margin(self.magnitude(ctx)[rows])
         sin = torch.sqrt(1.0 - cos.clamp(-1.0 + _SQRT_EPS, 1.0 - _SQRT_EPS) ** 2)
         target = torch.where(cos > 0, cos * torch.cos(margin) - sin * torch.sin(margin), cos)
@@ -69,5 +77,5 @@ class MagFace(PartialFCLoss):
             ctx.report("margin_mean", self.margin(magnitude).mean())
         if self.lambda_g == 0:
             return []
-        regulariser = (1.0 / magnitude + magnitude / self.u_a ** 2).mean()   # 1/B sum_i g(a_i)
+        regulariser = (1.0 / magnitude + magnitude / self.u_a**2).mean()  # 1/B sum_i g(a_i)
         return [Term(self.lambda_g * regulariser, "replicated")]

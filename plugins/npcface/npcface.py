@@ -11,6 +11,7 @@ over hard negatives are all-reduced across class shards, so rows are the global 
 the negatives are the sampled centres. Gradient: exact through cos(arccos(c_y) + m_i) via c_y and
 sqrt(1 - c_y^2), none through the mask or m_i. margin_list does not apply.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,13 +45,14 @@ class NPCFace(PartialFCLoss):
     @torch.no_grad()
     def hard_negatives(self, ctx) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (hard mask (B, K) over this shard's columns, per-row margin m_i (B,) from every shard)."""
-        cos_y = ctx.target_cos_detached                                              # (B,)
-        threshold = cos_y * math.cos(self.m) - torch.sqrt((1.0 - cos_y ** 2).clamp_min(0)) * math.sin(self.m)
-        hard = ctx.logits.detach() > threshold[:, None]                              # (B, K)
+        cos_y = ctx.target_cos_detached  # (B,)
+        threshold = cos_y * math.cos(self.m) - torch.sqrt((1.0 - cos_y**2).clamp_min(0)) * math.sin(self.m)
+        hard = ctx.logits.detach() > threshold[:, None]  # (B, K)
         rows = ctx.on_shard_rows
-        hard[rows, ctx.shard_labels[rows]] = False                                   # the target is no negative
-        sums = torch.where(hard, ctx.logits.detach(), torch.zeros((), dtype=ctx.logits.dtype,
-                                                                   device=ctx.logits.device)).sum(dim=1)
+        hard[rows, ctx.shard_labels[rows]] = False  # the target is no negative
+        sums = torch.where(
+            hard, ctx.logits.detach(), torch.zeros((), dtype=ctx.logits.dtype, device=ctx.logits.device)
+        ).sum(dim=1)
         counts = hard.sum(dim=1).to(sums.dtype)
         # per-row sum and count of hard negatives over every rank's class shard
         sums, counts = ctx.all_reduce(sums), ctx.all_reduce(counts)

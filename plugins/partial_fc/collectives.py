@@ -8,6 +8,7 @@ A value every rank computes identically would otherwise be counted world_size ti
 its gradient by 1 / world_size. With no process group (plain `python train.py`) every function here is the
 one-process computation.
 """
+
 from __future__ import annotations
 
 import torch
@@ -34,9 +35,11 @@ def check_equal_batches(local_rows: int, device: torch.device) -> None:
     dist.all_reduce(sizes, op=dist.ReduceOp.MAX)
     largest, smallest = int(sizes[0]), -int(sizes[1])
     if largest != smallest:
-        raise ValueError(f"partial FC needs equal per-rank batches (its all-gather requires them), got local batches "
-                         f"from {smallest} to {largest} rows; set the same batch_size on every rank and drop the last "
-                         f"incomplete batch (drop_last=True)")
+        raise ValueError(
+            f"partial FC needs equal per-rank batches (its all-gather requires them), got local batches "
+            f"from {smallest} to {largest} rows; set the same batch_size on every rank and drop the last "
+            f"incomplete batch (drop_last=True)"
+        )
 
 
 class _AllGatherWithGrad(torch.autograd.Function):

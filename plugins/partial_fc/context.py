@@ -4,6 +4,7 @@ Shapes: B = global batch (all ranks), D = embedding size, K = class centres used
 (the shard, or its sampled subset when sample_rate < 1). Everything batch-shaped is identical on every
 rank; logits and centre-indexed values are this rank's shard.
 """
+
 from __future__ import annotations
 
 from functools import cached_property
@@ -31,10 +32,24 @@ class LossContext:
     target_cos_detached; local_rows, local_labels (this rank's part of the batch).
     """
 
-    def __init__(self, *, embeddings: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor,
-                 shard_labels: torch.Tensor, class_index: torch.Tensor, class_start: int, num_local: int,
-                 scale: float, epoch: int, rank: int, world_size: int, group=None,
-                 local_batch: int | None = None, collect_diagnostics: bool = False):
+    def __init__(
+        self,
+        *,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor,
+        logits: torch.Tensor,
+        shard_labels: torch.Tensor,
+        class_index: torch.Tensor,
+        class_start: int,
+        num_local: int,
+        scale: float,
+        epoch: int,
+        rank: int,
+        world_size: int,
+        group=None,
+        local_batch: int | None = None,
+        collect_diagnostics: bool = False,
+    ):
         self.embeddings, self.labels, self.logits, self.shard_labels = embeddings, labels, logits, shard_labels
         self.class_index = class_index
         self.local_index = class_index - class_start

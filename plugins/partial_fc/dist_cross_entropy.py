@@ -7,6 +7,7 @@ z: each rank's (B, K) scaled logits for its shard; p_i: a "partial" term, each r
 follow the convention of collectives.py: every rank's backward gives its own columns' and its own partial
 term's gradient; the replicated term's gradient is divided by the world size (every rank computes it).
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,8 +24,9 @@ def _all_reduce(tensor: torch.Tensor, op) -> torch.Tensor:
 
 class _DistSoftmaxCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, labels: torch.Tensor, replicated: torch.Tensor | None,
-                partial: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        ctx, logits: torch.Tensor, labels: torch.Tensor, replicated: torch.Tensor | None, partial: torch.Tensor | None
+    ) -> torch.Tensor:
         batch = logits.size(0)
         if logits.size(1) > 0:
             row_max = logits.detach().max(dim=1).values
@@ -76,8 +78,9 @@ class _DistSoftmaxCrossEntropy(torch.autograd.Function):
         return grad_logits, None, grad_replicated, grad_partial
 
 
-def dist_softmax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, extra: torch.Tensor | None = None,
-                               partial: torch.Tensor | None = None) -> torch.Tensor:
+def dist_softmax_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, extra: torch.Tensor | None = None, partial: torch.Tensor | None = None
+) -> torch.Tensor:
     """Mean softmax cross-entropy over classes sharded across ranks.
 
     logits:  (B, K) float, this rank's scaled logits for the whole global batch.

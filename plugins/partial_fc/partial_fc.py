@@ -12,6 +12,7 @@ Pipeline per step, on every rank:
 Constructor and call match upstream arcface_torch's PartialFC_V2 (same `weight` parameter and state_dict,
 labels (b,) or (b, 1)), so it replaces that class line for line. With no loss it is PartialFC_V2.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -46,19 +47,31 @@ class PartialFC(nn.Module):
     step's diagnostics are in `last_diagnostics` ({"<loss>/<name>": 0-d tensor}).
     """
 
-    def __init__(self, margin_loss, embedding_size: int, num_classes: int, sample_rate: float = 1.0,
-                 fp16: bool = False, losses: PartialFCLoss | Iterable[PartialFCLoss] | None = None, *,
-                 negative_pairs: PartialFCLoss | None = None):
+    def __init__(
+        self,
+        margin_loss,
+        embedding_size: int,
+        num_classes: int,
+        sample_rate: float = 1.0,
+        fp16: bool = False,
+        losses: PartialFCLoss | Iterable[PartialFCLoss] | None = None,
+        *,
+        negative_pairs: PartialFCLoss | None = None,
+    ):
         super().__init__()
         if not 0.0 <= sample_rate <= 1.0:
             raise ValueError(f"sample_rate={sample_rate} must be in [0, 1]; use 1.0 to keep every class centre")
         if not callable(margin_loss):
-            raise TypeError(f"margin_loss {margin_loss!r} is not callable; pass a margin object such as "
-                            f"arcface_torch's CombinedMarginLoss")
+            raise TypeError(
+                f"margin_loss {margin_loss!r} is not callable; pass a margin object such as "
+                f"arcface_torch's CombinedMarginLoss"
+            )
         self.rank, self.world_size = rank_and_world_size()
         if num_classes < self.world_size:
-            raise ValueError(f"num_classes={num_classes} is smaller than the world size {self.world_size}; "
-                             f"every rank needs at least one class centre, so use fewer ranks")
+            raise ValueError(
+                f"num_classes={num_classes} is smaller than the world size {self.world_size}; "
+                f"every rank needs at least one class centre, so use fewer ranks"
+            )
         self.num_classes = num_classes
         self.embedding_size = embedding_size
         self.num_local = num_classes // self.world_size + int(self.rank < num_classes % self.world_size)
@@ -114,19 +127,25 @@ class PartialFC(nn.Module):
         """local_embeddings (b, D), local_labels (b,) or (b, 1) global class ids -> 0-d loss (same on all ranks)."""
         local_labels = local_labels.reshape(-1).long()
         if local_embeddings.dim() != 2 or local_embeddings.size(1) != self.embedding_size:
-            raise ValueError(f"embeddings of shape {tuple(local_embeddings.shape)} do not match "
-                             f"embedding_size={self.embedding_size}; pass (batch, {self.embedding_size})")
+            raise ValueError(
+                f"embeddings of shape {tuple(local_embeddings.shape)} do not match "
+                f"embedding_size={self.embedding_size}; pass (batch, {self.embedding_size})"
+            )
         if local_labels.numel() != local_embeddings.size(0):
-            raise ValueError(f"{local_labels.numel()} labels for {local_embeddings.size(0)} embeddings; pass one label per row")
+            raise ValueError(
+                f"{local_labels.numel()} labels for {local_embeddings.size(0)} embeddings; pass one label per row"
+            )
         low, high = (int(v) for v in torch.aminmax(local_labels))  # one host sync per step
         if low < 0 or high >= self.num_classes:
             bad = low if low < 0 else high
-            raise ValueError(f"label {bad} is outside [0, num_classes={self.num_classes}); "
-                             f"set config.num_classes to the dataset's class count or fix the labels")
+            raise ValueError(
+                f"label {bad} is outside [0, num_classes={self.num_classes}); "
+                f"set config.num_classes to the dataset's class count or fix the labels"
+            )
 
         check_equal_batches(local_embeddings.size(0), local_embeddings.device)
-        embeddings = all_gather_with_grad(local_embeddings)            # (B, D)
-        labels = all_gather_no_grad(local_labels)                      # (B,)
+        embeddings = all_gather_with_grad(local_embeddings)  # (B, D)
+        labels = all_gather_no_grad(local_labels)  # (B,)
         shard_labels = labels - self.class_start
         shard_labels[(shard_labels < 0) | (shard_labels >= self.num_local)] = -1
 
@@ -136,25 +155,37 @@ class PartialFC(nn.Module):
             weight = self.weight[index]
         else:
             index = torch.arange(self.num_local, device=labels.device)
-        self.weight_index = index                                      # (K,) shard rows used this step
+        self.weight_index = index  # (K,) shard rows used this step
 
         with torch.autocast(device_type=embeddings.device.type, enabled=self.fp16):
             logits = F.linear(F.normalize(embeddings), F.normalize(weight))
         if logits.dtype in (torch.float16, torch.bfloat16):
-            logits = logits.float()                                    # softmax and margins in fp32
-        logits = logits.clamp_(-1.0, 1.0)                              # (B, K) cos theta, in place: no second copy
+            logits = logits.float()  # softmax and margins in fp32
+        logits = logits.clamp_(-1.0, 1.0)  # (B, K) cos theta, in place: no second copy
         if embeddings.dtype in (torch.float16, torch.bfloat16):
             embeddings = embeddings.float()
 
         scale = getattr(self.margin_softmax, "s", None)
         if scale is None:
-            raise TypeError(f"margin_loss {self.margin_softmax!r} has no scale attribute `s`; give it one "
-                            f"(arcface_torch's CombinedMarginLoss has it)")
-        ctx = LossContext(embeddings=embeddings, labels=labels, logits=logits, shard_labels=shard_labels,
-                          class_index=index + self.class_start, class_start=self.class_start,
-                          num_local=self.num_local, scale=float(scale), epoch=self.epoch,
-                          rank=self.rank, world_size=self.world_size, local_batch=local_embeddings.size(0),
-                          collect_diagnostics=self.collect_diagnostics)
+            raise TypeError(
+                f"margin_loss {self.margin_softmax!r} has no scale attribute `s`; give it one "
+                f"(arcface_torch's CombinedMarginLoss has it)"
+            )
+        ctx = LossContext(
+            embeddings=embeddings,
+            labels=labels,
+            logits=logits,
+            shard_labels=shard_labels,
+            class_index=index + self.class_start,
+            class_start=self.class_start,
+            num_local=self.num_local,
+            scale=float(scale),
+            epoch=self.epoch,
+            rank=self.rank,
+            world_size=self.world_size,
+            local_batch=local_embeddings.size(0),
+            collect_diagnostics=self.collect_diagnostics,
+        )
         denominator: dict[str, list[torch.Tensor]] = {"replicated": [], "partial": []}
         auxiliary: list[Term] = []
         for loss in self.losses:
@@ -173,8 +204,9 @@ class PartialFC(nn.Module):
             ctx._reporter = loss.name
             scaled = loss.rewrite_logits(ctx, scaled)
 
-        total = dist_softmax_cross_entropy(scaled, shard_labels, _logaddexp(denominator["replicated"]),
-                                           _logaddexp(denominator["partial"]))
+        total = dist_softmax_cross_entropy(
+            scaled, shard_labels, _logaddexp(denominator["replicated"]), _logaddexp(denominator["partial"])
+        )
         for term in auxiliary:
             value = term.value.to(total.dtype).reshape(())
             total = total + (count_once(value) if term.kind == "replicated" else sum_partial(value))
@@ -207,10 +239,13 @@ def _as_loss_list(losses, negative_pairs) -> list[PartialFCLoss]:
         result.append(negative_pairs)
     for loss in result:
         if not isinstance(loss, PartialFCLoss):
-            raise TypeError(f"{loss!r} is not a PartialFCLoss; subclass plugins.partial_fc.PartialFCLoss "
-                            f"and override its hooks")
+            raise TypeError(
+                f"{loss!r} is not a PartialFCLoss; subclass plugins.partial_fc.PartialFCLoss and override its hooks"
+            )
     defining = [loss.name for loss in result if loss.defines_target_logit]
     if len(defining) > 1:
-        raise ValueError(f"losses {', '.join(defining)} each define the target logit; combine at most one of them "
-                         f"with others (e.g. ['magface', 'unpg'])")
+        raise ValueError(
+            f"losses {', '.join(defining)} each define the target logit; combine at most one of them "
+            f"with others (e.g. ['magface', 'unpg'])"
+        )
     return result

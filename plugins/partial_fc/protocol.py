@@ -19,6 +19,7 @@ A loss is an nn.Module subclassing PartialFCLoss; the head calls its hooks every
 Composition of a list of losses: logit rewrites chain in order, denominator terms of the same kind combine by
 logaddexp, auxiliary losses add; at most one loss may define the target logit.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

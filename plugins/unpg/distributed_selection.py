@@ -20,6 +20,7 @@ into keys in place), a byte per value for each round's bucket test, and the surv
 to the largest key, which cannot move any selected position, and only masked-in values are counted.
 Without an initialised process group (one process) the same code runs with no collectives.
 """
+
 from __future__ import annotations
 
 import sys
@@ -90,7 +91,7 @@ def _select_equal(keys: torch.Tensor, round_index: int, digit: int) -> torch.Ten
     position = 0
     for chunk in keys.split(_CHUNK):
         part = chunk[_byte(chunk, round_index) == digit]
-        out[position:position + part.numel()] = part
+        out[position : position + part.numel()] = part
         position += part.numel()
     return out
 
@@ -132,8 +133,10 @@ def _radix_select(
     counts = _all_reduce_sum(counts, group).cpu()
     nan_count, total = int(counts[256]), int(counts[257])
     if nan_count:
-        raise ValueError(f"order statistics got {nan_count} NaN values, which have no place in a sorted list; "
-                         f"remove them (a mask or torch.nan_to_num) first")
+        raise ValueError(
+            f"order statistics got {nan_count} NaN values, which have no place in a sorted list; "
+            f"remove them (a mask or torch.nan_to_num) first"
+        )
     ks = [int(k) for k in indices_for_count(total)]
     for k in ks:
         if not 0 <= k < total:

@@ -4,6 +4,7 @@ N = { <x_a/|x_a|, x_b/|x_b|> : a < b, y_a != y_b } over the global (all-gathered
 pair of samples with different labels, once: the (B, B) similarity matrix, an upper-triangular mask,
 and one gather into a flat (|N|,) vector through which gradients reach both embeddings of each pair.
 """
+
 from __future__ import annotations
 
 import torch

@@ -11,6 +11,7 @@ Same `weight` parameter (so checkpoints load both ways), same call (local_embedd
 same gradient convention under DDP. Call `module_partial_fc.set_epoch(epoch)` at the start of each epoch
 when a loss that depends on the epoch is added through `losses`.
 """
+
 from __future__ import annotations
 
 from ..partial_fc import PartialFC, PartialFCLoss
@@ -22,11 +23,26 @@ class PartialFC_V2_UNPG(PartialFC):
     sharded ("auto": each rank builds only its b x B block of pairs when there is more than one rank; True /
     False force it); `losses` adds other partial-FC losses before UNPG (e.g. MagFace)."""
 
-    def __init__(self, margin_loss, embedding_size: int, num_classes: int, sample_rate: float = 1.0,
-                 fp16: bool = False, wisk: float = 1.5, filter: bool = True,
-                 losses: list[PartialFCLoss] | None = None, sharded: bool | str = "auto"):
-        super().__init__(margin_loss, embedding_size, num_classes, sample_rate, fp16,
-                         losses=[*(losses or []), UNPG(wisk=wisk, filter=filter, sharded=sharded)])
+    def __init__(
+        self,
+        margin_loss,
+        embedding_size: int,
+        num_classes: int,
+        sample_rate: float = 1.0,
+        fp16: bool = False,
+        wisk: float = 1.5,
+        filter: bool = True,
+        losses: list[PartialFCLoss] | None = None,
+        sharded: bool | str = "auto",
+    ):
+        super().__init__(
+            margin_loss,
+            embedding_size,
+            num_classes,
+            sample_rate,
+            fp16,
+            losses=[*(losses or []), UNPG(wisk=wisk, filter=filter, sharded=sharded)],
+        )
 
     @property
     def unpg(self) -> UNPG:

@@ -3,6 +3,7 @@
 The recipe owns the registry (an object with `register(name, builder, source=..., defaults=...)`); a builder
 takes the recipe config and returns a partial-FC loss; `defaults` are the knobs under `config.unpg`.
 """
+
 from __future__ import annotations
 
 from .unpg import UNPG

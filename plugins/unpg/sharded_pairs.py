@@ -31,6 +31,7 @@ that path is scaled by W here (when X_r is instead a slice of the gathered X, th
 gradient reaching a share must be the full dL/dshare (what a softmax whose denominator sums the shares
 gives): a share is reduced, never divided by W.
 """
+
 from __future__ import annotations
 
 import math
@@ -72,8 +73,9 @@ class _ScaleGradient(torch.autograd.Function):
         return grad * ctx.factor, None
 
 
-def _check_equal_batches(local_rows: int, gathered_rows: int, world_size: int, device: torch.device,
-                         group: dist.ProcessGroup | None) -> None:
+def _check_equal_batches(
+    local_rows: int, gathered_rows: int, world_size: int, device: torch.device, group: dist.ProcessGroup | None
+) -> None:
     sizes = torch.tensor([local_rows, -local_rows], dtype=torch.int64, device=device)
     if world_size > 1:
         # largest and (negated) smallest local batch over the ranks, so every rank raises together
@@ -111,16 +113,24 @@ def sharded_pair_share(
     """
     if wisk < 0:
         raise ValueError(f"wisk={wisk} must be >= 0 (the paper uses 1.5); pass filter=False to keep every pair")
-    if local_embeddings.dim() != 2 or gathered_embeddings.dim() != 2 or \
-            local_embeddings.shape[1] != gathered_embeddings.shape[1]:
-        raise ValueError(f"embeddings must be (b, D) and (B, D), got {tuple(local_embeddings.shape)} and "
-                         f"{tuple(gathered_embeddings.shape)}")
+    if (
+        local_embeddings.dim() != 2
+        or gathered_embeddings.dim() != 2
+        or local_embeddings.shape[1] != gathered_embeddings.shape[1]
+    ):
+        raise ValueError(
+            f"embeddings must be (b, D) and (B, D), got {tuple(local_embeddings.shape)} and "
+            f"{tuple(gathered_embeddings.shape)}"
+        )
     if local_labels.shape != local_embeddings.shape[:1] or gathered_labels.shape != gathered_embeddings.shape[:1]:
-        raise ValueError(f"labels {tuple(local_labels.shape)} / {tuple(gathered_labels.shape)} must give one label per "
-                         f"embedding row ({local_embeddings.shape[0]} / {gathered_embeddings.shape[0]})")
+        raise ValueError(
+            f"labels {tuple(local_labels.shape)} / {tuple(gathered_labels.shape)} must give one label per "
+            f"embedding row ({local_embeddings.shape[0]} / {gathered_embeddings.shape[0]})"
+        )
     world_size = _world(group)
-    _check_equal_batches(local_embeddings.shape[0], gathered_embeddings.shape[0], world_size,
-                         local_embeddings.device, group)
+    _check_equal_batches(
+        local_embeddings.shape[0], gathered_embeddings.shape[0], world_size, local_embeddings.device, group
+    )
 
     dtype = torch.float64 if local_embeddings.dtype == torch.float64 else torch.float32
     with torch.autocast(device_type=local_embeddings.device.type, enabled=False):
@@ -133,8 +143,9 @@ def sharded_pair_share(
             stats = {}
             if filter:
                 # the selection turns its copy of the block into sort keys in place, ignoring entries outside kept
-                doubled_count, bounds = distributed_whisker_bounds(block.detach().clone(), wisk, group,
-                                                                   overwrite=True, mask=kept)
+                doubled_count, bounds = distributed_whisker_bounds(
+                    block.detach().clone(), wisk, group, overwrite=True, mask=kept
+                )
                 if bounds is not None:
                     kept &= block.detach() >= bounds.lower
                     kept &= block.detach() <= bounds.upper  # N'_r

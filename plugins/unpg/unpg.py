@@ -14,6 +14,7 @@ is a denominator term in one of two equal forms (`sharded`):
                 quartiles from an exact distributed selection (sharded_pairs.py) -- a "partial" term, whose
                 parts' exps the head adds to its all-reduced softmax denominator. O(b B) memory per rank.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -58,8 +59,10 @@ class UNPG(PartialFCLoss):
         if wisk < 0:
             raise ValueError(f"wisk={wisk} must be >= 0 (the paper uses 1.5); pass filter=False to keep every pair")
         if not (isinstance(sharded, bool) or sharded == "auto"):
-            raise ValueError(f"sharded={sharded!r} is not one of 'auto', True, False; use 'auto' to shard when "
-                             f"the world has more than one rank")
+            raise ValueError(
+                f"sharded={sharded!r} is not one of 'auto', True, False; use 'auto' to shard when "
+                f"the world has more than one rank"
+            )
         self.wisk = float(wisk)
         self.filter = bool(filter)
         self.sharded = sharded
@@ -87,8 +90,17 @@ class UNPG(PartialFCLoss):
 
     def _sharded_terms(self, ctx) -> list[Term]:
         collect = self.collect_stats or ctx.collect_diagnostics
-        result = sharded_pair_share(ctx.local_rows, ctx.embeddings, ctx.local_labels, ctx.labels, ctx.scale,
-                                    wisk=self.wisk, filter=self.filter, group=ctx.group, rows_from_gather=True)
+        result = sharded_pair_share(
+            ctx.local_rows,
+            ctx.embeddings,
+            ctx.local_labels,
+            ctx.labels,
+            ctx.scale,
+            wisk=self.wisk,
+            filter=self.filter,
+            group=ctx.group,
+            rows_from_gather=True,
+        )
         kept_here = result.stats.pop("entries_kept_here")
         for key, value in result.stats.items():
             ctx.report(key, value)
@@ -97,10 +109,11 @@ class UNPG(PartialFCLoss):
             ctx.report("pairs_kept", ctx.all_reduce(kept_here) // 2)
         return [] if result.share is None else [Term(result.share, "partial")]
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, scale: float,
-                collect_stats: bool | None = None) -> NegativePairTerm:
-        similarities = cosine_similarity_matrix(embeddings)           # (B, B), differentiable
-        negative_values = similarities[negative_pair_mask(labels)]   # N: (|N|,) pairs a < b, y_a != y_b
+    def forward(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, scale: float, collect_stats: bool | None = None
+    ) -> NegativePairTerm:
+        similarities = cosine_similarity_matrix(embeddings)  # (B, B), differentiable
+        negative_values = similarities[negative_pair_mask(labels)]  # N: (|N|,) pairs a < b, y_a != y_b
         detached = negative_values.detach()
         stats = {"pairs_total": torch.tensor(detached.numel())}
         if detached.numel() == 0:

@@ -5,6 +5,7 @@ IQR = Q3 - Q1, and the kept set is N' = { n : Q1 - w * IQR <= n <= Q3 + w * IQR 
 Thresholds carry no gradient. Order statistics come from `torch.kthvalue`, which, unlike
 `torch.quantile` (refuses more than 2^24 values), works for the ~33M pairs of a 8192 global batch.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """UniTSFace's USS loss (memory bank, learnable bias) as a loss of the partial-FC head. Torch only."""
+
 from .registration import register
 from .uss import USS
 

@@ -1,4 +1,5 @@
 """Adds "uss" to a recipe's loss registry, with its options' defaults (config.uss)."""
+
 from __future__ import annotations
 
 from .uss import USS

@@ -17,6 +17,7 @@ each class j of the step's global batch gets m_j = normalize(mean of normalize(x
 detached (the released code keeps the last sample; the mean does not depend on the order of ranks).
 Defaults: weight 1.0, start_epoch 1 (as released), m 0.1.
 """
+
 from __future__ import annotations
 
 import torch
@@ -68,26 +69,26 @@ class USS(PartialFCLoss):
         self._require_bank()
         if self.epoch < self.start_epoch or self.weight == 0:
             return []
-        written = self.written[ctx.local_index]                                  # (K,) sampled bank rows
+        written = self.written[ctx.local_index]  # (K,) sampled bank rows
         # is any bank row written on any rank? (every rank takes the same branch)
         if not bool(ctx.all_reduce(written.any().to(ctx.logits.dtype).reshape(1), "max")):
             return []
-        bank = self.bank[ctx.local_index].to(ctx.logits.dtype)                 # (K, D)
-        cos = ctx.unit_embeddings.to(ctx.logits.dtype) @ bank.t()               # (B, K) c_ij
+        bank = self.bank[ctx.local_index].to(ctx.logits.dtype)  # (K, D)
+        cos = ctx.unit_embeddings.to(ctx.logits.dtype) @ bank.t()  # (B, K) c_ij
         rows = ctx.on_shard_rows
         cols = ctx.shard_labels[rows]
         negative = written[None, :].expand_as(cos).clone()
-        negative[rows, cols] = False                                            # j != y_i
+        negative[rows, cols] = False  # j != y_i
         if not bool(self.initialised):
             self._initialise_bias(ctx, cos.detach(), negative)
         s = ctx.scale
         bias = ctx.replicated_parameter(self.bias).to(cos.dtype)
-        positive_rows = rows[written[cols]]                                     # own class written here
+        positive_rows = rows[written[cols]]  # own class written here
         positive_cos = cos[positive_rows, ctx.shard_labels[positive_rows]]
         positive = _softplus(-(s * (positive_cos - self.m) - bias).clamp(-s, s)).sum()
         negative_terms = _softplus((s * cos - bias).clamp(-s, s))
         negative_sum = torch.where(negative, negative_terms, torch.zeros_like(negative_terms)).sum()
-        part = (positive + negative_sum) / cos.size(0)                          # this shard's part of L_uss
+        part = (positive + negative_sum) / cos.size(0)  # this shard's part of L_uss
         if ctx.collect_diagnostics:
             ctx.report("bias", self.bias)
         return [Term(self.weight * part, "partial")]

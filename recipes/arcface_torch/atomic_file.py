@@ -1,9 +1,10 @@
 """Write files and folders so that readers see the old version or the complete new one, never a half.
 
-    write_atomically(path, lambda f: torch.save(obj, f))   # temp file in the same folder, fsync, os.replace
-    write_bytes_atomically(path, data)
-    staging = staging_folder(target); ...; publish_folder(staging, target, replace=True)
+write_atomically(path, lambda f: torch.save(obj, f))   # temp file in the same folder, fsync, os.replace
+write_bytes_atomically(path, data)
+staging = staging_folder(target); ...; publish_folder(staging, target, replace=True)
 """
+
 from __future__ import annotations
 
 import errno
@@ -45,8 +46,10 @@ def write_atomically(path: PathLike, write: Callable[[BinaryIO], None]) -> Path:
     except OSError as error:
         if _is_disk_full(error):
             kept = f"the previous {path.name} is kept" if path.exists() else f"{path.name} was not written"
-            raise DiskFullError(errno.ENOSPC, f"no space left on the device while writing {path}; {kept}; "
-                                              f"free space there and run again") from error
+            raise DiskFullError(
+                errno.ENOSPC,
+                f"no space left on the device while writing {path}; {kept}; free space there and run again",
+            ) from error
         raise
     finally:
         if not done:

@@ -8,6 +8,7 @@ state_lr_scheduler, global_step, epoch: the next epoch to run) plus what an exac
 (next_batch, world_size, scaler, rng). Resume reads ours or upstream's `checkpoint_gpu_{r}.pt`; an upstream
 file lacks the extras and resumes at its epoch boundary.
 """
+
 from __future__ import annotations
 
 import random
@@ -44,18 +45,29 @@ def find_checkpoint(output: str | Path, rank: int) -> Path:
         return ours
     if upstream.is_file():
         return upstream
-    raise FileNotFoundError(f"no checkpoint at {ours} (or upstream's {upstream.name}); set config.resume = False to "
-                            f"start a new run there, or set config.save_all_states = True so runs can be resumed")
+    raise FileNotFoundError(
+        f"no checkpoint at {ours} (or upstream's {upstream.name}); set config.resume = False to "
+        f"start a new run there, or set config.save_all_states = True so runs can be resumed"
+    )
 
 
-UPSTREAM_KEYS = ("state_dict_backbone", "state_dict_softmax_fc", "state_optimizer", "state_lr_scheduler", "global_step", "epoch")
+UPSTREAM_KEYS = (
+    "state_dict_backbone",
+    "state_dict_softmax_fc",
+    "state_optimizer",
+    "state_lr_scheduler",
+    "global_step",
+    "epoch",
+)
 
 
 def check_checkpoint_keys(state: dict, path: str | Path) -> None:
     missing = [key for key in UPSTREAM_KEYS if key not in state]
     if missing:
-        raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}; it is not an arcface_torch training "
-                              f"checkpoint (model.pt holds weights only): set config.resume = False")
+        raise CheckpointError(
+            f"checkpoint {path} lacks {', '.join(missing)}; it is not an arcface_torch training "
+            f"checkpoint (model.pt holds weights only): set config.resume = False"
+        )
 
 
 def non_finite_tensors(*state_dicts: dict) -> list[str]:
@@ -95,4 +107,6 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a torn or foreign file: say which and what to do
-        raise CheckpointError(f"checkpoint {path} cannot be read ({error}); delete it to start over or restore a copy") from error
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({error}); delete it to start over or restore a copy"
+        ) from error

@@ -1,7 +1,8 @@
 """Load an easydict config file overlaid on configs/base.py, rejecting unknown keys.
 
-    cfg = get_config("recipes/arcface_torch/configs/ms1mv3_r50_unpg")   # ".py" optional
+cfg = get_config("recipes/arcface_torch/configs/ms1mv3_r50_unpg")   # ".py" optional
 """
+
 from __future__ import annotations
 
 import copy
@@ -31,7 +32,12 @@ def _load_module_config(path: Path) -> edict:
 
 def resolve_config_path(name: str | Path) -> Path:
     """Accept `configs/x`, `configs/x.py`, or a bare name `x` looked up in the recipe's configs/."""
-    candidates = [Path(name), Path(f"{name}.py"), CONFIG_DIR / f"{Path(name).name}", CONFIG_DIR / f"{Path(name).stem}.py"]
+    candidates = [
+        Path(name),
+        Path(f"{name}.py"),
+        CONFIG_DIR / f"{Path(name).name}",
+        CONFIG_DIR / f"{Path(name).stem}.py",
+    ]
     for candidate in candidates:
         if candidate.is_file():
             return candidate.resolve()
@@ -83,8 +89,10 @@ def _add_loss_defaults(cfg: dict, plugins) -> None:
     load_plugins(plugins)
     for loss_name, options in LOSSES.defaults().items():
         if loss_name in cfg:
-            raise ConfigError(f"loss {loss_name!r} has options but config.{loss_name} is already a recipe key; "
-                              f"register the loss under another name")
+            raise ConfigError(
+                f"loss {loss_name!r} has options but config.{loss_name} is already a recipe key; "
+                f"register the loss under another name"
+            )
         cfg[loss_name] = edict(copy.deepcopy(options))
 
 
@@ -111,6 +119,7 @@ def _is_number(value) -> bool:
 def _integer(minimum: int | None = None):
     def check(value) -> bool:
         return _is_int(value) and (minimum is None or value >= minimum)
+
     return check
 
 
@@ -121,6 +130,7 @@ def _number(low: float | None = None, high: float | None = None, low_open: bool 
         if low is not None and (value < low or (low_open and value == low)):
             return False
         return high is None or not (value > high or (high_open and value == high))
+
     return check
 
 
@@ -155,10 +165,16 @@ _RULES = {
     "dropout": (_number(0.0, 1.0, high_open=True), "must be a number in [0, 1); use 0.0 for none"),
     "fp16": (_boolean, "must be True or False"),
     "amp_dtype": (_one_of("auto", "float16", "bfloat16"), "must be 'auto', 'float16' or 'bfloat16'"),
-    "margin_list": (_margins, "must have 3 numbers (m1, m2, m3), e.g. (1.0, 0.5, 0.0) for ArcFace or (1.0, 0.0, 0.4) for CosFace"),
+    "margin_list": (
+        _margins,
+        "must have 3 numbers (m1, m2, m3), e.g. (1.0, 0.5, 0.0) for ArcFace or (1.0, 0.0, 0.4) for CosFace",
+    ),
     "scale": (_number(0.0, low_open=True), "must be a number > 0; upstream uses 64"),
     "sample_rate": (_number(0.0, 1.0), "must be a number in [0, 1]; use 1.0 to keep every class centre"),
-    "interclass_filtering_threshold": (_number(0.0, 1.0, high_open=True), "must be a number in [0, 1); 0 turns the filter off"),
+    "interclass_filtering_threshold": (
+        _number(0.0, 1.0, high_open=True),
+        "must be a number in [0, 1); 0 turns the filter off",
+    ),
     "margin_gradient": (_one_of("straight_through", "exact"), "must be 'straight_through' (upstream) or 'exact'"),
     "loss": (_loss_names, "must name a registered loss or list them, e.g. 'unpg' or ['magface', 'unpg']"),
     "plugins": (_string_list, "must be a list of module names, e.g. ['plugins.unpg']"),
@@ -178,7 +194,10 @@ _RULES = {
     "num_image": (_integer(0), "must be an integer >= 0; 0 reads it from the dataset"),
     "num_workers": (_integer(0), "must be an integer >= 0; 0 loads data in the training process"),
     "seed": (_integer(), "must be an integer"),
-    "val_targets": (_string_list, "must be a list of names, e.g. ['lfw', 'cfp_fp'] or ['synthetic'] (a list, not a string)"),
+    "val_targets": (
+        _string_list,
+        "must be a list of names, e.g. ['lfw', 'cfp_fp'] or ['synthetic'] (a list, not a string)",
+    ),
     "output": (_string, "must be a folder path"),
     "verbose": (_integer(1), "must be a positive integer (verification every `verbose` steps)"),
     "frequent": (_integer(1), "must be a positive integer (a progress line every `frequent` steps)"),
@@ -211,12 +230,16 @@ def validate_config(cfg: edict) -> None:
             if not check(node[key]):
                 raise ConfigError(f"{prefix}{key}={node[key]!r} {fix}")
     if cfg.max_steps % cfg.gradient_acc:
-        raise ConfigError(f"max_steps={cfg.max_steps} is not a multiple of gradient_acc={cfg.gradient_acc}; "
-                          f"stop on an optimizer step, e.g. max_steps={cfg.max_steps // cfg.gradient_acc * cfg.gradient_acc or cfg.gradient_acc}")
+        raise ConfigError(
+            f"max_steps={cfg.max_steps} is not a multiple of gradient_acc={cfg.gradient_acc}; "
+            f"stop on an optimizer step, e.g. max_steps={cfg.max_steps // cfg.gradient_acc * cfg.gradient_acc or cfg.gradient_acc}"
+        )
     m1, m2, m3 = cfg.margin_list
     if m1 <= 0 or m2 < 0 or m3 < 0:
-        raise ConfigError(f"margin_list={tuple(cfg.margin_list)!r} needs m1 > 0, m2 >= 0 and m3 >= 0, "
-                          f"e.g. (1.0, 0.5, 0.0) for ArcFace or (1.0, 0.0, 0.4) for CosFace")
+        raise ConfigError(
+            f"margin_list={tuple(cfg.margin_list)!r} needs m1 > 0, m2 >= 0 and m3 >= 0, "
+            f"e.g. (1.0, 0.5, 0.0) for ArcFace or (1.0, 0.0, 0.4) for CosFace"
+        )
     _validate_losses(cfg)
 
 
@@ -224,16 +247,24 @@ def config_warnings(cfg: edict) -> list[str]:
     """One line per accepted value that asks for something this recipe does not do or that looks like a typo."""
     notes = []
     if cfg.sample_rate == 0:
-        notes.append("sample_rate=0 keeps only the class centres of the batch's own labels (as upstream); "
-                     "set e.g. 0.1 or 1.0 if negatives from other classes were meant")
+        notes.append(
+            "sample_rate=0 keeps only the class centres of the batch's own labels (as upstream); "
+            "set e.g. 0.1 or 1.0 if negatives from other classes were meant"
+        )
     if cfg.warmup_epoch < 0:
         notes.append(f"warmup_epoch={cfg.warmup_epoch} means no warmup (as upstream treats it); use 0 to say so")
     if cfg.dali or cfg.dali_aug:
-        installed = importlib.util.find_spec("nvidia") is not None and importlib.util.find_spec("nvidia.dali") is not None
+        installed = (
+            importlib.util.find_spec("nvidia") is not None and importlib.util.find_spec("nvidia.dali") is not None
+        )
         why = "is installed but not used here" if installed else "is not installed"
-        notes.append(f"dali={cfg.dali}, dali_aug={cfg.dali_aug}: NVIDIA DALI {why}; the PyTorch DataLoader with "
-                     f"random horizontal flip loads the data")
+        notes.append(
+            f"dali={cfg.dali}, dali_aug={cfg.dali_aug}: NVIDIA DALI {why}; the PyTorch DataLoader with "
+            f"random horizontal flip loads the data"
+        )
     if cfg.using_wandb or cfg.save_artifacts:
-        notes.append("using_wandb / save_artifacts: Weights & Biases logging is not built in; progress goes to "
-                     "training.log and TensorBoard in config.output")
+        notes.append(
+            "using_wandb / save_artifacts: Weights & Biases logging is not built in; progress goes to "
+            "training.log and TensorBoard in config.output"
+        )
     return notes

@@ -6,6 +6,7 @@ answering, and checks made before training are agreed on by every rank so that a
 stops them all instead of leaving the others waiting in a collective. A heartbeat thread per rank tells a
 rank that stopped (SIGSTOP, killed, hung) from ranks that merely wait for it.
 """
+
 from __future__ import annotations
 
 import os
@@ -49,8 +50,12 @@ def setup_distributed(timeout_s: float = 300.0) -> DistContext:
     else:
         device = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world_size,
-                                timeout=timedelta(seconds=timeout_s))
+        dist.init_process_group(
+            "nccl" if device.type == "cuda" else "gloo",
+            rank=rank,
+            world_size=world_size,
+            timeout=timedelta(seconds=timeout_s),
+        )
     elif dist.is_initialized():
         rank, world_size = dist.get_rank(), dist.get_world_size()
     return DistContext(rank=rank, local_rank=local_rank, world_size=world_size, device=device, timeout_s=timeout_s)
@@ -120,20 +125,29 @@ def silent_ranks(ctx: DistContext, wait_s: float = 2.5 * HEARTBEAT_INTERVAL_S) -
     before = {rank: _read(store, f"arcface_heartbeat/{rank}") for rank in others}
     time.sleep(wait_s)
     after = {rank: _read(store, f"arcface_heartbeat/{rank}") for rank in others}
-    return [(rank, _read(store, f"arcface_progress/{rank}")) for rank in others
-            if after[rank] is None or after[rank] == before[rank]]
+    return [
+        (rank, _read(store, f"arcface_progress/{rank}"))
+        for rank in others
+        if after[rank] is None or after[rank] == before[rank]
+    ]
 
 
 def explain_collective_failure(ctx: DistContext, step: int, error: BaseException) -> RankError:
     """A RankError naming the ranks that stopped answering while this rank waited at global step `step`."""
     silent = silent_ranks(ctx)
     if silent:
-        who = ", ".join(f"rank {rank} (last started step {last}, no heartbeat)" if last is not None
-                        else f"rank {rank} (never started a step, no heartbeat)" for rank, last in silent)
+        who = ", ".join(
+            f"rank {rank} (last started step {last}, no heartbeat)"
+            if last is not None
+            else f"rank {rank} (never started a step, no heartbeat)"
+            for rank, last in silent
+        )
     else:
         who = "another rank (it failed or was stopped; see its log)"
-    return RankError(f"rank {ctx.rank} stopped at step {step}: {who} did not answer within dist_timeout="
-                     f"{ctx.timeout_s:g}s ({str(error).splitlines()[0][:200]}); the job stops, resume from the last checkpoint")
+    return RankError(
+        f"rank {ctx.rank} stopped at step {step}: {who} did not answer within dist_timeout="
+        f"{ctx.timeout_s:g}s ({str(error).splitlines()[0][:200]}); the job stops, resume from the last checkpoint"
+    )
 
 
 def agree(ctx: DistContext, error: BaseException | None) -> None:

@@ -9,6 +9,7 @@ Landmarks file: one line per image, `path x1 y1 x2 y2 x3 y3 x4 y4 x5 y5` (left e
 left and right mouth corner, in pixels of the original image); `path` relative to the image root or
 absolute; blank lines and lines starting with '#' are skipped.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,28 @@ from .evaluation.bin_file import encode_image
 from .face_image import align_face
 
 # Suffixes of the still-image formats OpenCV's imread decodes.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".pgm", ".ppm", ".pbm", ".pnm", ".pxm",
-                  ".tif", ".tiff", ".webp", ".jp2", ".sr", ".ras", ".exr", ".hdr", ".pic")
+IMAGE_SUFFIXES = (
+    ".jpg",
+    ".jpeg",
+    ".jpe",
+    ".png",
+    ".bmp",
+    ".dib",
+    ".pgm",
+    ".ppm",
+    ".pbm",
+    ".pnm",
+    ".pxm",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".jp2",
+    ".sr",
+    ".ras",
+    ".exr",
+    ".hdr",
+    ".pic",
+)
 _STORED_AS_IS = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")  # JPEG and PNG signatures
 
 
@@ -41,30 +62,43 @@ def read_landmarks(path: str | os.PathLike, root: str | os.PathLike) -> dict[Pat
         except ValueError:
             values = np.empty(0)
         if values.size != 10 or not np.isfinite(values).all():
-            raise ValueError(f"{path} line {number}: {line.strip()!r} is not 'path x1 y1 ... x5 y5' with 10 numbers; "
-                             f"fix or remove the line")
+            raise ValueError(
+                f"{path} line {number}: {line.strip()!r} is not 'path x1 y1 ... x5 y5' with 10 numbers; "
+                f"fix or remove the line"
+            )
         table[(root / fields[0]).resolve()] = values.reshape(5, 2)
     return table
 
 
-def prepare_face(path: Path, size: tuple[int, int] = (112, 112), resize: bool = False,
-                 landmarks: np.ndarray | None = None, where: str = "") -> bytes:
+def prepare_face(
+    path: Path,
+    size: tuple[int, int] = (112, 112),
+    resize: bool = False,
+    landmarks: np.ndarray | None = None,
+    where: str = "",
+) -> bytes:
     """Encoded face for `path` at `size` (height, width): aligned with `landmarks` (5, 2) if given, else resized when
     `resize`, else the image must already have that size (the error says which option fixes it)."""
     where = where or str(path)
     data = path.read_bytes()
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR) if data else None
     if image is None:
-        raise ValueError(f"{where}: could not decode the image ({len(data)} bytes, not a format OpenCV reads); re-encode or remove it")
+        raise ValueError(
+            f"{where}: could not decode the image ({len(data)} bytes, not a format OpenCV reads); re-encode or remove it"
+        )
     if landmarks is None and image.shape[:2] == tuple(size) and data.startswith(_STORED_AS_IS):
         return data
     if landmarks is not None:
         if size[0] != size[1]:
-            raise ValueError(f"{where}: 5-point alignment makes square faces, but the size is {size[1]}x{size[0]}; use a square size")
+            raise ValueError(
+                f"{where}: 5-point alignment makes square faces, but the size is {size[1]}x{size[0]}; use a square size"
+            )
         image = align_face(image, landmarks, size[0])
     elif image.shape[:2] != tuple(size):
         if not resize:
-            raise ValueError(f"{where}: image is {image.shape[1]}x{image.shape[0]}, expected {size[1]}x{size[0]}; pass "
-                             f"--resize {size[0]} for already-cropped faces or --landmarks FILE to align them")
+            raise ValueError(
+                f"{where}: image is {image.shape[1]}x{image.shape[0]}, expected {size[1]}x{size[0]}; pass "
+                f"--resize {size[0]} for already-cropped faces or --landmarks FILE to align them"
+            )
         image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
     return encode_image(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), ".jpg", 95)

@@ -7,13 +7,14 @@ Training, evaluation, export and verification all go through here:
     to_network_input(images_bgr)  uint8 (N, H, W, 3) BGR -> float32 (N, 3, H, W) RGB, (x - mean) / std
 The flip is a pure function of (seed, epoch, index), so a run is repeatable whatever the worker count.
 """
+
 from __future__ import annotations
 
 import cv2
 import numpy as np
 import torch
 
-INPUT_MEAN = 127.5   # the arcface convention: network input = (pixel - 127.5) / 127.5, RGB
+INPUT_MEAN = 127.5  # the arcface convention: network input = (pixel - 127.5) / 127.5, RGB
 INPUT_STD = 127.5
 FACE_SIZE = 112
 # Five-point arcface template (left eye, right eye, nose tip, left and right mouth corner) in a 112x112 crop.
@@ -28,7 +29,9 @@ def decode_face(data: bytes, where: str, size: tuple[int, int] = (112, 112), res
     is an error, or resized to `size` (height, width) when `resize`."""
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR) if len(data) else None
     if image is None:
-        raise ValueError(f"{where}: could not decode the image ({len(data)} bytes, not a valid JPEG/PNG); re-encode or remove it")
+        raise ValueError(
+            f"{where}: could not decode the image ({len(data)} bytes, not a valid JPEG/PNG); re-encode or remove it"
+        )
     if resize and image.shape[:2] != tuple(size):
         image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
     if image.shape[:2] != tuple(size):
@@ -79,8 +82,9 @@ def face_pixels_into(image: np.ndarray, flip: bool, out: np.ndarray) -> None:
 def normalise_faces(images: torch.Tensor) -> torch.Tensor:
     """uint8 (N, H, W, 3) RGB -> float32 (N, 3, H, W) (x - 127.5) / 127.5 on the same device, bit for bit
     face_into's values (the planar layout is made by the same pass that widens to float)."""
-    out = torch.empty((images.shape[0], images.shape[3]) + tuple(images.shape[1:3]), dtype=torch.float32,
-                      device=images.device)
+    out = torch.empty(
+        (images.shape[0], images.shape[3]) + tuple(images.shape[1:3]), dtype=torch.float32, device=images.device
+    )
     out.copy_(images.permute(0, 3, 1, 2))
     return out.sub_(INPUT_MEAN).div_(INPUT_STD)
 

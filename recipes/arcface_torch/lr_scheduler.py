@@ -8,6 +8,7 @@ At scheduler step l (0-based: the lr the l-th batch trains with), warmup w and t
     l > t            -> the value at l = t                    (0 after a full decay)
 Upstream computes the decay as a chain of per-step ratios; the product telescopes to the closed form above.
 """
+
 from __future__ import annotations
 
 from torch.optim.lr_scheduler import LRScheduler
@@ -29,8 +30,10 @@ class PolynomialLRWarmup(LRScheduler):
 
     def __init__(self, optimizer, warmup_iters: int, total_iters: int, power: float = 1.0, last_epoch: int = -1):
         if total_iters < 1:
-            raise ValueError(f"total_iters={total_iters}: the schedule needs at least one step; "
-                             f"raise num_epoch or use more data than one global batch")
+            raise ValueError(
+                f"total_iters={total_iters}: the schedule needs at least one step; "
+                f"raise num_epoch or use more data than one global batch"
+            )
         if power <= 0:
             raise ValueError(f"lr_power={power} must be > 0; upstream uses 1.0 (linear decay)")
         self.warmup_iters, self.total_iters, self.power = int(warmup_iters), int(total_iters), float(power)

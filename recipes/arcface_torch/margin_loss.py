@@ -13,6 +13,7 @@ Gradient of the target logit (`gradient`):
         which is continuous and monotonic.
 CosFace (m1 = 1, m2 = 0) has d psi / d c = 1 in both modes.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,14 +33,23 @@ class CombinedMarginLoss(nn.Module):
     gradient: "straight_through" (upstream) or "exact" (see the module docstring).
     """
 
-    def __init__(self, s: float, m1: float, m2: float, m3: float, interclass_filtering_threshold: float = 0.0,
-                 gradient: str = "straight_through"):
+    def __init__(
+        self,
+        s: float,
+        m1: float,
+        m2: float,
+        m3: float,
+        interclass_filtering_threshold: float = 0.0,
+        gradient: str = "straight_through",
+    ):
         super().__init__()
         if s <= 0:
             raise ValueError(f"scale s={s} must be > 0; arcface_torch uses 64")
         if m1 <= 0 or m2 < 0 or m3 < 0:
-            raise ValueError(f"margin_list=({m1}, {m2}, {m3}) is invalid; use m1 > 0, m2 >= 0, m3 >= 0, "
-                             f"e.g. (1.0, 0.5, 0.0) for ArcFace or (1.0, 0.0, 0.4) for CosFace")
+            raise ValueError(
+                f"margin_list=({m1}, {m2}, {m3}) is invalid; use m1 > 0, m2 >= 0, m3 >= 0, "
+                f"e.g. (1.0, 0.5, 0.0) for ArcFace or (1.0, 0.0, 0.4) for CosFace"
+            )
         if gradient not in MARGIN_GRADIENTS:
             raise ValueError(f"margin_gradient={gradient!r} is not known; use 'straight_through' (upstream) or 'exact'")
         self.s, self.m1, self.m2, self.m3 = float(s), float(m1), float(m2), float(m3)

@@ -1,11 +1,12 @@
 """A name -> builder registry with errors that say what to do.
 
-    LOSSES = Registry("loss")
-    @LOSSES.register("unpg")
-    class UNPG(nn.Module): ...
-    LOSSES.get("unpg")      # unknown name: error listing what is registered
-    LOSSES.register("uss", USS.from_config, defaults={"weight": 1.0})   # knobs under config.uss
+LOSSES = Registry("loss")
+@LOSSES.register("unpg")
+class UNPG(nn.Module): ...
+LOSSES.get("unpg")      # unknown name: error listing what is registered
+LOSSES.register("uss", USS.from_config, defaults={"weight": 1.0})   # knobs under config.uss
 """
+
 from __future__ import annotations
 
 import difflib
@@ -27,8 +28,9 @@ class Registry:
         self._sources: dict[str, str] = {}
         self._defaults: dict[str, dict] = {}
 
-    def register(self, name: str, obj: Callable | None = None, *, source: str | None = None,
-                 defaults: dict | None = None):
+    def register(
+        self, name: str, obj: Callable | None = None, *, source: str | None = None, defaults: dict | None = None
+    ):
         """Register `obj` under `name`; usable as `register(name, obj)` or as a decorator `@register(name)`.
         `defaults`: the entry's options with their default values (a config section named after it)."""
 

@@ -7,6 +7,7 @@
 A lock whose holder is a process on this host that no longer exists is stale: it is taken over with a warning.
 A lock from another host cannot be checked from here: the error says how to remove it once that run is gone.
 """
+
 from __future__ import annotations
 
 import os
@@ -54,23 +55,29 @@ class RunFolderLock:
             except FileExistsError:
                 holder = self._read_holder()
                 if holder is None:
-                    raise RunFolderError(f"{self.path} exists but cannot be read; if no run uses {self.path.parent}, "
-                                         f"delete the lock file and start again") from None
+                    raise RunFolderError(
+                        f"{self.path} exists but cannot be read; if no run uses {self.path.parent}, "
+                        f"delete the lock file and start again"
+                    ) from None
                 pid, host = holder
                 if host == socket.gethostname() and not _process_exists(pid):
                     self.taken_over = f"pid {pid} on {host}"
                     self.path.unlink(missing_ok=True)  # stale: its process is gone
                     continue
                 where = "this host" if host == socket.gethostname() else f"host {host}"
-                raise RunFolderError(f"{self.path.parent} is in use by process {pid} on {where} (lock file {self.path}); "
-                                     f"wait for that run, choose another config.output, or delete the lock file if "
-                                     f"that process is gone") from None
+                raise RunFolderError(
+                    f"{self.path.parent} is in use by process {pid} on {where} (lock file {self.path}); "
+                    f"wait for that run, choose another config.output, or delete the lock file if "
+                    f"that process is gone"
+                ) from None
             with os.fdopen(handle, "w") as file:
                 file.write(me)
             self.held = True
             return
-        raise RunFolderError(f"{self.path} keeps reappearing; another run is starting in {self.path.parent}: "
-                             f"choose another config.output")
+        raise RunFolderError(
+            f"{self.path} keeps reappearing; another run is starting in {self.path.parent}: "
+            f"choose another config.output"
+        )
 
     def release(self) -> None:
         if self.held:
@@ -88,6 +95,7 @@ def check_run_folder(output: str | Path, resume: bool, force: bool) -> None:
     entries = sorted(entry.name for entry in output.iterdir() if entry.name != LOCK_NAME)
     if entries:
         shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
-        raise RunFolderError(f"config.output={str(output)!r} already holds a run ({shown}); set resume=True to continue "
-                             f"it, choose another output folder, or pass --force to train over it")
-
+        raise RunFolderError(
+            f"config.output={str(output)!r} already holds a run ({shown}); set resume=True to continue "
+            f"it, choose another output folder, or pass --force to train over it"
+        )

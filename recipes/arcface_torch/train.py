@@ -13,6 +13,7 @@ save_all_states: upstream's checkpoint keys plus exact mid-epoch resume state), 
 tensorboard/. A folder that already holds a run needs resume=True or --force; train.lock keeps a second
 run out while one is writing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,10 +67,31 @@ class TrainingError(RuntimeError):
 
 
 # config keys that define a run: changing one between a checkpoint and its resume is refused unless allowed
-RUN_DEFINING_KEYS = ("network", "embedding_size", "margin_list", "scale", "margin_gradient", "sample_rate",
-                     "interclass_filtering_threshold", "loss", "optimizer", "lr", "lr_power", "momentum",
-                     "weight_decay", "batch_size", "gradient_acc", "clip_grad_norm", "num_epoch", "warmup_epoch",
-                     "num_image", "rec", "seed", "fp16", "amp_dtype")
+RUN_DEFINING_KEYS = (
+    "network",
+    "embedding_size",
+    "margin_list",
+    "scale",
+    "margin_gradient",
+    "sample_rate",
+    "interclass_filtering_threshold",
+    "loss",
+    "optimizer",
+    "lr",
+    "lr_power",
+    "momentum",
+    "weight_decay",
+    "batch_size",
+    "gradient_acc",
+    "clip_grad_norm",
+    "num_epoch",
+    "warmup_epoch",
+    "num_image",
+    "rec",
+    "seed",
+    "fp16",
+    "amp_dtype",
+)
 _COLLECTIVE_FAILURE = ("timed out", "timeout", "connection closed by peer", "connection reset", "broken pipe", "nccl")
 
 
@@ -93,8 +115,10 @@ def build_optimizer(config, params):
 def resolve_num_classes(config, dataset) -> int:
     found = int(dataset.num_classes)
     if config.num_classes and config.num_classes < found:
-        raise ConfigError(f"config.num_classes={config.num_classes} but the dataset has {found} classes; "
-                          f"set num_classes to {found} (or 0 to read it from the dataset)")
+        raise ConfigError(
+            f"config.num_classes={config.num_classes} but the dataset has {found} classes; "
+            f"set num_classes to {found} (or 0 to read it from the dataset)"
+        )
     return int(config.num_classes or found)
 
 
@@ -183,14 +207,21 @@ def _train(config, ctx, output: Path, lock, allow_config_change: bool) -> dict:
     num_image = int(config.num_image or len(dataset))
     warmup_steps, total_steps = schedule_steps(config, num_image, ctx.world_size)
     if total_steps < 1:
-        raise ConfigError(f"num_image={num_image} gives no full global batch of {config.batch_size} x {ctx.world_size} "
-                          f"ranks; lower batch_size or set num_image to the dataset size (0 reads it)")
+        raise ConfigError(
+            f"num_image={num_image} gives no full global batch of {config.batch_size} x {ctx.world_size} "
+            f"ranks; lower batch_size or set num_image to the dataset size (0 reads it)"
+        )
     run_steps = batches_per_epoch * config.num_epoch
     last_step = min(run_steps, config.max_steps) if config.max_steps else run_steps
 
     torch.manual_seed(config.seed)  # identical backbone initialisation on every rank
-    backbone = get_model(config.network, dropout=config.dropout, fp16=amp_dtype is not None,
-                         num_features=config.embedding_size, amp_dtype=amp_dtype).to(ctx.device)
+    backbone = get_model(
+        config.network,
+        dropout=config.dropout,
+        fp16=amp_dtype is not None,
+        num_features=config.embedding_size,
+        amp_dtype=amp_dtype,
+    ).to(ctx.device)
     torch.manual_seed(config.seed + ctx.rank)
     head = build_head(config, num_classes, fp16=False).to(ctx.device)  # fp32 head, as upstream's train_v2
     model = DistributedDataParallel(backbone, broadcast_buffers=False) if ctx.world_size > 1 else backbone
@@ -202,14 +233,27 @@ def _train(config, ctx, output: Path, lock, allow_config_change: bool) -> dict:
     ckpt_file = checkpoint_path(output, ctx.rank)
     if config.resume:
         current = {**config, "num_image": num_image}
-        step, epoch, start_batch = resume(config, current, ctx, output, backbone, head, optimizer, scheduler, scaler,
-                                          allow_config_change, logger)
+        step, epoch, start_batch = resume(
+            config, current, ctx, output, backbone, head, optimizer, scheduler, scaler, allow_config_change, logger
+        )
         if ctx.is_main and allow_config_change:
-            write_run_config(config, output / "config.json", num_classes=num_classes, num_image=num_image,
-                             world_size=ctx.world_size, total_steps=total_steps)
+            write_run_config(
+                config,
+                output / "config.json",
+                num_classes=num_classes,
+                num_image=num_image,
+                world_size=ctx.world_size,
+                total_steps=total_steps,
+            )
     elif ctx.is_main:
-        write_run_config(config, output / "config.json", num_classes=num_classes, num_image=num_image,
-                         world_size=ctx.world_size, total_steps=total_steps)
+        write_run_config(
+            config,
+            output / "config.json",
+            num_classes=num_classes,
+            num_image=num_image,
+            world_size=ctx.world_size,
+            total_steps=total_steps,
+        )
 
     saved_step = None
 
@@ -217,18 +261,33 @@ def _train(config, ctx, output: Path, lock, allow_config_change: bool) -> dict:
         """model.pt (rank 0) and each rank's checkpoint, only when every rank's weights are finite."""
         nonlocal saved_step
         bad = non_finite_tensors(backbone.state_dict(), head.state_dict())
-        agree(ctx, TrainingError(f"weights hold NaN/Inf ({', '.join(bad[:3])}) at step {step}; nothing was saved and "
-                                 f"the last checkpoint is kept; lower config.lr or keep clip_grad_norm > 0") if bad else None)
+        agree(
+            ctx,
+            TrainingError(
+                f"weights hold NaN/Inf ({', '.join(bad[:3])}) at step {step}; nothing was saved and "
+                f"the last checkpoint is kept; lower config.lr or keep clip_grad_norm > 0"
+            )
+            if bad
+            else None,
+        )
         if ctx.is_main:
             atomic_torch_save(backbone.state_dict(), output / "model.pt")
         if config.save_all_states:
-            atomic_torch_save({
-                "epoch": next_epoch, "global_step": step, "state_dict_backbone": backbone.state_dict(),
-                "state_dict_softmax_fc": head.state_dict(), "state_optimizer": optimizer.state_dict(),
-                "state_lr_scheduler": scheduler.state_dict(),
-                "next_batch": next_batch, "world_size": ctx.world_size, "state_scaler": scaler.state_dict(),
-                "rng": rng_state(),
-            }, ckpt_file)
+            atomic_torch_save(
+                {
+                    "epoch": next_epoch,
+                    "global_step": step,
+                    "state_dict_backbone": backbone.state_dict(),
+                    "state_dict_softmax_fc": head.state_dict(),
+                    "state_optimizer": optimizer.state_dict(),
+                    "state_lr_scheduler": scheduler.state_dict(),
+                    "next_batch": next_batch,
+                    "world_size": ctx.world_size,
+                    "state_scaler": scaler.state_dict(),
+                    "rng": rng_state(),
+                },
+                ckpt_file,
+            )
         saved_step = step
 
     writer = None
@@ -239,9 +298,11 @@ def _train(config, ctx, output: Path, lock, allow_config_change: bool) -> dict:
     verification = VerificationCallback(val_sets, config.verbose, output, summary_writer=writer, rank=ctx.rank)
     progress = ProgressLogger(config.frequent, last_step, config.batch_size * ctx.world_size, step, logger, writer)
     loss_meter, loss_history, results = AverageMeter(), [], {}
-    logger.info(f"{config.config_name}: {config.network} + {config.loss} (margins {tuple(config.margin_list)}, s={config.scale}), "
-                f"{num_classes} classes, {len(dataset)} images, {ctx.world_size} rank(s) on {ctx.device}, "
-                f"{batches_per_epoch} batches/epoch, {last_step} steps (LR schedule: {warmup_steps} warmup, {total_steps} total)")
+    logger.info(
+        f"{config.config_name}: {config.network} + {config.loss} (margins {tuple(config.margin_list)}, s={config.scale}), "
+        f"{num_classes} classes, {len(dataset)} images, {ctx.world_size} rank(s) on {ctx.device}, "
+        f"{batches_per_epoch} batches/epoch, {last_step} steps (LR schedule: {warmup_steps} warmup, {total_steps} total)"
+    )
 
     try:
         with Heartbeat(ctx):  # lets a timeout tell the rank that stopped from the ranks that waited
@@ -258,9 +319,15 @@ def _train(config, ctx, output: Path, lock, allow_config_change: bool) -> dict:
                     loss = head(model(images).float(), labels)  # the backbone autocasts its own trunk
                     loss_value = loss.item()
                     if not math.isfinite(loss_value):
-                        kept = f"the last good checkpoint {ckpt_file} is kept" if ckpt_file.exists() else "no checkpoint was written"
-                        raise TrainingError(f"loss is {loss_value} at step {step + 1} (epoch {epoch}); training stopped and {kept}; "
-                                            f"lower config.lr, keep clip_grad_norm > 0 or check the data")
+                        kept = (
+                            f"the last good checkpoint {ckpt_file} is kept"
+                            if ckpt_file.exists()
+                            else "no checkpoint was written"
+                        )
+                        raise TrainingError(
+                            f"loss is {loss_value} at step {step + 1} (epoch {epoch}); training stopped and {kept}; "
+                            f"lower config.lr, keep clip_grad_norm > 0 or check the data"
+                        )
                     scaler.scale(loss / config.gradient_acc).backward()
                     step += 1
                     if step % config.gradient_acc == 0:  # upstream: one optimizer step per gradient_acc batches
@@ -270,13 +337,21 @@ def _train(config, ctx, output: Path, lock, allow_config_change: bool) -> dict:
                         scaler.step(optimizer)
                         scaler.update()
                         optimizer.zero_grad(set_to_none=True)
-                    with warnings.catch_warnings():  # with gradient_acc > 1 torch warns that no optimizer step came first
+                    with (
+                        warnings.catch_warnings()
+                    ):  # with gradient_acc > 1 torch warns that no optimizer step came first
                         warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
                         scheduler.step()  # every batch, as upstream's train_v2
                     loss_meter.update(loss_value)
                     loss_history.append((step, loss_value))
-                    progress(step, epoch, loss_meter, scheduler.get_last_lr()[0], scaler.get_scale() if scaler.is_enabled() else None,
-                             head.last_diagnostics if step % config.frequent == 0 else {})
+                    progress(
+                        step,
+                        epoch,
+                        loss_meter,
+                        scheduler.get_last_lr()[0],
+                        scaler.get_scale() if scaler.is_enabled() else None,
+                        head.last_diagnostics if step % config.frequent == 0 else {},
+                    )
                     results = verification(step, backbone) or results
                     if step >= last_step:
                         next_epoch, next_batch = (epoch, batch + 1) if batch + 1 < batches_per_epoch else (epoch + 1, 0)
@@ -302,8 +377,19 @@ def _train(config, ctx, output: Path, lock, allow_config_change: bool) -> dict:
     return {"step": step, "loss_history": loss_history, "verification": results, "output": str(output)}
 
 
-def resume(config, current: dict, ctx, output: Path, backbone, head, optimizer, scheduler, scaler, allow_config_change: bool,
-           logger) -> tuple[int, int, int]:
+def resume(
+    config,
+    current: dict,
+    ctx,
+    output: Path,
+    backbone,
+    head,
+    optimizer,
+    scheduler,
+    scaler,
+    allow_config_change: bool,
+    logger,
+) -> tuple[int, int, int]:
     """Load this rank's checkpoint (ours or upstream's) after every rank agrees it can; returns (step, epoch, batch)."""
     problem, state, path = None, None, None
     try:
@@ -312,16 +398,20 @@ def resume(config, current: dict, ctx, output: Path, backbone, head, optimizer, 
         check_checkpoint_keys(state, path)
         written_by = state.get("world_size", len(list(output.glob("checkpoint_gpu_*.pt"))) or None)
         if written_by is not None and written_by != ctx.world_size:
-            problem = TrainingError(f"{path} was written by {written_by} ranks but this run has {ctx.world_size}; the class "
-                                    f"centres are sharded per rank, so resume with {written_by} processes (reshard the "
-                                    f"centres to change it)")
+            problem = TrainingError(
+                f"{path} was written by {written_by} ranks but this run has {ctx.world_size}; the class "
+                f"centres are sharded per rank, so resume with {written_by} processes (reshard the "
+                f"centres to change it)"
+            )
     except (FileNotFoundError, CheckpointError) as error:
         problem = error
     if problem is None and ctx.is_main and (output / "config.json").is_file():
         changes = changed_run_keys(current, json.loads((output / "config.json").read_text()))
         if changes and not allow_config_change:
-            problem = TrainingError(f"the config changed since the checkpoint ({'; '.join(changes)}); restore those values, "
-                                    f"or pass --allow-config-change to continue the run with the new ones")
+            problem = TrainingError(
+                f"the config changed since the checkpoint ({'; '.join(changes)}); restore those values, "
+                f"or pass --allow-config-change to continue the run with the new ones"
+            )
         elif changes:
             logger.warning(f"resuming with changed config values: {'; '.join(changes)}")
     agree(ctx, problem)
@@ -331,16 +421,20 @@ def resume(config, current: dict, ctx, output: Path, backbone, head, optimizer, 
     if ctx.world_size > 1:
         dist.all_gather_object(positions, position)  # collective: every rank's (step, epoch, batch)
     if any(p != positions[0] for p in positions):
-        raise TrainingError(f"rank checkpoints disagree on (step, epoch, batch): "
-                            f"{', '.join(f'rank {r} {tuple(p)}' for r, p in enumerate(positions))}; a save was interrupted, "
-                            f"restore one consistent set of checkpoint files")
+        raise TrainingError(
+            f"rank checkpoints disagree on (step, epoch, batch): "
+            f"{', '.join(f'rank {r} {tuple(p)}' for r, p in enumerate(positions))}; a save was interrupted, "
+            f"restore one consistent set of checkpoint files"
+        )
     try:
         backbone.load_state_dict(state["state_dict_backbone"])
         head.load_state_dict(state["state_dict_softmax_fc"])
         optimizer.load_state_dict(state["state_optimizer"])
     except (RuntimeError, ValueError) as error:
-        raise CheckpointError(f"{path} does not fit this run ({str(error).splitlines()[0][:200]}); resume with the "
-                              f"network, embedding_size, num_classes and world size that wrote it") from error
+        raise CheckpointError(
+            f"{path} does not fit this run ({str(error).splitlines()[0][:200]}); resume with the "
+            f"network, embedding_size, num_classes and world size that wrote it"
+        ) from error
     warmup, total, power = scheduler.warmup_iters, scheduler.total_iters, scheduler.power
     scheduler.load_state_dict(state["state_lr_scheduler"])
     scheduler.warmup_iters, scheduler.total_iters, scheduler.power = warmup, total, power  # the current config's
@@ -393,18 +487,33 @@ def first_cause(error: BaseException) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Partial-FC face recognition training (arcface_torch conventions).")
     parser.add_argument("config", help="config file, e.g. recipes/arcface_torch/configs/synthetic_unpg")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)"
+    )
     parser.add_argument("--force", action="store_true", help="train into an output folder that already holds a run")
-    parser.add_argument("--allow-config-change", action="store_true",
-                        help="resume although run-defining keys (lr, batch_size, ...) changed since the checkpoint")
+    parser.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="resume although run-defining keys (lr, batch_size, ...) changed since the checkpoint",
+    )
     args = parser.parse_args(argv)
     try:
         config = get_config(args.config, **nest(parse_override(item) for item in args.set))
         train(config, force=args.force, allow_config_change=args.allow_config_change)
-    except (ConfigError, RegistryError, TrainingError, CheckpointError, RunFolderError, RankError, OSError,
-            ValueError) as error:
+    except (
+        ConfigError,
+        RegistryError,
+        TrainingError,
+        CheckpointError,
+        RunFolderError,
+        RankError,
+        OSError,
+        ValueError,
+    ) as error:
         rank = os.environ.get("RANK")
-        prefix = f"error (rank {rank}): " if rank is not None and os.environ.get("WORLD_SIZE", "1") != "1" else "error: "
+        prefix = (
+            f"error (rank {rank}): " if rank is not None and os.environ.get("WORLD_SIZE", "1") != "1" else "error: "
+        )
         print(prefix + first_cause(error), file=sys.stderr)
         return 1
     finally:

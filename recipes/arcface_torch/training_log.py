@@ -1,4 +1,5 @@
 """Upstream-style progress lines (speed, loss, lr, epoch, step, ETA) and the losses' diagnostics."""
+
 from __future__ import annotations
 
 import logging
@@ -45,13 +46,17 @@ class AverageMeter:
 class ProgressLogger:
     """Every `frequent` steps: samples/s over the interval, mean loss, lr, epoch, step and time left."""
 
-    def __init__(self, frequent: int, total_steps: int, global_batch: int, start_step: int, logger: logging.Logger, writer=None):
+    def __init__(
+        self, frequent: int, total_steps: int, global_batch: int, start_step: int, logger: logging.Logger, writer=None
+    ):
         self.frequent, self.total_steps, self.global_batch = frequent, total_steps, global_batch
         self.logger, self.writer = logger, writer
         self.start_time = self.tick_time = time.time()
         self.start_step = self.tick_step = start_step
 
-    def __call__(self, step: int, epoch: int, loss: AverageMeter, lr: float, grad_scale: float | None, stats: dict) -> None:
+    def __call__(
+        self, step: int, epoch: int, loss: AverageMeter, lr: float, grad_scale: float | None, stats: dict
+    ) -> None:
         if step % self.frequent != 0:
             return
         now = time.time()
@@ -59,8 +64,10 @@ class ProgressLogger:
         per_step = (now - self.start_time) / max(step - self.start_step, 1)
         hours_left = per_step * (self.total_steps - step) / 3600
         scale = f"   Fp16 Grad Scale: {grad_scale:.0f}" if grad_scale is not None else ""
-        self.logger.info(f"Speed {speed:.2f} samples/sec   Loss {loss.avg:.4f}   LearningRate {lr:.6f}   "
-                         f"Epoch: {epoch}   Global Step: {step}{scale}   Required: {hours_left:.2f} hours")
+        self.logger.info(
+            f"Speed {speed:.2f} samples/sec   Loss {loss.avg:.4f}   LearningRate {lr:.6f}   "
+            f"Epoch: {epoch}   Global Step: {step}{scale}   Required: {hours_left:.2f} hours"
+        )
         if stats:
             self.logger.info(format_diagnostics(stats))
         if self.writer is not None:

@@ -1,4 +1,5 @@
 """compare_unpg: argument checks, the per-test-set summary (FARs, paired differences, wins), one tiny real run."""
+
 import importlib.util
 import json
 import math
@@ -34,8 +35,10 @@ def test_argument_errors_are_one_sentence_naming_the_value(tmp_path):
     for k in range(3):
         (tmp_path / "few" / f"id{k}").mkdir(parents=True)
         cv2.imwrite(str(tmp_path / "few" / f"id{k}" / "0.png"), np.zeros((112, 112, 3), np.uint8))
-    assert "3 identities with 0 positive pairs; 10-fold accuracy needs" in compare.check_arguments(
-        _args(test=[str(tmp_path / "few")]))[1]
+    assert (
+        "3 identities with 0 positive pairs; 10-fold accuracy needs"
+        in compare.check_arguments(_args(test=[str(tmp_path / "few")]))[1]
+    )
     problem = compare.check_arguments(_args(train=str(tmp_path / "a")))[1]
     assert problem.startswith("no --test given")
     common, problem = compare.check_arguments(_args(set=["scale=64.0"]))
@@ -43,9 +46,13 @@ def test_argument_errors_are_one_sentence_naming_the_value(tmp_path):
 
 
 def _record(method, seed, accuracy, tar, sets=("near", "far")):
-    scored = {"accuracy": accuracy, "overlap": 0.1, "pairs": {"positive": 30, "negative": 500},
-              "tar_at_far": {"0.01": tar, "0.001": math.nan},
-              "tar_at_far_notes": {"0.01": "", "0.001": "FAR 0.001 needs at least 1000 negative pairs, got 500"}}
+    scored = {
+        "accuracy": accuracy,
+        "overlap": 0.1,
+        "pairs": {"positive": 30, "negative": 500},
+        "tar_at_far": {"0.01": tar, "0.001": math.nan},
+        "tar_at_far_notes": {"0.01": "", "0.001": "FAR 0.001 needs at least 1000 negative pairs, got 500"},
+    }
     return {"method": method, "seed": seed, "sets": {name: dict(scored) for name in sets}}
 
 
@@ -85,13 +92,39 @@ def test_tiny_comparison_on_an_image_folder_with_a_folder_and_a_bin_test_set(tmp
     faces = np.random.default_rng(2).integers(0, 256, (4, 112, 112, 3), dtype=np.uint8)
     order = np.random.default_rng(3).integers(0, 4, 24)  # 12 pairs over 4 distinct faces
     save_bin(tmp_path / "pairs.bin", [encode_image(faces[i]) for i in order], [True, False] * 6)
-    code = compare.main(["--train", str(tmp_path / "train"), "--test", str(tmp_path / "held_out"),
-                         "--test", str(tmp_path / "pairs.bin"), "--methods", "arcface", "arcface+unpg", "--seeds", "0",
-                         "--jobs", "1", "--fars", "0.1", "--output", str(tmp_path / "out"),
-                         "--set", "max_steps=2", "--set", "batch_size=16", "--set", "num_workers=0"])
+    code = compare.main(
+        [
+            "--train",
+            str(tmp_path / "train"),
+            "--test",
+            str(tmp_path / "held_out"),
+            "--test",
+            str(tmp_path / "pairs.bin"),
+            "--methods",
+            "arcface",
+            "arcface+unpg",
+            "--seeds",
+            "0",
+            "--jobs",
+            "1",
+            "--fars",
+            "0.1",
+            "--output",
+            str(tmp_path / "out"),
+            "--set",
+            "max_steps=2",
+            "--set",
+            "batch_size=16",
+            "--set",
+            "num_workers=0",
+        ]
+    )
     assert code == 0
     text = (tmp_path / "out" / "results.md").read_text()
-    assert "### held_out (12 positive / 54 negative pairs for TAR)" in text and "### pairs (6 positive / 6 negative" in text
+    assert (
+        "### held_out (12 positive / 54 negative pairs for TAR)" in text
+        and "### pairs (6 positive / 6 negative" in text
+    )
     assert "TAR@FAR=0.1 is n/a: FAR 0.1 needs at least 10 negative pairs, got 6" in text
     records = json.loads((tmp_path / "out" / "results.json").read_text())
     assert {r["method"] for r in records} == {"arcface", "arcface+unpg"}

@@ -1,4 +1,5 @@
 """Helpers shared by tests, importable by spawned processes: paths, the gloo rank harness, naive references."""
+
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

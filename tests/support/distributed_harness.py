@@ -1,4 +1,5 @@
 """Run a function on N CPU processes joined by a gloo process group and collect each rank's result."""
+
 from __future__ import annotations
 
 import os

@@ -4,6 +4,7 @@ Every row's logits are built one scalar at a time from the papers' formulas (tar
 class, then UNPG's kept pairs as their own columns) and passed to F.cross_entropy; auxiliary losses are
 plain Python sums. Nothing here imports the code under test.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,8 +38,19 @@ def magface_margin(a: torch.Tensor, opts: dict) -> torch.Tensor:
     return (opts["u_m"] - opts["l_m"]) / (opts["u_a"] - opts["l_a"]) * (a - opts["l_a"]) + opts["l_m"]
 
 
-def naive_loss(embeddings, labels, weight, s, margins=(1.0, 0.5, 0.0), *, classes=None, magface=None,
-               npcface=None, unpg_wisk="off", uss=None):
+def naive_loss(
+    embeddings,
+    labels,
+    weight,
+    s,
+    margins=(1.0, 0.5, 0.0),
+    *,
+    classes=None,
+    magface=None,
+    npcface=None,
+    unpg_wisk="off",
+    uss=None,
+):
     """embeddings (B, D) float64 (grad), labels (B,), weight (C, D) float64 (grad) -> 0-d loss.
 
     classes: the class ids taking part (sampled centres; default all). magface / npcface: option dicts.
@@ -70,8 +82,10 @@ def naive_loss(embeddings, labels, weight, s, margins=(1.0, 0.5, 0.0), *, classe
         rows.append(torch.stack(columns))
     loss = F.cross_entropy(torch.stack(rows), torch.zeros(len(rows), dtype=torch.long))
     if magface is not None:
-        g = [1.0 / magface_magnitude(x, magface) + magface_magnitude(x, magface) / magface["u_a"] ** 2
-             for x in embeddings]
+        g = [
+            1.0 / magface_magnitude(x, magface) + magface_magnitude(x, magface) / magface["u_a"] ** 2
+            for x in embeddings
+        ]
         loss = loss + magface["lambda_g"] * torch.stack(g).mean()
     if uss is not None:
         loss = loss + naive_uss(embeddings, labels, s, uss, classes)

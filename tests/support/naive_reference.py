@@ -3,6 +3,7 @@
 Builds every row's logits explicitly (the target first, then every other class, then every kept
 mini-batch negative pair as its own column, as the official UNPG code does) and calls F.cross_entropy.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,8 +25,12 @@ def naive_psi(cos: torch.Tensor, m1: float, m2: float, m3: float) -> torch.Tenso
 def naive_kept_negatives(embeddings: torch.Tensor, labels, wisk: float | None) -> list[torch.Tensor]:
     """Every pair a < b with different labels, then the floor-index box-and-whisker filter (None: no filter)."""
     unit = [e / e.norm() for e in embeddings]
-    pairs = [torch.dot(unit[a], unit[b]) for a in range(len(unit)) for b in range(a + 1, len(unit))
-             if int(labels[a]) != int(labels[b])]
+    pairs = [
+        torch.dot(unit[a], unit[b])
+        for a in range(len(unit))
+        for b in range(a + 1, len(unit))
+        if int(labels[a]) != int(labels[b])
+    ]
     if not pairs or wisk is None:
         return pairs
     ordered = sorted(float(p.detach()) for p in pairs)

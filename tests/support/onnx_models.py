@@ -1,6 +1,6 @@
 """Small real backbones and upstream-style exports shared by the ONNX conversion tests.
 
-Session-scoped fixtures (import them into a test module to use them):
+Session-scoped fixtures (tests/conftest.py registers this module as a plugin, so any test can ask for them):
     fp32_models  {"mbf": (folder, model.onnx), "r18": ...}: face-calibrated random weights, model.pt +
                  config.json in `folder`, exported once at opset 18 by our exporter.
 Helpers:
@@ -9,6 +9,7 @@ Helpers:
                                     then only the input's batch axis renamed
     UpstreamFlatten                 upstream MobileFaceNet's flatten, x.view(x.size(0), -1)
 """
+
 from __future__ import annotations
 
 import json
@@ -56,8 +57,16 @@ def upstream_style_export(model: nn.Module, path: Path) -> Path:
     """Export like upstream torch2onnx.py: trace at batch 1, opset 11, input "data", then rename its batch axis."""
     with _quiet_exporter(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), (torch.zeros(1, 3, 112, 112),), str(path), dynamo=False, opset_version=11,
-                          input_names=["data"], keep_initializers_as_inputs=False, verbose=False)
+        torch.onnx.export(
+            model.eval(),
+            (torch.zeros(1, 3, 112, 112),),
+            str(path),
+            dynamo=False,
+            opset_version=11,
+            input_names=["data"],
+            keep_initializers_as_inputs=False,
+            verbose=False,
+        )
     exported = onnx.load(str(path))
     exported.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "None"
     onnx.save(exported, str(path))
@@ -73,7 +82,6 @@ def fp32_models(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
         backbone = face_calibrated(get_model(network, fp16=False, num_features=512))
         torch.save(backbone.state_dict(), folder / "model.pt")
         (folder / "config.json").write_text(json.dumps({"network": network, "embedding_size": 512}))
-        report = export_backbone(backbone, folder / "model.onnx", metadata={"network": network,
-                                                                            "embedding_size": 512})
+        report = export_backbone(backbone, folder / "model.onnx", metadata={"network": network, "embedding_size": 512})
         models[network] = (folder, report.path)
     return models

@@ -1,4 +1,5 @@
 """Run the partial-FC head with a list of losses on a float64 problem and collect loss and gradients."""
+
 from __future__ import annotations
 
 import torch
@@ -37,8 +38,10 @@ def head_step(head, embeddings, labels, weight_rows=None):
     x = embeddings.clone().requires_grad_(True)
     loss = head(x, labels)
     loss.backward()
-    params = {name: p.grad.clone() if p.grad is not None else torch.zeros_like(p)
-              for name, p in head.losses.named_parameters()}
+    params = {
+        name: p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+        for name, p in head.losses.named_parameters()
+    }
     return loss.detach(), x.grad.clone(), head.weight.grad.clone(), params
 
 

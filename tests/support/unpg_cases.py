@@ -3,6 +3,7 @@
 8 rows and 8 classes split evenly over 1, 2 or 4 ranks; lattice cases put negative pairs exactly on a whisker
 bound (and, with wisk 0, outside it); "all equal" has IQR = 0; "one identity" has no negative pair.
 """
+
 from __future__ import annotations
 
 import torch
@@ -29,7 +30,9 @@ def case_data(name: str):
         labels = torch.full((BATCH,), 2)
     else:
         raise KeyError(name)
-    wisk = {"random": 1.5, "random wisk 0": 0.0, "random no filter": None, "lattice": 1.0, "lattice wisk 0": 0.0}.get(name, 1.5)
+    wisk = {"random": 1.5, "random wisk 0": 0.0, "random no filter": None, "lattice": 1.0, "lattice wisk 0": 0.0}.get(
+        name, 1.5
+    )
     return embeddings, labels, weight, wisk
 
 

@@ -4,6 +4,7 @@ mbf and r18 carry random weights with BatchNorm statistics from real faces (test
 exported once per session. A random-weight network is harder to quantize than a trained one (no
 margin between classes to protect its features), so the int8 cosine bound is set explicitly here.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,11 +16,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from recipes.arcface_torch.backbones import get_model
 from recipes.arcface_torch.export.onnx_inference import cpu_session, row_cosines, run_onnx
-from tests.support.onnx_models import (  # noqa: F401 (fp32_models is a fixture)
+from tests.support.onnx_models import (
     UpstreamFlatten,
-    face_calibrated,
     faces_bgr,
-    fp32_models,
     network_input,
     upstream_style_export,
 )
@@ -42,8 +41,12 @@ def _line(out: str, name: str) -> str:
 
 
 @pytest.mark.parametrize("network", ["mbf", "r18"])
-def test_fp16_and_int8_load_in_insightface_run_every_batch_and_keep_cosine(network, fp32_models, tmp_path,  # noqa: F811
-                                                                           capsys):
+def test_fp16_and_int8_load_in_insightface_run_every_batch_and_keep_cosine(
+    network,
+    fp32_models,
+    tmp_path,
+    capsys,
+):
     from insightface.model_zoo import ArcFaceONNX
     from insightface.model_zoo import get_model as insightface_model
 
@@ -75,7 +78,7 @@ def test_fp16_and_int8_load_in_insightface_run_every_batch_and_keep_cosine(netwo
             assert row_cosines(embeddings, reference).min() >= bound, f"{precision} batch {size} vs fp32"
 
 
-def test_upstream_frozen_batch_export_is_detected_repaired_and_then_passes(fp32_models, tmp_path, capsys):  # noqa: F811
+def test_upstream_frozen_batch_export_is_detected_repaired_and_then_passes(fp32_models, tmp_path, capsys):
     folder, _ = fp32_models["mbf"]
     backbone = get_model("mbf", fp16=False, num_features=512)
     backbone.load_state_dict(__import__("torch").load(folder / "model.pt"))
@@ -92,8 +95,9 @@ def test_upstream_frozen_batch_export_is_detected_repaired_and_then_passes(fp32_
     code, out, err = _convert(capsys, upstream, "-o", fixed, "--fix-batch")
     assert code == 0, out + err
     assert "fix-batch: made 1 Reshape(s) batch-dynamic" in out
-    code = verify_onnx.main([str(fixed), "--checkpoint", str(folder / "model.pt"), "--network", "mbf", "--runs", "1",
-                             "--quiet"])
+    code = verify_onnx.main(
+        [str(fixed), "--checkpoint", str(folder / "model.pt"), "--network", "mbf", "--runs", "1", "--quiet"]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert " PASS " in _line(out, "batch") and " PASS " in _line(out, "parity")
@@ -102,7 +106,7 @@ def test_upstream_frozen_batch_export_is_detected_repaired_and_then_passes(fp32_
     assert row_cosines(run_onnx(session, x, 8), run_onnx(session, x, 1)).min() >= 0.99999
 
 
-def test_opset_11_from_checkpoint_and_opset_round_trip_of_an_onnx_file(fp32_models, tmp_path, capsys):  # noqa: F811
+def test_opset_11_from_checkpoint_and_opset_round_trip_of_an_onnx_file(fp32_models, tmp_path, capsys):
     folder, fp32 = fp32_models["mbf"]
     x = network_input(8)
     reference = run_onnx(cpu_session(str(fp32)), x, 8)
@@ -127,10 +131,15 @@ def test_opset_conversion_it_cannot_do_names_the_op_and_the_export_that_works(tm
     gamma = numpy_helper.from_array(np.ones(112, np.float32), "gamma")
     beta = numpy_helper.from_array(np.zeros(112, np.float32), "beta")
     graph = helper.make_graph(
-        [helper.make_node("LayerNormalization", ["input.1", "gamma", "beta"], ["normed"], name="norm", axis=-1),
-         helper.make_node("Flatten", ["normed"], ["flat"], name="flatten")], "layer_norm",
+        [
+            helper.make_node("LayerNormalization", ["input.1", "gamma", "beta"], ["normed"], name="norm", axis=-1),
+            helper.make_node("Flatten", ["normed"], ["flat"], name="flatten"),
+        ],
+        "layer_norm",
         [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["N", 3, 112, 112])],
-        [helper.make_tensor_value_info("flat", TensorProto.FLOAT, ["N", 3 * 112 * 112])], [gamma, beta])
+        [helper.make_tensor_value_info("flat", TensorProto.FLOAT, ["N", 3 * 112 * 112])],
+        [gamma, beta],
+    )
     path = tmp_path / "layer_norm.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     code, out, err = _convert(capsys, path, "-o", tmp_path / "layer_norm13.onnx", "--opset", "13")
@@ -140,7 +149,7 @@ def test_opset_conversion_it_cannot_do_names_the_op_and_the_export_that_works(tm
     assert not (tmp_path / "layer_norm13.onnx").exists()
 
 
-def test_a_conversion_that_fails_verification_is_refused_unless_forced(fp32_models, tmp_path, capsys):  # noqa: F811
+def test_a_conversion_that_fails_verification_is_refused_unless_forced(fp32_models, tmp_path, capsys):
     _, fp32 = fp32_models["mbf"]
     target = tmp_path / "int8.onnx"
     code, out, err = _convert(capsys, fp32, "-o", target, "--int8", "--min-cosine", "1.0")
@@ -151,19 +160,21 @@ def test_a_conversion_that_fails_verification_is_refused_unless_forced(fp32_mode
     assert "although verification failed, because --force was given" in err
 
 
-def test_fp16_and_int8_together_and_nothing_to_do_are_one_line_errors(fp32_models, tmp_path, capsys):  # noqa: F811
+def test_fp16_and_int8_together_and_nothing_to_do_are_one_line_errors(fp32_models, tmp_path, capsys):
     _, fp32 = fp32_models["mbf"]
-    for argv, words in (((fp32, "-o", tmp_path / "x.onnx", "--fp16", "--int8"), "exclude each other"),
-                        ((fp32, "-o", tmp_path / "x.onnx"), "nothing to convert"),
-                        ((fp32, "-o", tmp_path / "x.onnx", "--opset", "9"), "--opset 11"),
-                        ((fp32, "-o", fp32, "--fp16"), "is the source model"),
-                        ((tmp_path / "absent.onnx", "-o", tmp_path / "x.onnx", "--fp16"), "does not exist")):
+    for argv, words in (
+        ((fp32, "-o", tmp_path / "x.onnx", "--fp16", "--int8"), "exclude each other"),
+        ((fp32, "-o", tmp_path / "x.onnx"), "nothing to convert"),
+        ((fp32, "-o", tmp_path / "x.onnx", "--opset", "9"), "--opset 11"),
+        ((fp32, "-o", fp32, "--fp16"), "is the source model"),
+        ((tmp_path / "absent.onnx", "-o", tmp_path / "x.onnx", "--fp16"), "does not exist"),
+    ):
         code, out, err = _convert(capsys, *argv)
         assert code == 1 and words in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "x.onnx").exists()
 
 
-def test_verify_compare_against_the_checkpoint_prints_the_side_by_side_table(fp32_models, tmp_path, capsys):  # noqa: F811
+def test_verify_compare_against_the_checkpoint_prints_the_side_by_side_table(fp32_models, tmp_path, capsys):
     folder, fp32 = fp32_models["mbf"]
     fp16 = tmp_path / "fp16.onnx"
     assert _convert(capsys, fp32, "-o", fp16, "--fp16")[0] == 0
@@ -188,14 +199,36 @@ def test_briefly_trained_model_keeps_its_accuracy_on_synthetic_bin_in_fp16_and_i
     from tools.synthetic_to_rec import main as synthetic_to_rec
 
     data = tmp_path / "rec"  # calibration faces (train.rec) and the demo's 2000 held-out pairs (synthetic.bin)
-    assert synthetic_to_rec([str(data), "--set", "synthetic.num_identities=40", "--set",
-                             "synthetic.images_per_identity=4", "--set", "synthetic.val_identities=400", "--set",
-                             "synthetic.val_pairs=2000", "--quiet"]) == 0
+    assert (
+        synthetic_to_rec(
+            [
+                str(data),
+                "--set",
+                "synthetic.num_identities=40",
+                "--set",
+                "synthetic.images_per_identity=4",
+                "--set",
+                "synthetic.val_identities=400",
+                "--set",
+                "synthetic.val_pairs=2000",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     run = tmp_path / "run"
-    cfg = get_config("recipes/arcface_torch/configs/synthetic_unpg", output=str(run), num_workers=0, batch_size=64,
-                     num_epoch=1, embedding_size=64, frequent=1000, verbose=10_000, val_targets=[],
-                     synthetic={"num_identities": 120, "images_per_identity": 24, "val_identities": 20,
-                                "val_pairs": 20})
+    cfg = get_config(
+        "recipes/arcface_torch/configs/synthetic_unpg",
+        output=str(run),
+        num_workers=0,
+        batch_size=64,
+        num_epoch=1,
+        embedding_size=64,
+        frequent=1000,
+        verbose=10_000,
+        val_targets=[],
+        synthetic={"num_identities": 120, "images_per_identity": 24, "val_identities": 20, "val_pairs": 20},
+    )
     train(cfg)
     fp32 = run / "model.onnx"
     assert export_onnx.main([str(run), "-o", str(fp32), "--quiet"]) == 0
@@ -203,8 +236,9 @@ def test_briefly_trained_model_keeps_its_accuracy_on_synthetic_bin_in_fp16_and_i
     bin_path = data / "synthetic.bin"
     for flag, extra in (("--fp16", []), ("--int8", ["--calibration", str(data)])):
         target = tmp_path / f"model{flag.replace('--', '_')}.onnx"
-        code = convert_onnx.main([str(fp32), "-o", str(target), flag, *extra, "--bin", str(bin_path), "--runs", "1",
-                                  "--json"])
+        code = convert_onnx.main(
+            [str(fp32), "-o", str(target), flag, *extra, "--bin", str(bin_path), "--runs", "1", "--json"]
+        )
         report = json.loads(capsys.readouterr().out)
         assert code == 0 and report["written"], report["verification"]["checks"]
         comparison = report["verification"]["comparison"]

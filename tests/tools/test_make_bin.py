@@ -1,5 +1,6 @@
 """make_bin: real-world images (formats, --resize, --landmarks, each distinct image read once); misuse: an existing
 output is kept unless --force, a full disk is one line, leftovers are cleaned."""
+
 import errno
 import os
 import pickle
@@ -30,7 +31,10 @@ def test_existing_output_is_refused_without_force(pairs, tmp_path, capsys):
     output = tmp_path / "val.bin"
     output.write_bytes(b"someone's verification set")
     assert make_bin.main([str(pairs), str(output), "--quiet"]) == 1
-    assert capsys.readouterr().err == f"error: {output} already exists; pass --force to replace it, or choose another output file\n"
+    assert (
+        capsys.readouterr().err
+        == f"error: {output} already exists; pass --force to replace it, or choose another output file\n"
+    )
     assert output.read_bytes() == b"someone's verification set"
     assert make_bin.main([str(pairs), str(output), "--quiet", "--force"]) == 0
     bins, issame = pickle.loads(output.read_bytes())
@@ -46,8 +50,10 @@ def test_full_disk_is_one_line_and_keeps_nothing_half_written(pairs, tmp_path, c
 
     monkeypatch.setattr(bin_file.pickle, "dump", no_space)
     assert make_bin.main([str(pairs), str(output), "--quiet"]) == 1
-    assert capsys.readouterr().err == (f"error: no space left on the device while writing {output}; val.bin was not written; "
-                                       f"free space there and run again\n")
+    assert capsys.readouterr().err == (
+        f"error: no space left on the device while writing {output}; val.bin was not written; "
+        f"free space there and run again\n"
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jpg", "b.jpg", "pairs.txt"]
 
 
@@ -68,17 +74,29 @@ def test_pgm_resize_and_landmarks_in_one_bin(tmp_path, capsys):
     photo = np.zeros((200, 200, 3), np.uint8)
     points = ARCFACE_DST * 1.2 + 15
     for x, y in np.round(points).astype(int):
-        photo[y - 1:y + 2, x - 1:x + 2] = 255
+        photo[y - 1 : y + 2, x - 1 : x + 2] = 255
     cv2.imwrite(str(tmp_path / "c.jpg"), photo)
     (tmp_path / "marks.txt").write_text("c.jpg " + " ".join(f"{v:.2f}" for v in points.ravel()) + "\n")
     (tmp_path / "pairs.txt").write_text("a.pgm b.png 0\na.pgm a.pgm 1\nc.jpg b.png 0\n")
     out = tmp_path / "val.bin"
     assert make_bin.main([str(tmp_path / "pairs.txt"), str(out), "--quiet"]) == 1
     assert "b.png: image is 120x130, expected 112x112; pass --resize 112" in capsys.readouterr().err
-    assert make_bin.main([str(tmp_path / "pairs.txt"), str(out), "--quiet", "--resize", "112",
-                          "--landmarks", str(tmp_path / "marks.txt")]) == 0
+    assert (
+        make_bin.main(
+            [
+                str(tmp_path / "pairs.txt"),
+                str(out),
+                "--quiet",
+                "--resize",
+                "112",
+                "--landmarks",
+                str(tmp_path / "marks.txt"),
+            ]
+        )
+        == 0
+    )
     vset = load_bin(out)
     assert vset.num_pairs == 3 and list(vset.issame) == [False, True, False]
     np.testing.assert_array_equal(vset.images[0], vset.images[2])  # one image, prepared once, stored twice
     x, y = np.round(ARCFACE_DST[0]).astype(int)
-    assert vset.images[4][y - 1:y + 2, x - 1:x + 2].max() > 100  # aligned: the left-eye dot on the template
+    assert vset.images[4][y - 1 : y + 2, x - 1 : x + 2].max() > 100  # aligned: the left-eye dot on the template

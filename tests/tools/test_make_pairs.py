@@ -1,4 +1,5 @@
 """make_pairs: balanced or all pairs from a folder of identities, ready for make_bin."""
+
 import cv2
 import numpy as np
 

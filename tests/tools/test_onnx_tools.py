@@ -3,6 +3,7 @@
 Real backbones (mbf, r18) are exported once per module; the broken models are tiny networks built
 here, so every failure case is fast.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,9 +58,16 @@ def _torch_export(module: nn.Module, path: Path, size: int = 112, dynamic: bool 
     torch.manual_seed(0)
     shapes = ({0: torch.export.Dim("batch")},) if dynamic else None
     with _quiet_exporter():
-        torch.onnx.export(module.eval(), (torch.zeros(2 if dynamic else 1, 3, size, size),), str(path), dynamo=True,
-                          external_data=False, input_names=["input.1"], output_names=["out"],
-                          dynamic_shapes=shapes)
+        torch.onnx.export(
+            module.eval(),
+            (torch.zeros(2 if dynamic else 1, 3, size, size),),
+            str(path),
+            dynamo=True,
+            external_data=False,
+            input_names=["input.1"],
+            output_names=["out"],
+            dynamic_shapes=shapes,
+        )
     return path
 
 
@@ -89,14 +97,25 @@ def mbf_run(tmp_path_factory, tiny_model):
     its weights in external-data files, with a model package."""
     folder = tmp_path_factory.mktemp("synthetic_mbf_unpg")
     onnx_path = folder / "mbf.onnx"
-    onnx.save(onnx.load(str(tiny_model)), str(onnx_path), save_as_external_data=True, all_tensors_to_one_file=True,
-              location="mbf_weights.bin", size_threshold=0)
+    onnx.save(
+        onnx.load(str(tiny_model)),
+        str(onnx_path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="mbf_weights.bin",
+        size_threshold=0,
+    )
     (folder / "mbf.onnx.data").write_bytes(b"stale external data from an older export")
     (folder / "shared_weights.bin").write_bytes(b"not ours to delete")
     torch.manual_seed(0)
     torch.save(_face_calibrated(get_model("mbf")).state_dict(), folder / "model.pt")
-    config = {"network": "mbf", "embedding_size": 512, "loss": "unpg", "margin_list": [1.0, 0.5, 0.0],
-              "config_name": "synthetic_mbf_unpg"}
+    config = {
+        "network": "mbf",
+        "embedding_size": 512,
+        "loss": "unpg",
+        "margin_list": [1.0, 0.5, 0.0],
+        "config_name": "synthetic_mbf_unpg",
+    }
     (folder / "config.json").write_text(json.dumps(config))
     code = export_onnx.main([str(folder), "-o", str(onnx_path), "--force", "--package", str(folder / "package")])
     assert code == 0
@@ -183,8 +202,9 @@ def test_export_fails_loudly_on_a_batch_freezing_model(tmp_path):
 def test_simplified_export_at_opset_17_keeps_the_dynamic_batch(tmp_path):
     pytest.importorskip("onnxslim")
     torch.manual_seed(0)
-    report = export_backbone(TinyFaceNet(), tmp_path / "tiny.onnx", metadata={"network": "tiny"}, opset=17,
-                             simplify=True)
+    report = export_backbone(
+        TinyFaceNet(), tmp_path / "tiny.onnx", metadata={"network": "tiny"}, opset=17, simplify=True
+    )
     assert report.simplified and report.parity.min_cosine >= 0.9999
     model = onnx.load(str(report.path))
     assert next(o.version for o in model.opset_import if o.domain == "") == 17
@@ -227,8 +247,19 @@ def test_insightface_loads_export_and_package_and_the_package_verifies(mbf_run, 
     assert manifest["manifest_version"] == 2 and manifest["model_id"] == "synthetic_mbf_unpg"
     code, out = _verify(capsys, folder / "package", "--checkpoint", folder)
     assert code == 0, out
-    for name in ("file", "package", "checker", "input", "output", "weights", "batch", "finite", "parity",
-                 "insightface", "latency"):
+    for name in (
+        "file",
+        "package",
+        "checker",
+        "input",
+        "output",
+        "weights",
+        "batch",
+        "finite",
+        "parity",
+        "insightface",
+        "latency",
+    ):
         assert " PASS " in _line(out, name), out
     assert "sha256 verified" in _line(out, "package")
     assert "vs PyTorch mbf" in _line(out, "parity")

@@ -1,4 +1,5 @@
 """pack_rec on real-world folders: OpenCV formats, grey images, --resize and --landmarks."""
+
 import cv2
 import numpy as np
 
@@ -34,19 +35,23 @@ def test_resize_and_landmarks_bring_every_face_to_112(tmp_path, capsys):
     _write(tmp_path / "in" / "ann" / "crop.png", np.full((160, 140, 3), 70, np.uint8))
     photo = np.zeros((240, 200, 3), np.uint8)
     for x, y in np.round(ARCFACE_DST * 1.5 + 10).astype(int):
-        photo[y - 1:y + 2, x - 1:x + 2] = 255
+        photo[y - 1 : y + 2, x - 1 : x + 2] = 255
     _write(tmp_path / "in" / "ben" / "photo.jpg", photo)
     assert pack_rec.main([str(tmp_path / "in"), str(tmp_path / "no"), "--quiet"]) == 1
     assert "crop.png: image is 140x160, expected 112x112; pass --resize 112" in capsys.readouterr().err
     landmarks = tmp_path / "landmarks.txt"
     landmarks.write_text("ben/photo.jpg " + " ".join(f"{v:.2f}" for v in (ARCFACE_DST * 1.5 + 10).ravel()) + "\n")
-    assert pack_rec.main([str(tmp_path / "in"), str(tmp_path / "rec"), "--quiet", "--resize", "112",
-                          "--landmarks", str(landmarks)]) == 0
+    assert (
+        pack_rec.main(
+            [str(tmp_path / "in"), str(tmp_path / "rec"), "--quiet", "--resize", "112", "--landmarks", str(landmarks)]
+        )
+        == 0
+    )
     faces = RecordIOFaces(tmp_path / "rec", flip=False)
     crop = np.round(faces[0][0].numpy() * 127.5 + 127.5)
     aligned = np.round(faces[1][0].numpy() * 127.5 + 127.5)[0]
     assert abs(crop.mean() - 70) < 2
     x, y = np.round(ARCFACE_DST[2]).astype(int)
-    assert aligned[y - 1:y + 2, x - 1:x + 2].max() > 100  # the nose dot sits on the template's nose
+    assert aligned[y - 1 : y + 2, x - 1 : x + 2].max() > 100  # the nose dot sits on the template's nose
     assert pack_rec.main([str(tmp_path / "in"), str(tmp_path / "bad"), "--quiet", "--resize", "0"]) == 1
     assert "--resize 0 must be a positive size" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """The embedded data written as an insightface folder trains through the RecordIO and .bin path."""
+
 import pytest
 
 from recipes.arcface_torch.config import get_config
@@ -9,9 +10,19 @@ from tools.synthetic_to_rec import main as synthetic_to_rec
 
 pytestmark = pytest.mark.slow  # trains, exports or spawns processes
 
-SMALL = ["--set", "synthetic.num_identities=12", "--set", "synthetic.images_per_identity=6",
-         "--set", "synthetic.val_identities=10", "--set", "synthetic.val_pairs=40", "--set", "synthetic.label_noise=0.25",
-         "--quiet"]
+SMALL = [
+    "--set",
+    "synthetic.num_identities=12",
+    "--set",
+    "synthetic.images_per_identity=6",
+    "--set",
+    "synthetic.val_identities=10",
+    "--set",
+    "synthetic.val_pairs=40",
+    "--set",
+    "synthetic.label_noise=0.25",
+    "--quiet",
+]
 
 
 def test_synthetic_rec_round_trip_and_training(tmp_path, capsys):
@@ -27,8 +38,16 @@ def test_synthetic_rec_round_trip_and_training(tmp_path, capsys):
     assert synthetic_to_rec([str(data), *SMALL]) == 1  # refuses to overwrite
     assert "already exists; pass --overwrite" in capsys.readouterr().err
 
-    cfg = get_config("recipes/arcface_torch/configs/synthetic_unpg", rec=str(data), output=str(tmp_path / "out"),
-                     num_workers=0, batch_size=8, max_steps=3, embedding_size=16, val_targets=["synthetic"])
+    cfg = get_config(
+        "recipes/arcface_torch/configs/synthetic_unpg",
+        rec=str(data),
+        output=str(tmp_path / "out"),
+        num_workers=0,
+        batch_size=8,
+        max_steps=3,
+        embedding_size=16,
+        val_targets=["synthetic"],
+    )
     result = train(cfg)
     assert result["step"] == 3
     assert result["verification"]["synthetic"]["num_pairs"] == 40

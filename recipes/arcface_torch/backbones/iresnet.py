@@ -8,6 +8,7 @@ Layout: 3x3 stem conv (64 ch, stride 1) + BN + PReLU; four stages of IBasicBlock
 channels, each stage halving the resolution (112 -> 56 -> 28 -> 14 -> 7); BN; flatten (N, 512*7*7);
 dropout; fc -> (N, num_features); BatchNorm1d `features` whose scale is frozen at 1.
 """
+
 from __future__ import annotations
 
 import torch
@@ -66,13 +67,21 @@ class IResNet(nn.Module):
 
     fc_scale = FEATURE_MAP_SIZE * FEATURE_MAP_SIZE
 
-    def __init__(self, layers, dropout: float = 0.0, num_features: int = 512, fp16: bool = False,
-                 zero_init_residual: bool = False):
+    def __init__(
+        self,
+        layers,
+        dropout: float = 0.0,
+        num_features: int = 512,
+        fp16: bool = False,
+        zero_init_residual: bool = False,
+    ):
         super().__init__()
         layers = tuple(layers)
         if len(layers) != 4 or not all(isinstance(n, int) and n > 0 for n in layers):
-            raise ValueError(f"IResNet layers must be 4 positive ints (blocks per stage), got {layers}; "
-                             f"use e.g. (3, 4, 14, 3) for r50")
+            raise ValueError(
+                f"IResNet layers must be 4 positive ints (blocks per stage), got {layers}; "
+                f"use e.g. (3, 4, 14, 3) for r50"
+            )
         _check_head_args(dropout, num_features)
         self.fp16 = bool(fp16)
         self.amp_dtype: torch.dtype | None = None  # half type of the trunk; None: float16 on CUDA only
@@ -131,19 +140,20 @@ def _make_stage(in_channels: int, channels: int, blocks: int) -> nn.Sequential:
 
 def _check_head_args(dropout: float, num_features: int) -> None:
     if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features <= 0:
-        raise ValueError(f"num_features must be a positive int (the embedding size), got {num_features!r}; "
-                         f"use e.g. 512")
+        raise ValueError(
+            f"num_features must be a positive int (the embedding size), got {num_features!r}; use e.g. 512"
+        )
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}; use 0.0 to disable it")
 
 
-def iresnet(name: str, dropout: float = 0.0, fp16: bool = False, num_features: int = 512,
-            **kwargs) -> IResNet:
+def iresnet(name: str, dropout: float = 0.0, fp16: bool = False, num_features: int = 512, **kwargs) -> IResNet:
     """Build the IResNet named `name` (one of IRESNET_LAYERS: r18, r34, r50, r100, r200)."""
     if name not in IRESNET_LAYERS:
         raise ValueError(f"unknown IResNet depth {name!r}; choose one of {', '.join(IRESNET_LAYERS)}")
     unknown = sorted(set(kwargs) - {"zero_init_residual"})
     if unknown:
-        raise ValueError(f"IResNet got unknown option(s) {', '.join(unknown)}; the only extra option is "
-                         f"zero_init_residual")
+        raise ValueError(
+            f"IResNet got unknown option(s) {', '.join(unknown)}; the only extra option is zero_init_residual"
+        )
     return IResNet(IRESNET_LAYERS[name], dropout=dropout, num_features=num_features, fp16=fp16, **kwargs)

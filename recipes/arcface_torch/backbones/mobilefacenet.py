@@ -9,6 +9,7 @@ three stride-2 inverted-bottleneck transitions each followed by a residual stage
 c -> 2c (28 -> 14), 2c -> 2c (14 -> 7); a 1x1 conv to 512 channels; and the GDC head: a 7x7 depthwise
 conv (global depthwise pooling) -> flatten (N, 512) -> linear (no bias) -> BatchNorm1d.
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,11 +22,21 @@ class ConvBlock(nn.Module):
     """Conv2d (no bias) -> BatchNorm2d -> PReLU as `layers.0/1/2`; with activation=False (upstream's
     LinearBlock) only `layers.0/1`."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel=(1, 1), stride=(1, 1), padding=(0, 0),
-                 groups: int = 1, activation: bool = True):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel=(1, 1),
+        stride=(1, 1),
+        padding=(0, 0),
+        groups: int = 1,
+        activation: bool = True,
+    ):
         super().__init__()
-        layers = [nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=padding, groups=groups, bias=False),
-                  nn.BatchNorm2d(out_channels)]
+        layers = [
+            nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=padding, groups=groups, bias=False),
+            nn.BatchNorm2d(out_channels),
+        ]
         if activation:
             layers.append(nn.PReLU(out_channels))
         self.layers = nn.Sequential(*layers)
@@ -41,8 +52,16 @@ class DepthWise(nn.Module):
     (requires in_channels == out_channels and stride 1).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, residual: bool = False, kernel=(3, 3), stride=(2, 2),
-                 padding=(1, 1), groups: int = 1):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        residual: bool = False,
+        kernel=(3, 3),
+        stride=(2, 2),
+        padding=(1, 1),
+        groups: int = 1,
+    ):
         super().__init__()
         self.residual = residual
         self.layers = nn.Sequential(
@@ -61,9 +80,9 @@ class Residual(nn.Module):
 
     def __init__(self, channels: int, num_block: int, groups: int, kernel=(3, 3), stride=(1, 1), padding=(1, 1)):
         super().__init__()
-        self.layers = nn.Sequential(*[
-            DepthWise(channels, channels, True, kernel, stride, padding, groups) for _ in range(num_block)
-        ])
+        self.layers = nn.Sequential(
+            *[DepthWise(channels, channels, True, kernel, stride, padding, groups) for _ in range(num_block)]
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
@@ -102,8 +121,9 @@ class MobileFaceNet(nn.Module):
         if isinstance(scale, bool) or not isinstance(scale, int) or scale <= 0:
             raise ValueError(f"MobileFaceNet scale must be a positive int, got {scale!r}; use e.g. 2")
         if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features <= 0:
-            raise ValueError(f"num_features must be a positive int (the embedding size), got {num_features!r}; "
-                             f"use e.g. 512")
+            raise ValueError(
+                f"num_features must be a positive int (the embedding size), got {num_features!r}; use e.g. 512"
+            )
         self.fp16 = bool(fp16)
         self.amp_dtype: torch.dtype | None = None  # half type of the trunk; None: float16 on CUDA only
         c = 64 * scale

@@ -4,6 +4,7 @@
 linear -> BatchNorm1d -> (N, num_features). About 30x fewer multiply-adds than MobileFaceNet, so the
 embedded synthetic demo trains in minutes on two CPU cores.
 """
+
 from __future__ import annotations
 
 import torch
@@ -17,7 +18,13 @@ def _conv_bn_prelu(cin: int, cout: int, stride: int) -> list[nn.Module]:
 
 
 class TinyFaceNet(nn.Module):
-    def __init__(self, num_features: int = 128, widths: tuple[int, ...] = (16, 32, 64, 128), dropout: float = 0.0, fp16: bool = False):
+    def __init__(
+        self,
+        num_features: int = 128,
+        widths: tuple[int, ...] = (16, 32, 64, 128),
+        dropout: float = 0.0,
+        fp16: bool = False,
+    ):
         super().__init__()
         layers, cin = [], 3
         for width in widths:

@@ -6,66 +6,67 @@ Key names, meanings and defaults follow upstream arcface_torch. Keys added by th
 features this recipe does not have (DALI, Weights & Biases) are accepted so upstream config files load unchanged;
 asking for them warns.
 """
+
 from easydict import EasyDict as edict
 
 config = edict()
 
 # model
-config.network = "r50"               # r18 | r34 | r50 | r100 | r200 | mbf
+config.network = "r50"  # r18 | r34 | r50 | r100 | r200 | mbf
 config.embedding_size = 512
 config.dropout = 0.0
-config.fp16 = False                  # backbone under autocast (half precision) + GradScaler; the head stays fp32
-config.amp_dtype = "auto"            # half type when fp16: "auto" (float16 on CUDA, bfloat16 on CPU) | "float16" | "bfloat16"
+config.fp16 = False  # backbone under autocast (half precision) + GradScaler; the head stays fp32
+config.amp_dtype = "auto"  # half type when fp16: "auto" (float16 on CUDA, bfloat16 on CPU) | "float16" | "bfloat16"
 
 # head: margin_list = (m1, m2, m3): psi(cos) = cos(m1*theta + m2) - m3; ArcFace (1.0, 0.5, 0.0), CosFace (1.0, 0.0, 0.4)
 config.margin_list = (1.0, 0.5, 0.0)
-config.scale = 64.0                  # s
-config.sample_rate = 1.0             # partial FC: fraction of class centres sampled per step (0: the batch's positives only)
+config.scale = 64.0  # s
+config.sample_rate = 1.0  # partial FC: fraction of class centres sampled per step (0: the batch's positives only)
 config.interclass_filtering_threshold = 0.0  # > 0: non-target cosines above it are set to 0 (upstream's option)
 config.margin_gradient = "straight_through"  # target-logit gradient: "straight_through" (upstream) | "exact"
-config.loss = "margin_softmax"       # a registered loss or a list composed in order, e.g. ["magface", "unpg"]
+config.loss = "margin_softmax"  # a registered loss or a list composed in order, e.g. ["magface", "unpg"]
 config.plugins = ["plugins.unpg", "plugins.magface", "plugins.npcface", "plugins.uss"]
-                                     # modules whose register(registry) adds losses; each loss's options
-                                     # (config.<loss name>, e.g. config.unpg.wisk) default to its plugin's values
+# modules whose register(registry) adds losses; each loss's options
+# (config.<loss name>, e.g. config.unpg.wisk) default to its plugin's values
 
 # optimisation
-config.optimizer = "sgd"             # sgd | adamw
+config.optimizer = "sgd"  # sgd | adamw
 config.lr = 0.1
 config.momentum = 0.9
 config.weight_decay = 5e-4
-config.batch_size = 128              # per rank
+config.batch_size = 128  # per rank
 config.gradient_acc = 1
-config.clip_grad_norm = 5.0          # 0 disables clipping
+config.clip_grad_norm = 5.0  # 0 disables clipping
 config.num_epoch = 20
-config.warmup_epoch = 0              # linear warmup epochs (<= 0: none)
-config.lr_power = 1.0                # polynomial decay power after warmup (upstream: 1.0, linear)
-config.max_steps = 0                 # >0: stop after this many global steps (batches, as upstream counts them)
+config.warmup_epoch = 0  # linear warmup epochs (<= 0: none)
+config.lr_power = 1.0  # polynomial decay power after warmup (upstream: 1.0, linear)
+config.max_steps = 0  # >0: stop after this many global steps (batches, as upstream counts them)
 
 # data
-config.rec = "synthetic"             # "synthetic" | RecordIO folder (train.rec/.idx/property) | image folder
-config.num_classes = 0               # 0: read from the dataset; with rec = "synthetic": the number of identities
-config.num_image = 0                 # 0: read from the dataset; else sets the LR schedule's length, as upstream
+config.rec = "synthetic"  # "synthetic" | RecordIO folder (train.rec/.idx/property) | image folder
+config.num_classes = 0  # 0: read from the dataset; with rec = "synthetic": the number of identities
+config.num_image = 0  # 0: read from the dataset; else sets the LR schedule's length, as upstream
 config.num_workers = 2
 config.seed = 2048
-config.val_targets = []              # names of .bin files beside the .rec (a missing one is skipped), or "synthetic"
+config.val_targets = []  # names of .bin files beside the .rec (a missing one is skipped), or "synthetic"
 config.synthetic = edict()
 config.synthetic.num_identities = 1000
 config.synthetic.images_per_identity = 20
 config.synthetic.val_identities = 200
 config.synthetic.val_pairs = 1000
-config.synthetic.label_noise = 0.0   # fraction of training samples given a wrong label
+config.synthetic.label_noise = 0.0  # fraction of training samples given a wrong label
 config.synthetic.seed = 0
 config.synthetic.preset = "classic"  # "classic" | "hard": head turns, face masks/sunglasses, harsh side light
-config.synthetic.max_yaw = 40.0      # "hard" only: largest head turn in degrees (pitch up to half of it)
+config.synthetic.max_yaw = 40.0  # "hard" only: largest head turn in degrees (pitch up to half of it)
 
 # logging, evaluation, checkpoints
-config.output = None                 # None or "": work_dirs/<config name>
-config.verbose = 2000                # verification every `verbose` steps (and at the end)
-config.frequent = 10                 # progress line every `frequent` steps
+config.output = None  # None or "": work_dirs/<config name>
+config.verbose = 2000  # verification every `verbose` steps (and at the end)
+config.frequent = 10  # progress line every `frequent` steps
 config.resume = False
-config.save_all_states = False       # per-rank checkpoints (optimizer, scheduler, scaler, RNG) for resume
-config.nan_policy = "stop"           # "stop": a non-finite loss stops training, keeping the last good checkpoint
-config.dist_timeout = 300            # seconds a collective may wait for another rank before the job stops
+config.save_all_states = False  # per-rank checkpoints (optimizer, scheduler, scaler, RNG) for resume
+config.nan_policy = "stop"  # "stop": a non-finite loss stops training, keeping the last good checkpoint
+config.dist_timeout = 300  # seconds a collective may wait for another rank before the job stops
 
 # upstream keys for features this recipe does not have: accepted; True asks for them and gets a warning
 config.dali = False

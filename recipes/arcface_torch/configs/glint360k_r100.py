@@ -1,8 +1,9 @@
 """Glint360K, IResNet-100, CosFace (upstream arcface_torch's glint360k_r100 settings)."""
+
 from easydict import EasyDict as edict
 
 config = edict()
-config.loss = 'margin_softmax'
+config.loss = "margin_softmax"
 config.network = "r100"
 config.margin_list = (1.0, 0.0, 0.4)
 config.fp16 = True

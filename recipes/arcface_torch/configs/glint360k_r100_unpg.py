@@ -1,4 +1,5 @@
 """Glint360K, IResNet-100, CosFace + UNPG."""
+
 from easydict import EasyDict as edict
 
 config = edict()

@@ -1,4 +1,5 @@
 """MS1MV3, MobileFaceNet, ArcFace + UNPG."""
+
 from easydict import EasyDict as edict
 
 config = edict()

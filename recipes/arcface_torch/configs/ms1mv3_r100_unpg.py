@@ -1,4 +1,5 @@
 """MS1MV3, IResNet-100, ArcFace + UNPG."""
+
 from easydict import EasyDict as edict
 
 config = edict()

@@ -1,10 +1,11 @@
 """MS1MV3, IResNet-50, ArcFace (upstream arcface_torch's ms1mv3_r50 settings)."""
+
 from easydict import EasyDict as edict
 
 config = edict()
-config.network = 'r50'
+config.network = "r50"
 config.margin_list = (1.0, 0.5, 0.0)
-config.loss = 'margin_softmax'
+config.loss = "margin_softmax"
 config.fp16 = True
 config.rec = "/train_tmp/ms1m-retinaface-t1"
 config.num_classes = 93431

@@ -1,8 +1,9 @@
 """MS1MV3, IResNet-50, ArcFace + UNPG (wisk 1.5, as in the paper)."""
+
 from easydict import EasyDict as edict
 
 config = edict()
-config.network = 'r50'
+config.network = "r50"
 config.margin_list = (1.0, 0.5, 0.0)
 config.loss = "unpg"
 config.fp16 = True

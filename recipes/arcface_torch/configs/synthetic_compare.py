@@ -3,19 +3,21 @@
 half as many images per second as "classic" (210 vs 410 on one busy core), so runs take longer than the
 27 minutes that 7 methods x 3 seeds took on the classic task (2 idle CPU cores).
 `--set synthetic.preset=classic` gives the frontal task of earlier releases."""
+
 from easydict import EasyDict as edict
 
 config = edict()
 config.margin_list = (1.0, 0.5, 0.0)
-config.loss = 'margin_softmax'
-config.rec = 'synthetic'
+config.loss = "margin_softmax"
+config.rec = "synthetic"
 config.network = "tiny"
 config.embedding_size = 128
 config.scale = 32.0
 config.batch_size = 64
 config.num_epoch = 4
-config.synthetic = edict(num_identities=400, images_per_identity=16, val_identities=400, val_pairs=2000, label_noise=0.05,
-                         preset="hard")
+config.synthetic = edict(
+    num_identities=400, images_per_identity=16, val_identities=400, val_pairs=2000, label_noise=0.05, preset="hard"
+)
 config.val_targets = ["synthetic"]
 config.num_workers = 0
 config.frequent = 25

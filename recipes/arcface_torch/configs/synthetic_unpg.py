@@ -1,9 +1,10 @@
 """Embedded default: TinyFaceNet + ArcFace + UNPG on synthetic identities; trains on CPU in minutes."""
+
 from easydict import EasyDict as edict
 
 config = edict()
 config.margin_list = (1.0, 0.5, 0.0)
-config.rec = 'synthetic'
+config.rec = "synthetic"
 config.network = "tiny"
 config.embedding_size = 128
 config.scale = 32.0

@@ -3,6 +3,7 @@
 config.rec is "synthetic" (the embedded default), a RecordIO folder (train.rec, train.idx, property)
 or an image folder (one sub-folder per identity).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -28,12 +29,21 @@ def build_train_dataset(config) -> Dataset:
 
         s = config.synthetic
         identities = config.num_classes or s.num_identities  # an upstream config's num_classes sizes the set
-        return SyntheticFaces(identities, s.images_per_identity, seed=s.seed, label_noise=s.label_noise,
-                              flip_seed=config.seed, preset=s.preset, max_yaw=s.max_yaw)
+        return SyntheticFaces(
+            identities,
+            s.images_per_identity,
+            seed=s.seed,
+            label_noise=s.label_noise,
+            flip_seed=config.seed,
+            preset=s.preset,
+            max_yaw=s.max_yaw,
+        )
     root = Path(config.rec)
     if not root.exists():
-        raise FileNotFoundError(f"config.rec={config.rec!r} does not exist; point it at a RecordIO folder "
-                                f"(train.rec/train.idx/property), an image folder, or use 'synthetic'")
+        raise FileNotFoundError(
+            f"config.rec={config.rec!r} does not exist; point it at a RecordIO folder "
+            f"(train.rec/train.idx/property), an image folder, or use 'synthetic'"
+        )
     if (root / "train.rec").is_file():
         from .recordio_faces import RecordIOFaces
 
@@ -42,8 +52,10 @@ def build_train_dataset(config) -> Dataset:
         from .image_folder_faces import ImageFolderFaces
 
         return ImageFolderFaces(root, seed=config.seed)
-    raise ValueError(f"config.rec={config.rec!r} is neither a folder with train.rec nor an image folder; "
-                     f"pack images with tools/pack_rec.py or point to the dataset folder")
+    raise ValueError(
+        f"config.rec={config.rec!r} is neither a folder with train.rec nor an image folder; "
+        f"pack images with tools/pack_rec.py or point to the dataset folder"
+    )
 
 
 def val_target_path(rec: str, target: str) -> Path:
@@ -63,16 +75,26 @@ def build_val_sets(config, warn: Callable[[str], None] = print) -> list[Verifica
             from .synthetic_faces import synthetic_verification_set
 
             s = config.synthetic
-            sets.append(synthetic_verification_set(s.val_identities, s.val_pairs, seed=s.seed,
-                                                   identity_offset=SYNTHETIC_VAL_OFFSET, name=SYNTHETIC,
-                                                   preset=s.preset, max_yaw=s.max_yaw))
+            sets.append(
+                synthetic_verification_set(
+                    s.val_identities,
+                    s.val_pairs,
+                    seed=s.seed,
+                    identity_offset=SYNTHETIC_VAL_OFFSET,
+                    name=SYNTHETIC,
+                    preset=s.preset,
+                    max_yaw=s.max_yaw,
+                )
+            )
             continue
         from ..evaluation.bin_file import load_bin
 
         path = val_target_path(config.rec, name)
         if not path.is_file():
-            warn(f"val target {name!r} skipped: {path} does not exist; put {name}.bin beside the .rec, give "
-                 f"the .bin's path, or remove it from config.val_targets")
+            warn(
+                f"val target {name!r} skipped: {path} does not exist; put {name}.bin beside the .rec, give "
+                f"the .bin's path, or remove it from config.val_targets"
+            )
             continue
         sets.append(load_bin(path))
     return sets
@@ -87,8 +109,13 @@ def build_train_loader(dataset: Dataset, config, rank: int, world_size: int) -> 
     # one OpenCV thread per process, set before the workers fork: changing it inside a forked worker can hang
     cv2.setNumThreads(1)
     sampler = ShardedEpochSampler(len(dataset), config.batch_size, rank, world_size, seed=config.seed)
-    options = dict(num_workers=config.num_workers, pin_memory=torch.cuda.is_available(), worker_init_fn=_seed_worker,
-                   persistent_workers=False, generator=torch.Generator().manual_seed(config.seed + rank))
+    options = dict(
+        num_workers=config.num_workers,
+        pin_memory=torch.cuda.is_available(),
+        worker_init_fn=_seed_worker,
+        persistent_workers=False,
+        generator=torch.Generator().manual_seed(config.seed + rank),
+    )
     if supports_batches(dataset):  # whole uint8 batches decoded in place, normalised here (face_batches.py)
         batches = BatchSampler(sampler, config.batch_size, drop_last=True)
         loader = DataLoader(FaceBatches(dataset, normalise=False), batch_size=None, sampler=batches, **options)

@@ -16,6 +16,7 @@ Values and flips are bit for bit those of the wrapped dataset's __getitem__.
 
 `faces` provides image_size (H, W) and encoded_face(index) -> (bytes, label, flip, where), as RecordIOFaces does.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,8 +49,10 @@ class FaceBatches(Dataset):
 
     def __init__(self, faces, normalise: bool = True):
         if not supports_batches(faces):
-            raise TypeError(f"{type(faces).__name__} has no encoded_face(index) and image_size, so FaceBatches "
-                            f"cannot read it; use a plain DataLoader over it instead")
+            raise TypeError(
+                f"{type(faces).__name__} has no encoded_face(index) and image_size, so FaceBatches "
+                f"cannot read it; use a plain DataLoader over it instead"
+            )
         self.faces, self.normalise = faces, bool(normalise)
 
     def __len__(self) -> int:

@@ -6,6 +6,7 @@ taken in sorted order. Each item is (float32 (3, 112, 112) in [-1, 1], int64 0-d
     ds = ImageFolderFaces("/data/my_faces", flip=True)
     image, label = ds[0]; ds.num_classes; ds.class_names[label]
 """
+
 from __future__ import annotations
 
 import os
@@ -32,7 +33,8 @@ def list_identity_folder(root: Path) -> tuple[list[str], list[tuple[Path, int]]]
     samples = []
     for label, name in enumerate(class_names):
         files = sorted(
-            entry.name for entry in os.scandir(root / name)
+            entry.name
+            for entry in os.scandir(root / name)
             if entry.is_file() and entry.name.lower().endswith(IMAGE_SUFFIXES)
         )
         if not files:
@@ -46,7 +48,9 @@ def list_identity_folder(root: Path) -> tuple[list[str], list[tuple[Path, int]]]
 class ImageFolderFaces(Dataset):
     """Images and integer labels of an identity-per-folder tree of aligned faces."""
 
-    def __init__(self, root: str | os.PathLike, flip: bool = True, seed: int = 0, image_size: tuple[int, int] = (112, 112)):
+    def __init__(
+        self, root: str | os.PathLike, flip: bool = True, seed: int = 0, image_size: tuple[int, int] = (112, 112)
+    ):
         self.root = Path(root)
         self.class_names, self.samples = list_identity_folder(self.root)
         self.num_classes = len(self.class_names)

@@ -19,6 +19,7 @@ label field is 0 and `flag` float32 labels follow the header; the label is then 
     with IndexedRecordReader("train.idx", "train.rec") as r:
         header, jpeg = unpack_record(r.read(0))
 """
+
 from __future__ import annotations
 
 import numbers
@@ -152,7 +153,9 @@ def read_record_at(fd: int, offset: int, path: Path, file_size: int) -> tuple[by
                 f"{expected}; the offset points into the middle of a record or the file is corrupt"
             )
         padded = (length + 3) & ~3
-        chunk = _read_exact(fd, padded, position + 8, path, f"a {length}-byte payload chunk", file_size) if length else b""
+        chunk = (
+            _read_exact(fd, padded, position + 8, path, f"a {length}-byte payload chunk", file_size) if length else b""
+        )
         pieces.append(chunk[:length])
         position += 8 + padded
         if cflag in (CFLAG_WHOLE, CFLAG_END):
@@ -334,7 +337,9 @@ class IndexedRecordWriter:
         if not self._open:
             raise RecordIOError(f"writer for {self.rec_path} is closed; open a new IndexedRecordWriter")
         if isinstance(key, bool) or not isinstance(key, numbers.Integral):
-            raise TypeError(f"record key {key!r} for {self.rec_path} must be an integer, like the keys of insightface .idx files")
+            raise TypeError(
+                f"record key {key!r} for {self.rec_path} must be an integer, like the keys of insightface .idx files"
+            )
         key = int(key)
         if key in self._keys:
             raise RecordIOError(f"key {key} was already written to {self.rec_path}; every key must be unique")

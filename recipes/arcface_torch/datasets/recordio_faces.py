@@ -8,6 +8,7 @@ an image, in .idx order. Each item is (float32 (3, 112, 112) in [-1, 1], int64 0
     ds = RecordIOFaces("/data/ms1m-retinaface-t1", flip=True)
     image, label = ds[0]; ds.num_classes
 """
+
 from __future__ import annotations
 
 import numbers

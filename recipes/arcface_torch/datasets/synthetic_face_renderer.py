@@ -19,6 +19,7 @@ Landmarks sit near insightface's 112x112 alignment template (eyes ~(38, 52) and 
 ~(56, 72), mouth ~y 92), so the images look like aligned crops to a face-recognition backbone.
 Everything is plain numpy + OpenCV drawing; one image takes well under a millisecond on one core.
 """
+
 from __future__ import annotations
 
 import math
@@ -174,9 +175,7 @@ class SyntheticFaceRenderer:
         p["glasses"] = r.flag(0.12)
         p["glasses_r"] = r.u(8.0, 12.0)
         p["glasses_dark"] = r.u(0.0, 0.6)
-        p["marks"] = [
-            (r.u(-30.0, 30.0), r.u(-20.0, 40.0), r.u(0.8, 2.4), r.u(0.35, 0.8)) for _ in range(r.pick(5))
-        ]
+        p["marks"] = [(r.u(-30.0, 30.0), r.u(-20.0, 40.0), r.u(0.8, 2.4), r.u(0.35, 0.8)) for _ in range(r.pick(5))]
         if len(self._identity_cache) >= 4096:
             self._identity_cache.clear()
         self._identity_cache[identity] = p
@@ -206,8 +205,12 @@ class SyntheticFaceRenderer:
         if h.flag(0.2):
             colour = _colour(np.array([h.u(150, 250), h.u(150, 250), h.u(150, 250)]))
             top, bottom = p["nose_y"] - h.u(2.0, 8.0), p["mouth_y"] + h.u(10.0, 18.0)
-            pts = [_pt(cx - fw * 0.95, top + 3), _pt(cx + fw * 0.95, top + 3), _pt(cx + fw * 0.7, bottom),
-                   _pt(cx - fw * 0.7, bottom)]
+            pts = [
+                _pt(cx - fw * 0.95, top + 3),
+                _pt(cx + fw * 0.95, top + 3),
+                _pt(cx + fw * 0.7, bottom),
+                _pt(cx - fw * 0.7, bottom),
+            ]
             cv2.fillPoly(img, [np.array(pts, np.int32)], colour, _AA, _SHIFT)
         else:
             h.u(), h.u(), h.u(), h.u(), h.u()
@@ -236,8 +239,9 @@ class SyntheticFaceRenderer:
             depth = focal / (focal + pz)
             dst.append([cx + px * depth, cy + py * depth])
         matrix = cv2.getPerspectiveTransform(src, np.array(dst, np.float32))
-        return cv2.warpPerspective(img, matrix, (FACE_SIZE, FACE_SIZE), flags=cv2.INTER_LINEAR,
-                                   borderMode=cv2.BORDER_REPLICATE)
+        return cv2.warpPerspective(
+            img, matrix, (FACE_SIZE, FACE_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
 
     def _harsh_light(self, img: np.ndarray, h: _Uniforms) -> np.ndarray:
         """Side light (60%: one side down to 15-60% brightness) and exposure from 0.55x to 1.4x."""
@@ -365,7 +369,7 @@ class SyntheticFaceRenderer:
         gamma, contrast, bright = r.u(0.75, 1.35), r.u(0.75, 1.25), r.u(-25, 25)
         gains = np.array([r.u(0.86, 1.14), r.u(0.9, 1.1), r.u(0.86, 1.14)])
         x = np.arange(256, dtype=np.float64)[:, None] / 255.0
-        lut = ((x ** gamma) * gains[None, :] * 255.0 - 127.5) * contrast + 127.5 + bright
+        lut = ((x**gamma) * gains[None, :] * 255.0 - 127.5) * contrast + 127.5 + bright
         img = cv2.LUT(img, np.clip(lut, 0, 255).astype(np.uint8).reshape(256, 1, 3))
         # directional shading, sensor noise and blur in float
         strength = r.u(0.0, 0.45)
@@ -380,7 +384,7 @@ class SyntheticFaceRenderer:
         noise_sigma = r.u(0.0, 9.0)
         tile = self._noise_bank[r.pick(_NOISE_BANK_SIZE)]
         ox, oy = r.pick(_NOISE_TILE - size + 1), r.pick(_NOISE_TILE - size + 1)
-        out += tile[oy:oy + size, ox:ox + size] * noise_sigma
+        out += tile[oy : oy + size, ox : ox + size] * noise_sigma
         img = np.clip(out, 0, 255).astype(np.uint8)
         if r.flag(0.2):
             ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(r.u(15, 70))])

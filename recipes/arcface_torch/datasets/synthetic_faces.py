@@ -5,6 +5,7 @@ samples each, optionally with a deterministic fraction of wrong labels. `synthet
 builds a balanced pair set from identities that never appear in training (a different
 `identity_offset`), in the same form as a decoded insightface `.bin` file.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -155,5 +156,7 @@ def synthetic_verification_set(
     """Render the pairs of `synthetic_verification_pairs`: images uint8 (2P, 112, 112, 3), rows 2k, 2k+1 = pair k."""
     identities, samples, issame = synthetic_verification_pairs(num_identities, num_pairs, seed, identity_offset)
     renderer = SyntheticFaceRenderer(seed, preset, max_yaw)
-    images = np.stack([renderer.render(i, s) for i, s in zip(identities.reshape(-1), samples.reshape(-1), strict=False)])
+    images = np.stack(
+        [renderer.render(i, s) for i, s in zip(identities.reshape(-1), samples.reshape(-1), strict=False)]
+    )
     return VerificationSet(name=name, images=images, issame=issame)

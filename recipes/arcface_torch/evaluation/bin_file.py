@@ -9,6 +9,7 @@ A pickle can run arbitrary code when loaded, and these files are downloaded from
 loading goes through an unpickler that refuses every global (no class, no function can be reached),
 and the loaded object must be exactly the structure above.
 """
+
 from __future__ import annotations
 
 import io

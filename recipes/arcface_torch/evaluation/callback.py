@@ -14,6 +14,7 @@ Per target and evaluation it logs (logger "arcface_torch")
 plus TAR@FAR and the positive/negative similarity overlap, writes TensorBoard scalars, and saves
 `similarity_<target>_step<step>.png` in output_dir.
 """
+
 from __future__ import annotations
 
 import logging

@@ -7,6 +7,7 @@ that insightface reports, over a balanced pair list drawn from it:
     images, identity = load_identity_folder("/data/test_faces")     # uint8 (N, 112, 112, 3), int64 (N,)
     result = evaluate_identity_set(model, images, identity, fars=(1e-2, 1e-3, 1e-4))
 """
+
 from __future__ import annotations
 
 import os
@@ -25,14 +26,18 @@ from .verification import embed_with_flip, l2_normalize, ten_fold_accuracy
 MAX_BALANCED_POSITIVES = 3000  # cap on the positive pairs of the 10-fold pair list (and as many negatives)
 
 
-def load_identity_folder(root: str | os.PathLike, image_size: tuple[int, int] = (112, 112)) -> tuple[np.ndarray, np.ndarray]:
+def load_identity_folder(
+    root: str | os.PathLike, image_size: tuple[int, int] = (112, 112)
+) -> tuple[np.ndarray, np.ndarray]:
     """Faces of an identity-per-folder tree, resized to `image_size` if needed: uint8 (N, H, W, 3) RGB, labels int64 (N,)."""
     _, samples = list_identity_folder(Path(root))
     images = np.stack([decode_face(path.read_bytes(), str(path), image_size, resize=True) for path, _ in samples])
     return images, np.array([label for _, label in samples], dtype=np.int64)
 
 
-def balanced_pairs(identity: np.ndarray, seed: int = 0, max_positives: int = MAX_BALANCED_POSITIVES) -> tuple[np.ndarray, np.ndarray]:
+def balanced_pairs(
+    identity: np.ndarray, seed: int = 0, max_positives: int = MAX_BALANCED_POSITIVES
+) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (P, 2) of row indices and issame (P,): every positive pair (a random `max_positives` if more) and
     as many distinct negative pairs drawn at random, shuffled; deterministic in `seed`."""
     identity = np.asarray(identity).reshape(-1)
@@ -42,8 +47,10 @@ def balanced_pairs(identity: np.ndarray, seed: int = 0, max_positives: int = MAX
     positives = np.flatnonzero(same)
     negatives = np.flatnonzero(~same)
     if positives.size == 0 or negatives.size == 0:
-        raise ValueError(f"{identity.shape[0]} faces of {np.unique(identity).size} identities give {positives.size} positive "
-                         f"and {negatives.size} negative pairs; a test set needs >= 2 identities and one with >= 2 faces")
+        raise ValueError(
+            f"{identity.shape[0]} faces of {np.unique(identity).size} identities give {positives.size} positive "
+            f"and {negatives.size} negative pairs; a test set needs >= 2 identities and one with >= 2 faces"
+        )
     if positives.size > max_positives:
         positives = rng.choice(positives, size=max_positives, replace=False)
     negatives = rng.choice(negatives, size=min(positives.size, negatives.size), replace=False)
@@ -51,8 +58,13 @@ def balanced_pairs(identity: np.ndarray, seed: int = 0, max_positives: int = MAX
     return np.stack([first[chosen], second[chosen]], axis=1), same[chosen]
 
 
-def evaluate_identity_set(model: nn.Module, images: np.ndarray, identity: np.ndarray,
-                          fars: Sequence[float] = (1e-2, 1e-3, 1e-4), batch_size: int = 64) -> dict:
+def evaluate_identity_set(
+    model: nn.Module,
+    images: np.ndarray,
+    identity: np.ndarray,
+    fars: Sequence[float] = (1e-2, 1e-3, 1e-4),
+    batch_size: int = 64,
+) -> dict:
     """Flip-test embeddings of every face, then:
     "accuracy": 10-fold accuracy over `balanced_pairs`; "tar_at_far" {far: TAR or NaN}, "tar_at_far_notes"
     {far: why NaN or ""}, "overlap", "roc" (fpr, tpr), "positive_similarities"/"negative_similarities":
@@ -67,9 +79,14 @@ def evaluate_identity_set(model: nn.Module, images: np.ndarray, identity: np.nda
     same = identity[first] == identity[second]
     details = tar_at_far_details(scores, same, fars)
     fpr, tpr, _ = roc_curve(scores, same)
-    return {"accuracy": accuracy, "accuracy_std": accuracy_std,
-            "tar_at_far": {far: item["tar"] for far, item in details.items()},
-            "tar_at_far_notes": {far: item["note"] for far, item in details.items()},
-            "overlap": similarity_overlap(scores[same], scores[~same]), "roc": (fpr, tpr),
-            "positive_similarities": scores[same], "negative_similarities": scores[~same],
-            "pairs": {"positive": int(same.sum()), "negative": int((~same).sum())}}
+    return {
+        "accuracy": accuracy,
+        "accuracy_std": accuracy_std,
+        "tar_at_far": {far: item["tar"] for far, item in details.items()},
+        "tar_at_far_notes": {far: item["note"] for far, item in details.items()},
+        "overlap": similarity_overlap(scores[same], scores[~same]),
+        "roc": (fpr, tpr),
+        "positive_similarities": scores[same],
+        "negative_similarities": scores[~same],
+        "pairs": {"positive": int(same.sum()), "negative": int((~same).sum())},
+    }

@@ -11,6 +11,7 @@ landmarks; embed with flip (f(x) + f(flip x)); L2-normalise each image feature; 
 its faceness score; average the images of one media, sum the medias of one template, L2-normalise;
 score each template pair by cosine; report TAR at FAR 1e-6 .. 1e-1 with the nearest-FPR readout.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,6 +32,7 @@ from .tar_far import IJB_FARS, roc_curve, tar_at_far_details
 from .verification import images_to_input, l2_normalize, model_device_dtype, unwrap_model
 
 PathLike = str | os.PathLike
+
 
 @dataclass
 class IJBProtocol:
@@ -143,8 +145,17 @@ def load_ijb_protocol(root: PathLike, prefix: str = "ijbc", check_images: bool =
                 f"{pair_path} line {int(missing[0]) + 1}: template {pairs[missing[0], column]} has no image in "
                 f"{media_path}; fix the template id or add its images"
             )
-    return IJBProtocol(root, prefix, paths, landmarks, faceness, media_rows[:, 0].copy(),
-                       media_rows[:, 1].copy(), pairs[:, :2].copy(), labels.copy())
+    return IJBProtocol(
+        root,
+        prefix,
+        paths,
+        landmarks,
+        faceness,
+        media_rows[:, 0].copy(),
+        media_rows[:, 1].copy(),
+        pairs[:, :2].copy(),
+        labels.copy(),
+    )
 
 
 def _load_aligned_rgb(path: Path, landmarks: np.ndarray) -> np.ndarray:
@@ -180,8 +191,9 @@ def embed_ijb_images(
         with ThreadPoolExecutor(max_workers=num_workers) as pool:
             for start in starts:
                 stop = min(start + batch_size, protocol.num_images)
-                faces = np.stack(list(pool.map(_load_aligned_rgb, protocol.image_paths[start:stop],
-                                               protocol.landmarks[start:stop])))
+                faces = np.stack(
+                    list(pool.map(_load_aligned_rgb, protocol.image_paths[start:stop], protocol.landmarks[start:stop]))
+                )
                 batch = images_to_input(faces, device, dtype)
                 output = model(batch).to(dtype=torch.float64)
                 if flip:
@@ -221,9 +233,9 @@ def template_pair_scores(
         raise ValueError(f"template pair {int(unknown[0])} names a template without features; check the pair list")
     scores = np.empty(pair_templates.shape[0])
     for start in range(0, pair_templates.shape[0], chunk):
-        left = features[rows[start:start + chunk, 0]]
-        right = features[rows[start:start + chunk, 1]]
-        scores[start:start + chunk] = np.sum(left * right, axis=1)
+        left = features[rows[start : start + chunk, 0]]
+        right = features[rows[start : start + chunk, 1]]
+        scores[start : start + chunk] = np.sum(left * right, axis=1)
     return scores
 
 
@@ -269,8 +281,9 @@ def evaluate_ijb(
         write_atomically(scores_path, lambda handle: np.save(handle, scores))
         files.append(str(scores_path))
         if np.any(fpr > 0):
-            roc_path = plot_roc({name: (fpr, tpr)}, output_dir / f"{stem}_roc.png",
-                                title=f"{protocol.prefix.upper()} 1:1 verification")
+            roc_path = plot_roc(
+                {name: (fpr, tpr)}, output_dir / f"{stem}_roc.png", title=f"{protocol.prefix.upper()} 1:1 verification"
+            )
             files.append(str(roc_path))
     return {
         "prefix": protocol.prefix,
@@ -291,7 +304,11 @@ def format_tar_table(results: Sequence[tuple[str, dict[float, float]]]) -> str:
     """Plain-text table: one row per (name, {far: tar}), TAR in percent like insightface's table."""
     fars = sorted({far for _, tars in results for far in tars})
     header = ["Methods"] + [f"{far:.0e}" for far in fars]
-    rows = [[name] + [("nan" if np.isnan(tars.get(far, np.nan)) else f"{100 * tars[far]:.2f}") for far in fars]
-            for name, tars in results]
+    rows = [
+        [name] + [("nan" if np.isnan(tars.get(far, np.nan)) else f"{100 * tars[far]:.2f}") for far in fars]
+        for name, tars in results
+    ]
     widths = [max(len(str(row[i])) for row in [header] + rows) for i in range(len(header))]
-    return "\n".join("  ".join(str(cell).rjust(width) for cell, width in zip(row, widths, strict=False)) for row in [header] + rows)
+    return "\n".join(
+        "  ".join(str(cell).rjust(width) for cell, width in zip(row, widths, strict=False)) for row in [header] + rows
+    )

@@ -3,6 +3,7 @@
 Uses matplotlib's object API with the Agg canvas (no pyplot, no display, no global backend switch);
 every PNG is written atomically.
 """
+
 from __future__ import annotations
 
 import io
@@ -76,12 +77,21 @@ def plot_similarity_histograms(
     figure = Figure(figsize=(7, 4.5))
     axes = figure.add_subplot(1, 1, 1)
     pos_density, neg_density = pos_hist / width, neg_hist / width
-    axes.stairs(neg_density, edges, fill=True, alpha=0.35, color="tab:red",
-                label=f"negative pairs (n={np.asarray(neg).size})")
-    axes.stairs(pos_density, edges, fill=True, alpha=0.35, color="tab:blue",
-                label=f"positive pairs (n={np.asarray(pos).size})")
-    axes.stairs(np.minimum(pos_density, neg_density), edges, fill=True, color="black", alpha=0.6,
-                hatch="//", label=f"overlap = {overlap:.4f}")
+    axes.stairs(
+        neg_density, edges, fill=True, alpha=0.35, color="tab:red", label=f"negative pairs (n={np.asarray(neg).size})"
+    )
+    axes.stairs(
+        pos_density, edges, fill=True, alpha=0.35, color="tab:blue", label=f"positive pairs (n={np.asarray(pos).size})"
+    )
+    axes.stairs(
+        np.minimum(pos_density, neg_density),
+        edges,
+        fill=True,
+        color="black",
+        alpha=0.6,
+        hatch="//",
+        label=f"overlap = {overlap:.4f}",
+    )
     axes.set_xlabel("cosine similarity")
     axes.set_ylabel("density")
     axes.set_xlim(edges[0], edges[-1])

@@ -10,6 +10,7 @@ Where the data cannot support a target (no positive or no negative pairs, or few
 pairs, so that no threshold can reach that FAR) the TAR is NaN and a note says why, instead of a number
 read off the wrong end of the curve or a crash.
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,9 +33,7 @@ def _check_scores_labels(scores, labels) -> tuple[np.ndarray, np.ndarray]:
         )
     bad = np.flatnonzero(~np.isfinite(scores))
     if bad.size:
-        raise ValueError(
-            f"score at position {int(bad[0])} is {scores[bad[0]]}; every score must be a finite number"
-        )
+        raise ValueError(f"score at position {int(bad[0])} is {scores[bad[0]]}; every score must be a finite number")
     if labels.dtype != bool:
         not_binary = np.flatnonzero((labels != 0) & (labels != 1))
         if not_binary.size:

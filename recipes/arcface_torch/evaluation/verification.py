@@ -10,6 +10,7 @@ Protocol (upstream `eval/verification.py`):
      held-out fold; report mean +- std (population std) of the 10 held-out accuracies.
 Computed in float64 like upstream, so the numbers match to the last printed digit.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -67,7 +68,7 @@ def embed_with_flip(model: nn.Module, images: np.ndarray, batch_size: int = 64) 
     flipped: list[np.ndarray] = []
     try:
         for start in range(0, images.shape[0], batch_size):
-            batch = images_to_input(images[start:start + batch_size], device, dtype)
+            batch = images_to_input(images[start : start + batch_size], device, dtype)
             for source, target in ((batch, plain), (torch.flip(batch, dims=[3]), flipped)):
                 output = model(source)
                 if not isinstance(output, torch.Tensor) or output.ndim != 2 or output.shape[0] != source.shape[0]:
@@ -107,7 +108,9 @@ def distinct_images(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(first, dtype=np.int64), inverse
 
 
-def embed_distinct_with_flip(model: nn.Module, images: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def embed_distinct_with_flip(
+    model: nn.Module, images: np.ndarray, batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
     """embed_with_flip for images (N, H, W, 3) that repeat: each distinct image goes through the model once."""
     first, inverse = distinct_images(images)
     plain, flipped = embed_with_flip(model, images[first], batch_size)
@@ -142,8 +145,8 @@ def kfold_splits(num_pairs: int, n_folds: int = 10) -> list[tuple[np.ndarray, np
     splits = []
     start = 0
     for size in sizes:
-        test = indices[start:start + size]
-        train = np.concatenate([indices[:start], indices[start + size:]])
+        test = indices[start : start + size]
+        train = np.concatenate([indices[:start], indices[start + size :]])
         splits.append((train, test))
         start += size
     return splits

@@ -3,6 +3,7 @@
 This is what an insightface `.bin` file holds once decoded, and what the synthetic dataset produces
 for its held-out identities, so both go through the same evaluation code.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

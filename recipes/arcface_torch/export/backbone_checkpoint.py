@@ -7,6 +7,7 @@ with `weights_only=True`, so a file from the internet cannot run code.
     source = resolve_checkpoint("work_dirs/synthetic_mbf_unpg")    # or ".../model.pt"
     backbone = build_backbone(source.network(), source.embedding_size(), source.state_dict())
 """
+
 from __future__ import annotations
 
 import json
@@ -38,10 +39,14 @@ class CheckpointSource:
             return override
         network = self.config.get("network")
         if not network:
-            where = f"{self.config_path} has no 'network' key" if self.config_path else \
-                f"no {CONFIG_FILE} beside {self.model_path}"
-            raise CheckpointError(f"cannot tell which backbone {self.model_path} holds ({where}); "
-                                  f"pass --network, e.g. --network r50")
+            where = (
+                f"{self.config_path} has no 'network' key"
+                if self.config_path
+                else f"no {CONFIG_FILE} beside {self.model_path}"
+            )
+            raise CheckpointError(
+                f"cannot tell which backbone {self.model_path} holds ({where}); pass --network, e.g. --network r50"
+            )
         return str(network)
 
     def embedding_size(self, override: int | None = None) -> int:
@@ -59,14 +64,19 @@ def read_training_config(path: Path) -> dict:
     try:
         config = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeError) as error:
-        raise CheckpointError(f"cannot read training config {path} ({error}); "
-                              f"check the file or pass --network explicitly") from error
+        raise CheckpointError(
+            f"cannot read training config {path} ({error}); check the file or pass --network explicitly"
+        ) from error
     except json.JSONDecodeError as error:
-        raise CheckpointError(f"training config {path} is not valid JSON ({error.msg} at line {error.lineno}); "
-                              f"restore it from the training run or pass --network explicitly") from error
+        raise CheckpointError(
+            f"training config {path} is not valid JSON ({error.msg} at line {error.lineno}); "
+            f"restore it from the training run or pass --network explicitly"
+        ) from error
     if not isinstance(config, dict):
-        raise CheckpointError(f"training config {path} holds a {type(config).__name__}, not a JSON object; "
-                              f"restore it from the training run")
+        raise CheckpointError(
+            f"training config {path} holds a {type(config).__name__}, not a JSON object; "
+            f"restore it from the training run"
+        )
     return config
 
 
@@ -76,8 +86,10 @@ def resolve_checkpoint(path: str | Path) -> CheckpointSource:
     if path.is_dir():
         model_path = path / MODEL_FILE
         if not model_path.is_file():
-            raise CheckpointError(f"training output folder {path} has no {MODEL_FILE}; "
-                                  f"pass the folder a finished training run wrote, or the .pt file itself")
+            raise CheckpointError(
+                f"training output folder {path} has no {MODEL_FILE}; "
+                f"pass the folder a finished training run wrote, or the .pt file itself"
+            )
     elif path.is_file():
         model_path = path
     else:
@@ -97,19 +109,23 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"checkpoint {path} does not exist; pass a model.pt file") from error
     except Exception as error:  # torch.load raises many types for corrupt or unsafe files
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"cannot load {path} as a weights-only torch checkpoint ({first_line}); "
-                              f"pass the model.pt a training run saved (a plain state_dict)") from error
+        raise CheckpointError(
+            f"cannot load {path} as a weights-only torch checkpoint ({first_line}); "
+            f"pass the model.pt a training run saved (a plain state_dict)"
+        ) from error
     if isinstance(state, dict):  # a training-state checkpoint: take its backbone part
         for key in BACKBONE_KEYS:
             if isinstance(state.get(key), dict):
                 state = state[key]
                 break
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path} holds a {type(state).__name__} that is not a state_dict of tensors; "
-                              f"pass the backbone model.pt a training run saved")
+        raise CheckpointError(
+            f"{path} holds a {type(state).__name__} that is not a state_dict of tensors; "
+            f"pass the backbone model.pt a training run saved"
+        )
     keys = list(state)
     if keys and all(k.startswith("module.") for k in keys):  # saved from a DistributedDataParallel wrapper
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state
 
 
@@ -130,8 +146,10 @@ def state_dict_mismatch(model: torch.nn.Module, state: dict[str, torch.Tensor]) 
     if unexpected:
         parts.append(f"unexpected keys: {_preview(unexpected)}")
     if misshaped:
-        parts.append("shape mismatch: " + _preview(
-            [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in misshaped]))
+        parts.append(
+            "shape mismatch: "
+            + _preview([f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in misshaped])
+        )
     return "; ".join(parts) if parts else None
 
 
@@ -145,7 +163,9 @@ def build_backbone(network: str, embedding_size: int, state: dict[str, torch.Ten
         raise CheckpointError(str(error)) from error
     problem = state_dict_mismatch(model, state)
     if problem:
-        raise CheckpointError(f"checkpoint does not fit backbone {network!r} with embedding size {embedding_size} "
-                              f"({problem}); pass the --network and --embedding-size it was trained with")
+        raise CheckpointError(
+            f"checkpoint does not fit backbone {network!r} with embedding size {embedding_size} "
+            f"({problem}); pass the --network and --embedding-size it was trained with"
+        )
     model.load_state_dict(state, strict=True)
     return model.float().eval()

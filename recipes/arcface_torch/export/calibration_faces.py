@@ -6,6 +6,7 @@ taken evenly spread over the source, so a sorted-by-identity .rec gives many ide
 
     faces = calibration_faces(Path("work_dirs/synthetic_rec"), count=128)   # (N, 112, 112, 3) BGR uint8
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -61,10 +62,14 @@ def user_faces(source: Path, count: int, size: int = 112) -> np.ndarray:
         faces = folder_faces(source, size)
         return np.stack([faces[i][1] for i in _spread(len(faces), count)])
     if not source.exists():
-        raise ValueError(f"calibration source {source} does not exist; pass a folder of aligned faces, a RecordIO "
-                         f"folder (train.rec/.idx/property) or a verification .bin file")
-    raise ValueError(f"calibration source {source} is neither a folder, a .rec nor a .bin file; pass a folder of "
-                     f"aligned faces, a RecordIO folder or a verification .bin file")
+        raise ValueError(
+            f"calibration source {source} does not exist; pass a folder of aligned faces, a RecordIO "
+            f"folder (train.rec/.idx/property) or a verification .bin file"
+        )
+    raise ValueError(
+        f"calibration source {source} is neither a folder, a .rec nor a .bin file; pass a folder of "
+        f"aligned faces, a RecordIO folder or a verification .bin file"
+    )
 
 
 def calibration_faces(source: Path | None = None, count: int = 128, size: int = 112) -> np.ndarray:

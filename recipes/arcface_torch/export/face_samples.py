@@ -9,6 +9,7 @@ images once and are kept below; `face_image.align_face` aligns them.
     batch = face_batch(faces, 32)           # (32, 112, 112, 3) BGR uint8: faces, flips, lighting
     x = face_image.to_network_input(batch)   # (32, 3, 112, 112) float32 RGB
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,8 +35,10 @@ def _insightface_image_dir() -> Path:
     try:
         import insightface
     except ImportError as error:
-        raise RuntimeError("the insightface package is not installed; run `pip install insightface` "
-                           "or pass --images with a folder of aligned face crops") from error
+        raise RuntimeError(
+            "the insightface package is not installed; run `pip install insightface` "
+            "or pass --images with a folder of aligned face crops"
+        ) from error
     return Path(insightface.__file__).resolve().parent / "data" / "images"
 
 
@@ -55,8 +58,7 @@ def builtin_faces(size: int = 112) -> list[tuple[str, np.ndarray]]:
     image_dir = _insightface_image_dir()
     faces = []
     # The Tom Hanks image is already an aligned 112x112 crop: its landmarks are the template.
-    faces.append(("Tom_Hanks_54745", align_face(_read_bgr(image_dir / "Tom_Hanks_54745.png"),
-                                                ARCFACE_DST, size)))
+    faces.append(("Tom_Hanks_54745", align_face(_read_bgr(image_dir / "Tom_Hanks_54745.png"), ARCFACE_DST, size)))
     astronaut = np.ascontiguousarray(skimage_data.astronaut()[:, :, ::-1])
     faces.append(("astronaut", align_face(astronaut, ASTRONAUT_LANDMARKS, size)))
     group = _read_bgr(image_dir / "t1.jpg")
@@ -74,8 +76,9 @@ def folder_faces(folder: str | Path, size: int) -> list[tuple[str, np.ndarray]]:
         raise ValueError(f"image folder {folder} does not exist; pass a folder of aligned face crops")
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
-        raise ValueError(f"image folder {folder} holds no {'/'.join(IMAGE_SUFFIXES)} files; "
-                         f"add aligned face crops to it")
+        raise ValueError(
+            f"image folder {folder} holds no {'/'.join(IMAGE_SUFFIXES)} files; add aligned face crops to it"
+        )
     faces = []
     for path in paths:
         image = _read_bgr(path)

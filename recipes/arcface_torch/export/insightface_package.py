@@ -15,6 +15,7 @@ InsightFace can sign one, so none is written and insightface applies its default
     write_package(Path("r50_unpg.onnx"), Path("packages/r50_unpg"), model_id="r50_unpg", embedding_size=512)
     package = read_package(Path("packages/r50_unpg"))   # .onnx_path, .mean, .std, .model_id
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -64,13 +65,24 @@ def model_id_from(text: str) -> str:
     return cleaned or "recognition_model"
 
 
-def write_package(onnx_path: Path, folder: Path, *, model_id: str, embedding_size: int,
-                  mean: float = 127.5, std: float = 127.5, input_size: int = 112, force: bool = False) -> PackageInfo:
+def write_package(
+    onnx_path: Path,
+    folder: Path,
+    *,
+    model_id: str,
+    embedding_size: int,
+    mean: float = 127.5,
+    std: float = 127.5,
+    input_size: int = 112,
+    force: bool = False,
+) -> PackageInfo:
     """Write `folder` as a manifest V2 package around a copy of `onnx_path`; atomic, refuses to overwrite."""
     folder = Path(folder)
     if not _MODEL_ID.fullmatch(model_id):
-        raise PackageError(f"model id {model_id!r} is not valid; use 1-128 letters, digits, '.', '_' or '-' "
-                           f"starting with a letter or digit")
+        raise PackageError(
+            f"model id {model_id!r} is not valid; use 1-128 letters, digits, '.', '_' or '-' "
+            f"starting with a letter or digit"
+        )
     if folder.exists() and not force:
         raise PackageError(f"package folder {folder} already exists; pass --force to replace it")
     if folder.exists() and not folder.is_dir():
@@ -84,14 +96,16 @@ def write_package(onnx_path: Path, folder: Path, *, model_id: str, embedding_siz
             "model_id": model_id,
             "display_name": model_id,
             "license": LICENSE_FILE,
-            "tasks": {"recognition": {
-                "file": file_name,
-                "sha256": sha256_of(staging / file_name),
-                "preprocessing": {"mean": float(mean), "std": float(std)},
-                "preprocessing_version": "insightface-arcface-1",
-                "input_size": [int(input_size), int(input_size)],
-                "embedding_dimension": int(embedding_size),
-            }},
+            "tasks": {
+                "recognition": {
+                    "file": file_name,
+                    "sha256": sha256_of(staging / file_name),
+                    "preprocessing": {"mean": float(mean), "std": float(std)},
+                    "preprocessing_version": "insightface-arcface-1",
+                    "input_size": [int(input_size), int(input_size)],
+                    "embedding_dimension": int(embedding_size),
+                }
+            },
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         read_package(staging)  # insightface's own parser must accept it before it is published
@@ -109,19 +123,25 @@ def read_package(folder: Path) -> PackageInfo:
     try:
         package = load_model_package(folder)
     except (OSError, ValueError, TypeError) as error:
-        raise PackageError(f"insightface rejects model package {folder} ({error}); "
-                           f"fix {folder / MANIFEST} or re-create the package") from error
+        raise PackageError(
+            f"insightface rejects model package {folder} ({error}); fix {folder / MANIFEST} or re-create the package"
+        ) from error
     if "recognition" not in package.tasks:
-        raise PackageError(f"package {folder} has no recognition task (it has: "
-                           f"{', '.join(package.tasks) or 'none'}); add tasks.recognition to {MANIFEST}")
+        raise PackageError(
+            f"package {folder} has no recognition task (it has: "
+            f"{', '.join(package.tasks) or 'none'}); add tasks.recognition to {MANIFEST}"
+        )
     descriptor = package.task("recognition")
     try:
         onnx_path = verify_model_artifact(descriptor)
     except (OSError, ValueError, RuntimeError) as error:
-        raise PackageError(f"package {folder} fails insightface's file check ({error}); "
-                           f"re-create the package from the .onnx it was made from") from error
+        raise PackageError(
+            f"package {folder} fails insightface's file check ({error}); "
+            f"re-create the package from the .onnx it was made from"
+        ) from error
     preprocessing = descriptor.metadata["preprocessing"]
     if isinstance(preprocessing, str):
         return PackageInfo(folder, package.model_id, Path(onnx_path), None, None)
-    return PackageInfo(folder, package.model_id, Path(onnx_path),
-                       float(preprocessing["mean"]), float(preprocessing["std"]))
+    return PackageInfo(
+        folder, package.model_id, Path(onnx_path), float(preprocessing["mean"]), float(preprocessing["std"])
+    )

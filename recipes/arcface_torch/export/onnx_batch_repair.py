@@ -11,6 +11,7 @@ Reshape left, and marks the output's first axis symbolic too.
     repaired, nodes = fix_frozen_batch(onnx.load("upstream.onnx"))     # nodes: names of repaired Reshapes
     frozen_batch_reshapes(model)                                       # detection only
 """
+
 from __future__ import annotations
 
 import onnx
@@ -58,8 +59,10 @@ def _first_axes(model: onnx.ModelProto) -> dict[str, onnx.TensorShapeProto.Dimen
     try:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except (onnx.shape_inference.InferenceError, RuntimeError) as error:
-        raise BatchRepairError(f"onnx shape inference fails on the model ({str(error).splitlines()[0]}); "
-                               f"re-export it with tools/export_onnx.py") from error
+        raise BatchRepairError(
+            f"onnx shape inference fails on the model ({str(error).splitlines()[0]}); "
+            f"re-export it with tools/export_onnx.py"
+        ) from error
     axes = {}
     for value in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
         dims = value.type.tensor_type.shape.dim
@@ -114,11 +117,15 @@ def fix_frozen_batch(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]
             _rewrite(repaired, node)
             names.append(node.name or node.output[0])
     else:
-        raise BatchRepairError(f"more than {MAX_ROUNDS} rounds of Reshape repairs; re-export the model with "
-                               f"tools/export_onnx.py")
+        raise BatchRepairError(
+            f"more than {MAX_ROUNDS} rounds of Reshape repairs; re-export the model with tools/export_onnx.py"
+        )
     used = {name for node in repaired.graph.node for name in node.input}
-    kept = [init for init in repaired.graph.initializer if init.name in used or
-            init.name in {value.name for value in repaired.graph.input}]
+    kept = [
+        init
+        for init in repaired.graph.initializer
+        if init.name in used or init.name in {value.name for value in repaired.graph.input}
+    ]
     del repaired.graph.initializer[:]
     repaired.graph.initializer.extend(kept)  # drop the frozen shape constants nothing reads any more
     return repaired, names

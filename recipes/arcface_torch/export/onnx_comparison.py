@@ -10,6 +10,7 @@ Latency: median per batch size on the fastest onnxruntime provider present (Tens
     comparison = compare_models(Path("model_int8.onnx"), Path("model.onnx"), faces_bgr, bin_path=Path("x.bin"))
     print(comparison.table()); comparison.checks()
 """
+
 from __future__ import annotations
 
 import math
@@ -45,17 +46,17 @@ class ComparisonError(ValueError):
 class Variant:
     """One model in the comparison and what was measured on it."""
 
-    role: str                     # "reference" or "candidate"
+    role: str  # "reference" or "candidate"
     path: Path
-    precision: str                # fp32 / fp16 / int8 ("fp32 (PyTorch)" for a checkpoint)
+    precision: str  # fp32 / fp16 / int8 ("fp32 (PyTorch)" for a checkpoint)
     size_bytes: int
-    runtime: str                  # onnxruntime provider, or "PyTorch CPU"
+    runtime: str  # onnxruntime provider, or "PyTorch CPU"
     embed: Callable[[np.ndarray], np.ndarray] = field(repr=False)
     module: torch.nn.Module = field(repr=False)
     latency_ms: dict[int, float | None] = field(default_factory=dict)
-    accuracy: float | None = None       # 10-fold mean, fraction
+    accuracy: float | None = None  # 10-fold mean, fraction
     accuracy_std: float | None = None
-    tar: float | None = None            # TAR at TAR_FAR
+    tar: float | None = None  # TAR at TAR_FAR
     tar_note: str = ""
 
 
@@ -63,7 +64,7 @@ class Variant:
 class Comparison:
     reference: Variant
     candidate: Variant
-    cosines: np.ndarray           # (faces,) per-face cosine, candidate vs reference
+    cosines: np.ndarray  # (faces,) per-face cosine, candidate vs reference
     faces_from: str
     min_cosine: float
     max_accuracy_drop: float
@@ -79,69 +80,124 @@ class Comparison:
 
     def checks(self) -> list[Check]:
         worst, mean = float(np.min(self.cosines)), float(np.mean(self.cosines))
-        numbers = {"faces": len(self.cosines), "min_cosine": worst, "mean_cosine": mean,
-                   "threshold": self.min_cosine, "reference": str(self.reference.path)}
-        text = (f"{self.candidate.precision} vs {self.reference.precision} {self.reference.path.name}: per-face "
-                f"cosine worst {worst:.6f}, mean {mean:.6f} over {len(self.cosines)} faces ({self.faces_from})")
+        numbers = {
+            "faces": len(self.cosines),
+            "min_cosine": worst,
+            "mean_cosine": mean,
+            "threshold": self.min_cosine,
+            "reference": str(self.reference.path),
+        }
+        text = (
+            f"{self.candidate.precision} vs {self.reference.precision} {self.reference.path.name}: per-face "
+            f"cosine worst {worst:.6f}, mean {mean:.6f} over {len(self.cosines)} faces ({self.faces_from})"
+        )
         ok = bool(np.isfinite(worst) and worst >= self.min_cosine)
-        checks = [Check("compare", PASS if ok else FAIL,
-                        f"{text} (bound >= {self.min_cosine})" if ok else
-                        f"{text} (< {self.min_cosine}); the conversion changed the embeddings too much: keep fp32 or "
-                        f"fp16, calibrate int8 on more faces (--calibration), or lower --min-cosine knowingly",
-                        numbers)]
+        checks = [
+            Check(
+                "compare",
+                PASS if ok else FAIL,
+                f"{text} (bound >= {self.min_cosine})"
+                if ok
+                else f"{text} (< {self.min_cosine}); the conversion changed the embeddings too much: keep fp32 or "
+                f"fp16, calibrate int8 on more faces (--calibration), or lower --min-cosine knowingly",
+                numbers,
+            )
+        ]
         drop = self.accuracy_drop
         if drop is not None:
-            numbers = {"bin": self.bin_name, "pairs": self.num_pairs, "reference_accuracy": self.reference.accuracy,
-                       "candidate_accuracy": self.candidate.accuracy, "drop_points": drop,
-                       "max_drop_points": self.max_accuracy_drop, "reference_tar": self.reference.tar,
-                       "candidate_tar": self.candidate.tar}
-            text = (f"{self.bin_name} ({self.num_pairs} pairs): accuracy {100 * self.reference.accuracy:.2f}% -> "
-                    f"{100 * self.candidate.accuracy:.2f}% ({0.0 - drop:+.2f} points)")
+            numbers = {
+                "bin": self.bin_name,
+                "pairs": self.num_pairs,
+                "reference_accuracy": self.reference.accuracy,
+                "candidate_accuracy": self.candidate.accuracy,
+                "drop_points": drop,
+                "max_drop_points": self.max_accuracy_drop,
+                "reference_tar": self.reference.tar,
+                "candidate_tar": self.candidate.tar,
+            }
+            text = (
+                f"{self.bin_name} ({self.num_pairs} pairs): accuracy {100 * self.reference.accuracy:.2f}% -> "
+                f"{100 * self.candidate.accuracy:.2f}% ({0.0 - drop:+.2f} points)"
+            )
             ok = drop <= self.max_accuracy_drop + 1e-9
-            checks.append(Check("accuracy", PASS if ok else FAIL,
-                                f"{text}, bound: at most {self.max_accuracy_drop:g} points lost" if ok else
-                                f"{text}, more than the {self.max_accuracy_drop:g} points allowed; keep a higher "
-                                f"precision or calibrate int8 on faces like these (--calibration)", numbers))
+            checks.append(
+                Check(
+                    "accuracy",
+                    PASS if ok else FAIL,
+                    f"{text}, bound: at most {self.max_accuracy_drop:g} points lost"
+                    if ok
+                    else f"{text}, more than the {self.max_accuracy_drop:g} points allowed; keep a higher "
+                    f"precision or calibrate int8 on faces like these (--calibration)",
+                    numbers,
+                )
+            )
         return checks
 
     def table(self) -> str:
         ref, cand = self.reference, self.candidate
-        rows = [("", "reference", "candidate", "difference"),
-                ("model", ref.path.name, cand.path.name, ""),
-                ("precision", ref.precision, cand.precision, ""),
-                ("runtime", ref.runtime, cand.runtime, ""),
-                ("size", _mib(ref.size_bytes), _mib(cand.size_bytes), _ratio(cand.size_bytes, ref.size_bytes))]
+        rows = [
+            ("", "reference", "candidate", "difference"),
+            ("model", ref.path.name, cand.path.name, ""),
+            ("precision", ref.precision, cand.precision, ""),
+            ("runtime", ref.runtime, cand.runtime, ""),
+            ("size", _mib(ref.size_bytes), _mib(cand.size_bytes), _ratio(cand.size_bytes, ref.size_bytes)),
+        ]
         for size in LATENCY_BATCH_SIZES:
             a, b = ref.latency_ms.get(size), cand.latency_ms.get(size)
             rows.append((f"latency batch {size}", _ms(a), _ms(b), _ratio(b, a)))
-        rows.append((f"cosine to reference ({len(self.cosines)} faces)", "1 (itself)",
-                     f"worst {np.min(self.cosines):.5f} mean {np.mean(self.cosines):.5f}",
-                     f"bound >= {self.min_cosine:g}"))
+        rows.append(
+            (
+                f"cosine to reference ({len(self.cosines)} faces)",
+                "1 (itself)",
+                f"worst {np.min(self.cosines):.5f} mean {np.mean(self.cosines):.5f}",
+                f"bound >= {self.min_cosine:g}",
+            )
+        )
         if self.bin_name is not None:
             drop = self.accuracy_drop
-            rows.append((f"accuracy {self.bin_name} (10-fold, flip)", _percent(ref.accuracy, ref.accuracy_std),
-                         _percent(cand.accuracy, cand.accuracy_std),
-                         f"{0.0 - drop:+.2f} pt (bound -{self.max_accuracy_drop:g})" if drop is not None else "-"))
-            tar_diff = "-" if ref.tar is None or cand.tar is None or not (math.isfinite(ref.tar) and
-                                                                           math.isfinite(cand.tar)) \
+            rows.append(
+                (
+                    f"accuracy {self.bin_name} (10-fold, flip)",
+                    _percent(ref.accuracy, ref.accuracy_std),
+                    _percent(cand.accuracy, cand.accuracy_std),
+                    f"{0.0 - drop:+.2f} pt (bound -{self.max_accuracy_drop:g})" if drop is not None else "-",
+                )
+            )
+            tar_diff = (
+                "-"
+                if ref.tar is None or cand.tar is None or not (math.isfinite(ref.tar) and math.isfinite(cand.tar))
                 else f"{100 * (cand.tar - ref.tar):+.2f} pt"
+            )
             rows.append((f"TAR@FAR={TAR_FAR:g}", _percent(ref.tar), _percent(cand.tar), tar_diff))
         widths = [max(len(row[i]) for row in rows) for i in range(4)]
-        lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-                 for row in rows]
+        lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
         notes = {v.tar_note for v in (ref, cand) if v.tar_note}
         return "\n".join(lines + [f"(TAR@FAR={TAR_FAR:g} not measurable: {note})" for note in sorted(notes)])
 
     def as_dict(self) -> dict:
         def variant(v: Variant) -> dict:
-            return {"model": str(v.path), "precision": v.precision, "size_bytes": v.size_bytes,
-                    "runtime": v.runtime, "latency_ms": {str(k): ms for k, ms in v.latency_ms.items()},
-                    "accuracy": v.accuracy, "accuracy_std": v.accuracy_std,
-                    "tar_at_far_1e-3": None if v.tar is None or not math.isfinite(v.tar) else v.tar}
-        return {"reference": variant(self.reference), "candidate": variant(self.candidate),
-                "min_cosine": float(np.min(self.cosines)), "mean_cosine": float(np.mean(self.cosines)),
-                "cosine_bound": self.min_cosine, "bin": self.bin_name, "pairs": self.num_pairs,
-                "accuracy_drop_points": self.accuracy_drop, "max_accuracy_drop_points": self.max_accuracy_drop}
+            return {
+                "model": str(v.path),
+                "precision": v.precision,
+                "size_bytes": v.size_bytes,
+                "runtime": v.runtime,
+                "latency_ms": {str(k): ms for k, ms in v.latency_ms.items()},
+                "accuracy": v.accuracy,
+                "accuracy_std": v.accuracy_std,
+                "tar_at_far_1e-3": None if v.tar is None or not math.isfinite(v.tar) else v.tar,
+            }
+
+        return {
+            "reference": variant(self.reference),
+            "candidate": variant(self.candidate),
+            "min_cosine": float(np.min(self.cosines)),
+            "mean_cosine": float(np.mean(self.cosines)),
+            "cosine_bound": self.min_cosine,
+            "bin": self.bin_name,
+            "pairs": self.num_pairs,
+            "accuracy_drop_points": self.accuracy_drop,
+            "max_accuracy_drop_points": self.max_accuracy_drop,
+        }
 
 
 def _mib(size: int) -> str:
@@ -188,16 +244,22 @@ def _onnx_variant(role: str, path: Path, accelerated: bool) -> Variant:
     model = onnx.load(str(path), load_external_data=False)
     extra = sum(p.stat().st_size for p in path.parent.glob(path.name + ".data"))
     runtime = embedder.provider.replace("ExecutionProvider", "")
-    return Variant(role, path, precision_of(model), path.stat().st_size + extra, f"onnxruntime {runtime}",
-                   embedder.embed, embedder)
+    return Variant(
+        role, path, precision_of(model), path.stat().st_size + extra, f"onnxruntime {runtime}", embedder.embed, embedder
+    )
 
 
 def _torch_variant(path: Path, network: str | None, embedding_size: int | None, metadata: dict[str, str]) -> Variant:
     try:
         source = resolve_checkpoint(path)
         name = source.network(network or (None if source.config.get("network") else metadata.get("network")))
-        size = embedding_size or (None if "embedding_size" in source.config else
-                                  int(metadata["embedding_size"]) if "embedding_size" in metadata else None)
+        size = embedding_size or (
+            None
+            if "embedding_size" in source.config
+            else int(metadata["embedding_size"])
+            if "embedding_size" in metadata
+            else None
+        )
         backbone = build_backbone(name, source.embedding_size(size), source.state_dict())
     except CheckpointError as error:
         raise ComparisonError(str(error)) from error
@@ -206,26 +268,48 @@ def _torch_variant(path: Path, network: str | None, embedding_size: int | None, 
     def embed(x: np.ndarray) -> np.ndarray:
         return backbone(torch.from_numpy(np.ascontiguousarray(x))).float().numpy()
 
-    return Variant("reference", Path(source.model_path), "fp32 (PyTorch)", source.model_path.stat().st_size,
-                   "PyTorch CPU", embed, backbone)
+    return Variant(
+        "reference",
+        Path(source.model_path),
+        "fp32 (PyTorch)",
+        source.model_path.stat().st_size,
+        "PyTorch CPU",
+        embed,
+        backbone,
+    )
 
 
-def load_reference(path: Path, network: str | None = None, embedding_size: int | None = None,
-                   metadata: dict[str, str] | None = None, accelerated: bool = True) -> Variant:
+def load_reference(
+    path: Path,
+    network: str | None = None,
+    embedding_size: int | None = None,
+    metadata: dict[str, str] | None = None,
+    accelerated: bool = True,
+) -> Variant:
     """The reference model: an .onnx file, or a model.pt / training folder (network from config or metadata)."""
     path = Path(path)
     if not path.exists():
-        raise ComparisonError(f"reference {path} does not exist; pass the .onnx file or model.pt the model was "
-                              f"converted from")
+        raise ComparisonError(
+            f"reference {path} does not exist; pass the .onnx file or model.pt the model was converted from"
+        )
     if path.is_file() and path.suffix.lower() == ".onnx":
         return _onnx_variant("reference", path, accelerated)
     return _torch_variant(path, network, embedding_size, metadata or {})
 
 
-def compare_models(candidate: Path, reference: Variant, faces_bgr: np.ndarray, faces_from: str, *,
-                   bin_path: Path | None = None, min_cosine: float | None = None,
-                   max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP, runs: int = 5,
-                   accelerated: bool = True, progress: Callable[[str], None] = lambda message: None) -> Comparison:
+def compare_models(
+    candidate: Path,
+    reference: Variant,
+    faces_bgr: np.ndarray,
+    faces_from: str,
+    *,
+    bin_path: Path | None = None,
+    min_cosine: float | None = None,
+    max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
+    runs: int = 5,
+    accelerated: bool = True,
+    progress: Callable[[str], None] = lambda message: None,
+) -> Comparison:
     """Measure `candidate` (an .onnx file) against `reference` on `faces_bgr` and, when given, on `bin_path`."""
     cand = _onnx_variant("candidate", Path(candidate), accelerated)
     model = onnx.load(str(candidate), load_external_data=False)

@@ -16,6 +16,7 @@ the report says so.
     report = convert_model(Path("model.onnx"), Path("model_int8.onnx"), ConversionOptions(int8=True))
     report.written, report.verification.passed, report.quantized_ops
 """
+
 from __future__ import annotations
 
 import shutil
@@ -53,30 +54,35 @@ class ConversionOptions:
     simplify: bool = False
     fp16: bool = False
     int8: bool = False
-    calibration: Path | None = None     # folder of faces, RecordIO folder / .rec, or .bin
-    calibration_count: int = 128        # faces taken from `calibration` (plus the 32 built-in ones)
+    calibration: Path | None = None  # folder of faces, RecordIO folder / .rec, or .bin
+    calibration_count: int = 128  # faces taken from `calibration` (plus the 32 built-in ones)
     per_channel: bool = True
-    min_cosine: float | None = None     # default: by precision
+    min_cosine: float | None = None  # default: by precision
     max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP
     bin_path: Path | None = None
     force: bool = False
-    runs: int = 3                       # timed runs per latency measurement
+    runs: int = 3  # timed runs per latency measurement
 
 
 @dataclass
 class ConversionReport:
     source: Path
     output: Path
-    steps: list[str] = field(default_factory=list)          # one line per conversion step done
+    steps: list[str] = field(default_factory=list)  # one line per conversion step done
     quantized_ops: Counter | None = None
     verification: Report | None = None
     written: bool = False
-    forced: bool = False                                    # written although a check failed
+    forced: bool = False  # written although a check failed
 
 
 def _step_list(options: ConversionOptions) -> str:
-    flags = [("--fix-batch", options.fix_batch), (f"--opset {options.opset}", options.opset is not None),
-             ("--simplify", options.simplify), ("--fp16", options.fp16), ("--int8", options.int8)]
+    flags = [
+        ("--fix-batch", options.fix_batch),
+        (f"--opset {options.opset}", options.opset is not None),
+        ("--simplify", options.simplify),
+        ("--fp16", options.fp16),
+        ("--int8", options.int8),
+    ]
     return " ".join(flag for flag, on in flags if on) or "(no conversion)"
 
 
@@ -90,35 +96,55 @@ def _load_onnx(path: Path) -> onnx.ModelProto:
         raise ConversionError(f"cannot read {path} ({error}); pass a readable .onnx file") from error
 
 
-def _export_checkpoint(source: Path, staging: Path, opset: int, network: str | None, embedding_size: int | None,
-                       progress: Callable[[str], None]) -> tuple[Path, onnx.ModelProto]:
+def _export_checkpoint(
+    source: Path,
+    staging: Path,
+    opset: int,
+    network: str | None,
+    embedding_size: int | None,
+    progress: Callable[[str], None],
+) -> tuple[Path, onnx.ModelProto]:
     """The checkpoint exported (fp32, dynamic batch, parity-checked) into `staging`; (model.pt path, model)."""
     checkpoint = resolve_checkpoint(source)
     name = checkpoint.network(network)
     size = checkpoint.embedding_size(embedding_size)
     backbone = build_backbone(name, size, checkpoint.state_dict())
     config = checkpoint.config
-    metadata = {"network": name, "embedding_size": size, "loss": config.get("loss"),
-                "config_name": config.get("config_name")}
-    report = export_backbone(backbone, staging / "exported.onnx", metadata=metadata, opset=opset, force=True,
-                             progress=progress)
+    metadata = {
+        "network": name,
+        "embedding_size": size,
+        "loss": config.get("loss"),
+        "config_name": config.get("config_name"),
+    }
+    report = export_backbone(
+        backbone, staging / "exported.onnx", metadata=metadata, opset=opset, force=True, progress=progress
+    )
     return checkpoint.model_path, onnx.load(str(report.path))
 
 
 def _opset_hint(error: OpsetError, opset: int, source: Path) -> str:
-    return (f"cannot convert {source.name} to opset {opset}: {error}; export at opset {opset} from the "
-            f"checkpoint instead: `python tools/convert_onnx.py MODEL.pt --opset {opset} --output OUT.onnx` "
-            f"(or tools/export_onnx.py MODEL.pt --opset {opset})")
+    return (
+        f"cannot convert {source.name} to opset {opset}: {error}; export at opset {opset} from the "
+        f"checkpoint instead: `python tools/convert_onnx.py MODEL.pt --opset {opset} --output OUT.onnx` "
+        f"(or tools/export_onnx.py MODEL.pt --opset {opset})"
+    )
 
 
-def convert_model(source: Path, output: Path, options: ConversionOptions, *, network: str | None = None,
-                  embedding_size: int | None = None,
-                  progress: Callable[[str], None] = lambda message: None) -> ConversionReport:
+def convert_model(
+    source: Path,
+    output: Path,
+    options: ConversionOptions,
+    *,
+    network: str | None = None,
+    embedding_size: int | None = None,
+    progress: Callable[[str], None] = lambda message: None,
+) -> ConversionReport:
     """Convert `source` (see module docstring); ConversionError (nothing written) when a step cannot run."""
     source, output = Path(source), Path(output)
     if options.fp16 and options.int8:
-        raise ConversionError("--fp16 and --int8 exclude each other; pass one of them (int8 already stores "
-                              "weights in 8 bits)")
+        raise ConversionError(
+            "--fp16 and --int8 exclude each other; pass one of them (int8 already stores weights in 8 bits)"
+        )
     if source.resolve() == output.resolve():
         raise ConversionError(f"output {output} is the source model; write the conversion to another file")
     try:
@@ -133,8 +159,9 @@ def convert_model(source: Path, output: Path, options: ConversionOptions, *, net
         else:
             try:
                 progress(f"exporting {source} at opset {options.opset or DEFAULT_OPSET}")
-                reference, model = _export_checkpoint(source, staging, options.opset or DEFAULT_OPSET, network,
-                                                      embedding_size, progress)
+                reference, model = _export_checkpoint(
+                    source, staging, options.opset or DEFAULT_OPSET, network, embedding_size, progress
+                )
             except (CheckpointError, ExportError) as error:
                 raise ConversionError(str(error)) from error
             report.steps.append(f"exported {reference} at opset {opset_of(model)} (parity with PyTorch checked)")
@@ -145,8 +172,11 @@ def convert_model(source: Path, output: Path, options: ConversionOptions, *, net
                 model, repaired = fix_frozen_batch(model)
             except BatchRepairError as error:
                 raise ConversionError(str(error)) from error
-            report.steps.append(f"fix-batch: made {len(repaired)} Reshape(s) batch-dynamic ({', '.join(repaired)})"
-                                if repaired else "fix-batch: no Reshape pinned the batch (nothing to repair)")
+            report.steps.append(
+                f"fix-batch: made {len(repaired)} Reshape(s) batch-dynamic ({', '.join(repaired)})"
+                if repaired
+                else "fix-batch: no Reshape pinned the batch (nothing to repair)"
+            )
         if options.opset is not None and opset_of(model) != options.opset:
             before = opset_of(model)
             progress(f"converting from opset {before} to {options.opset}")
@@ -187,19 +217,29 @@ def convert_model(source: Path, output: Path, options: ConversionOptions, *, net
             precision = INT8
             report.quantized_ops = counts
             where = f"built-in faces + {options.calibration}" if options.calibration else "built-in faces"
-            report.steps.append(f"int8 static quantization ({'per-channel' if options.per_channel else 'per-tensor'} "
-                                f"weights) calibrated on {len(faces)} faces ({where}); quantized ops: "
-                                + ", ".join(f"{op} x{n}" for op, n in sorted(counts.items())))
-        set_metadata(model, {**metadata, "precision": precision, "opset": opset_of(model),
-                             "converted": _step_list(options)})
+            report.steps.append(
+                f"int8 static quantization ({'per-channel' if options.per_channel else 'per-tensor'} "
+                f"weights) calibrated on {len(faces)} faces ({where}); quantized ops: "
+                + ", ".join(f"{op} x{n}" for op, n in sorted(counts.items()))
+            )
+        set_metadata(
+            model, {**metadata, "precision": precision, "opset": opset_of(model), "converted": _step_list(options)}
+        )
         candidate = staging / output.name
         data = model.SerializeToString()
         candidate.write_bytes(data)
         progress("verifying the converted model against the source")
-        report.verification = verify(candidate, compare=reference, bin_path=options.bin_path,
-                                     min_cosine=options.min_cosine, max_accuracy_drop=options.max_accuracy_drop,
-                                     runs=options.runs, network=network, embedding_size=embedding_size,
-                                     progress=progress)
+        report.verification = verify(
+            candidate,
+            compare=reference,
+            bin_path=options.bin_path,
+            min_cosine=options.min_cosine,
+            max_accuracy_drop=options.max_accuracy_drop,
+            runs=options.runs,
+            network=network,
+            embedding_size=embedding_size,
+            progress=progress,
+        )
         report.verification.model = output  # report the published name, not the staging file
         if report.verification.passed or options.force:
             report.forced = not report.verification.passed

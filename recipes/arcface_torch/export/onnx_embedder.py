@@ -8,6 +8,7 @@ export), is run one fixed-size chunk at a time.
     model = OnnxEmbedder(Path("model_int8.onnx"))
     emb = model(x)                     # x: float32 tensor (N, 3, 112, 112) -> (N, D) float32
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,15 +30,19 @@ class OnnxEmbedder(nn.Module):
             self.session = fastest_session(str(path)) if accelerated else cpu_session(str(path))
         except ORT_ERRORS as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ValueError(f"onnxruntime cannot load {path} ({first}); check that it is a valid ONNX model") \
-                from error
+            raise ValueError(
+                f"onnxruntime cannot load {path} ({first}); check that it is a valid ONNX model"
+            ) from error
         model_input = self.session.get_inputs()[0]
         if model_input.type == "tensor(float16)":
-            raise ValueError(f"{path} takes a float16 input; convert the fp32 model with "
-                             f"`tools/convert_onnx.py --fp16`, which keeps float32 inputs and outputs")
+            raise ValueError(
+                f"{path} takes a float16 input; convert the fp32 model with "
+                f"`tools/convert_onnx.py --fp16`, which keeps float32 inputs and outputs"
+            )
         if model_input.type != "tensor(float)":
-            raise ValueError(f"{path} takes a {model_input.type} input, not float32; export a model with a "
-                             f"float32 image input")
+            raise ValueError(
+                f"{path} takes a {model_input.type} input, not float32; export a model with a float32 image input"
+            )
         self.input_name = model_input.name
         batch = model_input.shape[0] if model_input.shape else None
         self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
@@ -62,7 +67,7 @@ class OnnxEmbedder(nn.Module):
         step = self.fixed_batch or max(1, len(array))
         outputs = []
         for start in range(0, len(array), step):
-            chunk = array[start:start + step]
+            chunk = array[start : start + step]
             padding = step - len(chunk)
             if padding:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], padding, axis=0)])

@@ -19,6 +19,7 @@ otherwise nothing is written.
 
     report = export_backbone(backbone, Path("r50.onnx"), metadata={"network": "r50", ...})
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -135,27 +136,50 @@ def _trace_to_onnx(backbone: torch.nn.Module, path: Path, opset: int) -> None:
     try:
         with _quiet_exporter():
             if opset < DYNAMO_MIN_OPSET:
-                torch.onnx.export(backbone, (example,), str(path), dynamo=False, opset_version=opset,
-                                  input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                                  dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                                  do_constant_folding=True, verbose=False)
+                torch.onnx.export(
+                    backbone,
+                    (example,),
+                    str(path),
+                    dynamo=False,
+                    opset_version=opset,
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
+                    dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                    do_constant_folding=True,
+                    verbose=False,
+                )
             else:
-                torch.onnx.export(backbone, (example,), str(path), dynamo=True, external_data=False,
-                                  input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                                  dynamic_shapes=({0: batch},), opset_version=opset, optimize=True, verbose=False)
+                torch.onnx.export(
+                    backbone,
+                    (example,),
+                    str(path),
+                    dynamo=True,
+                    external_data=False,
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
+                    dynamic_shapes=({0: batch},),
+                    opset_version=opset,
+                    optimize=True,
+                    verbose=False,
+                )
     except ImportError as error:
-        raise ExportError(f"torch.onnx's exporter needs a package that is missing ({error}); "
-                          f"run `pip install onnxscript`") from error
+        raise ExportError(
+            f"torch.onnx's exporter needs a package that is missing ({error}); run `pip install onnxscript`"
+        ) from error
     except Exception as error:  # the exporter raises many types; all mean "could not export"
         cause = _root_cause(error)
         text = " ".join(str(e) for e in _cause_chain(error))
         if any(word in text for word in _SHAPE_FAILURE_WORDS):
-            raise ExportError(f"torch.onnx could not export the backbone with a dynamic batch axis "
-                              f"({type(cause).__name__}: {_first_line(cause)}); the model pins the batch size: "
-                              f"make its reshapes batch-agnostic, e.g. torch.flatten(x, 1) instead of "
-                              f"x.view(1, -1)") from error
-        raise ExportError(f"torch.onnx could not export the backbone ({type(cause).__name__}: "
-                          f"{_first_line(cause)}); report this with your torch version") from error
+            raise ExportError(
+                f"torch.onnx could not export the backbone with a dynamic batch axis "
+                f"({type(cause).__name__}: {_first_line(cause)}); the model pins the batch size: "
+                f"make its reshapes batch-agnostic, e.g. torch.flatten(x, 1) instead of "
+                f"x.view(1, -1)"
+            ) from error
+        raise ExportError(
+            f"torch.onnx could not export the backbone ({type(cause).__name__}: "
+            f"{_first_line(cause)}); report this with your torch version"
+        ) from error
 
 
 _SHAPE_FAILURE_WORDS = ("Constraints violated", "inconsistent", "specializ", "guard", "batch")
@@ -184,22 +208,30 @@ def _opset_of(model: onnx.ModelProto) -> int:
 
 
 def _check_structure(model: onnx.ModelProto, what: str) -> None:
-    inputs = [value for value in model.graph.input
-              if value.name not in {init.name for init in model.graph.initializer}]
+    inputs = [value for value in model.graph.input if value.name not in {init.name for init in model.graph.initializer}]
     dims = inputs[0].type.tensor_type.shape.dim if len(inputs) == 1 else []
-    if len(dims) != 4 or dims[0].HasField("dim_value") or [d.dim_value for d in dims[1:]] != [3, INPUT_SIZE,
-                                                                                               INPUT_SIZE]:
-        raise ExportError(f"{what} does not have one (batch, 3, {INPUT_SIZE}, {INPUT_SIZE}) input with a "
-                          f"symbolic batch axis; report this with your torch and onnx versions")
+    if (
+        len(dims) != 4
+        or dims[0].HasField("dim_value")
+        or [d.dim_value for d in dims[1:]] != [3, INPUT_SIZE, INPUT_SIZE]
+    ):
+        raise ExportError(
+            f"{what} does not have one (batch, 3, {INPUT_SIZE}, {INPUT_SIZE}) input with a "
+            f"symbolic batch axis; report this with your torch and onnx versions"
+        )
     out_dims = model.graph.output[0].type.tensor_type.shape.dim if len(model.graph.output) == 1 else []
     if len(out_dims) != 2 or out_dims[0].HasField("dim_value"):
-        raise ExportError(f"{what} does not have one (batch, D) output with a symbolic batch axis; "
-                          f"check that the backbone returns a single (N, D) tensor")
+        raise ExportError(
+            f"{what} does not have one (batch, D) output with a symbolic batch axis; "
+            f"check that the backbone returns a single (N, D) tensor"
+        )
     for tensor in model.graph.initializer:
         if tensor.data_type in (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE):
-            raise ExportError(f"{what} holds weight {tensor.name!r} as "
-                              f"{onnx.TensorProto.DataType.Name(tensor.data_type)}; export an fp32 backbone "
-                              f"(build it with fp16=False and call .float())")
+            raise ExportError(
+                f"{what} holds weight {tensor.name!r} as "
+                f"{onnx.TensorProto.DataType.Name(tensor.data_type)}; export an fp32 backbone "
+                f"(build it with fp16=False and call .float())"
+            )
 
 
 def simplify_model(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -207,14 +239,16 @@ def simplify_model(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
         import onnxslim
     except ImportError as error:
-        raise ExportError("--simplify needs the onnxslim package; run `pip install onnxslim` "
-                          "or export without --simplify") from error
+        raise ExportError(
+            "--simplify needs the onnxslim package; run `pip install onnxslim` or export without --simplify"
+        ) from error
     try:
         with _quiet_exporter():
             return onnxslim.slim(model)
     except Exception as error:  # onnxslim raises many types; all mean "could not simplify"
-        raise ExportError(f"onnxslim could not simplify the model ({type(error).__name__}: {error}); "
-                          f"export without --simplify") from error
+        raise ExportError(
+            f"onnxslim could not simplify the model ({type(error).__name__}: {error}); export without --simplify"
+        ) from error
 
 
 def set_metadata(model: onnx.ModelProto, metadata: dict[str, object]) -> None:
@@ -231,8 +265,9 @@ def parity_faces(count: int = 32) -> np.ndarray:
     return face_batch(builtin_faces(INPUT_SIZE), count)
 
 
-def check_parity(model_bytes: bytes, backbone: torch.nn.Module, faces_bgr: np.ndarray,
-                 batch_sizes=(32, 1, 3)) -> Agreement:
+def check_parity(
+    model_bytes: bytes, backbone: torch.nn.Module, faces_bgr: np.ndarray, batch_sizes=(32, 1, 3)
+) -> Agreement:
     """Worst agreement with PyTorch on `faces_bgr`: all faces at the first batch size, a few at the others."""
     x = to_network_input(faces_bgr, ARCFACE_MEAN, ARCFACE_STD)
     reference = run_torch(backbone, x)
@@ -242,20 +277,30 @@ def check_parity(model_bytes: bytes, backbone: torch.nn.Module, faces_bgr: np.nd
         for size in batch_sizes[1:]:  # a different batch size must give the same rows
             results.append(compare(run_onnx(session, x[:size], size), reference[:size]))
     except ORT_ERRORS as error:
-        raise ExportError(f"onnxruntime cannot run the exported model ({error}); "
-                          f"report this with your torch, onnx and onnxruntime versions") from error
-    return Agreement(min(r.min_cosine for r in results), max(r.max_abs_diff for r in results),
-                     max(r.relative_diff for r in results))
+        raise ExportError(
+            f"onnxruntime cannot run the exported model ({error}); "
+            f"report this with your torch, onnx and onnxruntime versions"
+        ) from error
+    return Agreement(
+        min(r.min_cosine for r in results), max(r.max_abs_diff for r in results), max(r.relative_diff for r in results)
+    )
 
 
 def _no_progress(message: str) -> None:
     return None
 
 
-def export_backbone(backbone: torch.nn.Module, output: Path, *, metadata: dict[str, object],
-                    opset: int = DEFAULT_OPSET, simplify: bool = False, force: bool = False,
-                    min_cosine: float = PARITY_MIN_COSINE,
-                    progress: Callable[[str], None] = _no_progress) -> ExportReport:
+def export_backbone(
+    backbone: torch.nn.Module,
+    output: Path,
+    *,
+    metadata: dict[str, object],
+    opset: int = DEFAULT_OPSET,
+    simplify: bool = False,
+    force: bool = False,
+    min_cosine: float = PARITY_MIN_COSINE,
+    progress: Callable[[str], None] = _no_progress,
+) -> ExportReport:
     """Export `backbone` to `output` (see module docstring); raises ExportError and writes nothing on failure.
 
     `progress` receives one line per stage (tracing, checking, parity), for long exports.
@@ -275,30 +320,44 @@ def export_backbone(backbone: torch.nn.Module, output: Path, *, metadata: dict[s
         model = onnx.load(str(traced))  # pulls in any external data: the result is self-contained
         onnx.external_data_helper.convert_model_from_external_data(model)
         if _opset_of(model) != opset:
-            raise ExportError(f"the exporter could not convert the model to opset {opset} (it stayed at "
-                              f"{_opset_of(model)}); pass --opset {_opset_of(model)}")
+            raise ExportError(
+                f"the exporter could not convert the model to opset {opset} (it stayed at "
+                f"{_opset_of(model)}); pass --opset {_opset_of(model)}"
+            )
         _check_structure(model, "the exported model")
         if simplify:
             progress("simplifying the graph with onnxslim")
             model = simplify_model(model)
             _check_structure(model, "the simplified model")
-        set_metadata(model, {**metadata, "input_mean": ARCFACE_MEAN, "input_std": ARCFACE_STD,
-                             "input_size": INPUT_SIZE, "opset": opset,
-                             "exporter": f"torch.onnx {exporter} (torch {torch.__version__})"})
+        set_metadata(
+            model,
+            {
+                **metadata,
+                "input_mean": ARCFACE_MEAN,
+                "input_std": ARCFACE_STD,
+                "input_size": INPUT_SIZE,
+                "opset": opset,
+                "exporter": f"torch.onnx {exporter} (torch {torch.__version__})",
+            },
+        )
         progress("checking the graph with onnx.checker (full check)")
         try:
             onnx.checker.check_model(model, full_check=True)
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
-            raise ExportError(f"the exported model fails onnx.checker ({str(error).splitlines()[0]}); "
-                              f"report this with your torch and onnx versions") from error
+            raise ExportError(
+                f"the exported model fails onnx.checker ({str(error).splitlines()[0]}); "
+                f"report this with your torch and onnx versions"
+            ) from error
         data = model.SerializeToString()
         faces = parity_faces()
         batch_sizes = (32, 1, 3)
         progress(f"checking parity with PyTorch on {len(faces)} real faces at batch sizes 32, 1 and 3")
         parity = check_parity(data, backbone, faces, batch_sizes)
         if not parity.within(min_cosine):
-            raise ExportError(f"onnxruntime and PyTorch disagree on real faces (min cosine {parity.min_cosine:.6f} "
-                              f"< {min_cosine}); nothing was written, report this with your torch version")
+            raise ExportError(
+                f"onnxruntime and PyTorch disagree on real faces (min cosine {parity.min_cosine:.6f} "
+                f"< {min_cosine}); nothing was written, report this with your torch version"
+            )
         stale = [path for path in stale_side_files(output) if path != output.resolve()]
         write_bytes_atomically(output, data)
         for path in stale:

@@ -8,6 +8,7 @@ long sums) and Softmax/Pow/Sqrt. Uses onnxruntime's float16 converter.
 
     half = convert_to_fp16(onnx.load("model.onnx"))
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,9 +19,24 @@ import warnings
 import onnx
 
 FP32_OPS = (
-    "BatchNormalization", "InstanceNormalization", "LayerNormalization", "GroupNormalization", "LpNormalization",
-    "ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp",
-    "ReduceProd", "Softmax", "LogSoftmax", "Pow", "Sqrt", "Reciprocal",
+    "BatchNormalization",
+    "InstanceNormalization",
+    "LayerNormalization",
+    "GroupNormalization",
+    "LpNormalization",
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceSumSquare",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceProd",
+    "Softmax",
+    "LogSoftmax",
+    "Pow",
+    "Sqrt",
+    "Reciprocal",
 )
 
 
@@ -33,19 +49,23 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
         from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
     except ImportError as error:
-        raise Fp16Error("--fp16 needs onnxruntime's float16 converter (onnxruntime.transformers); "
-                        "run `pip install onnxruntime`") from error
+        raise Fp16Error(
+            "--fp16 needs onnxruntime's float16 converter (onnxruntime.transformers); run `pip install onnxruntime`"
+        ) from error
     logger = logging.getLogger("onnxruntime.transformers.float16")
     level = logger.level
     logger.setLevel(logging.ERROR)  # "weights clipped to fp16 range" is reported by the parity check instead
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
-            half = convert_float_to_float16(model, keep_io_types=True,
-                                            op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | set(FP32_OPS)))
+            half = convert_float_to_float16(
+                model, keep_io_types=True, op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | set(FP32_OPS))
+            )
     except (ValueError, AssertionError, onnx.shape_inference.InferenceError) as error:
-        raise Fp16Error(f"onnxruntime's float16 converter failed ({type(error).__name__}: "
-                        f"{str(error).splitlines()[0] if str(error) else ''}); convert without --fp16") from error
+        raise Fp16Error(
+            f"onnxruntime's float16 converter failed ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}); convert without --fp16"
+        ) from error
     finally:
         logger.setLevel(level)
     sort_topologically(half.graph)  # the converter appends the input Casts after the nodes that read them

@@ -1,9 +1,10 @@
 """Run recognition models (onnxruntime and PyTorch) on face batches and compare their embeddings.
 
-    session = cpu_session("model.onnx")
-    emb = run_onnx(session, x, batch_size=8)        # x: (N, 3, H, W) float32 -> (N, D)
-    agreement = compare(emb, reference)             # min row cosine, max abs diff
+session = cpu_session("model.onnx")
+emb = run_onnx(session, x, batch_size=8)        # x: (N, 3, H, W) float32 -> (N, D)
+agreement = compare(emb, reference)             # min row cosine, max abs diff
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,10 +15,26 @@ import torch
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
 # Everything onnxruntime raises for a model it cannot load or run.
-ORT_ERRORS = tuple({getattr(_ort_state, name) for name in (
-    "Fail", "InvalidArgument", "NoSuchFile", "NoModel", "EngineError", "RuntimeException",
-    "InvalidProtobuf", "ModelLoaded", "NotImplemented", "InvalidGraph", "EPFail",
-) if hasattr(_ort_state, name)} | {RuntimeError, ValueError})
+ORT_ERRORS = tuple(
+    {
+        getattr(_ort_state, name)
+        for name in (
+            "Fail",
+            "InvalidArgument",
+            "NoSuchFile",
+            "NoModel",
+            "EngineError",
+            "RuntimeException",
+            "InvalidProtobuf",
+            "ModelLoaded",
+            "NotImplemented",
+            "InvalidGraph",
+            "EPFail",
+        )
+        if hasattr(_ort_state, name)
+    }
+    | {RuntimeError, ValueError}
+)
 
 
 # Accelerated execution providers used when this onnxruntime build has them; CPU always last.
@@ -63,11 +80,13 @@ def run_onnx(session: ort.InferenceSession, x: np.ndarray, batch_size: int) -> n
     name = session.get_inputs()[0].name
     outputs = []
     for start in range(0, len(x), batch_size):
-        chunk = np.ascontiguousarray(x[start:start + batch_size])
+        chunk = np.ascontiguousarray(x[start : start + batch_size])
         out = np.asarray(session.run(None, {name: chunk})[0])
         if out.ndim != 2 or out.shape[0] != len(chunk):
-            raise RuntimeError(f"a batch of {len(chunk)} images gave output shape {tuple(out.shape)}, "
-                               f"not ({len(chunk)}, D): the batch axis does not follow the input")
+            raise RuntimeError(
+                f"a batch of {len(chunk)} images gave output shape {tuple(out.shape)}, "
+                f"not ({len(chunk)}, D): the batch axis does not follow the input"
+            )
         outputs.append(out.astype(np.float32))
     return np.concatenate(outputs, axis=0)
 
@@ -76,8 +95,10 @@ def run_onnx(session: ort.InferenceSession, x: np.ndarray, batch_size: int) -> n
 def run_torch(model: torch.nn.Module, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """Embeddings of the fp32 eval-mode PyTorch `model` for `x`; (N, D) float32."""
     model.eval()
-    outputs = [model(torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size]))).float().numpy()
-               for i in range(0, len(x), batch_size)]
+    outputs = [
+        model(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size]))).float().numpy()
+        for i in range(0, len(x), batch_size)
+    ]
     return np.concatenate(outputs, axis=0)
 
 

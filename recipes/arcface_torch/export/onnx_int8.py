@@ -10,6 +10,7 @@ Input and output stay float32.
     model, quantized = quantize_int8(Path("model.onnx"), faces_bgr, mean=127.5, std=127.5)
     quantized   # {"Conv": 49, "Gemm": 1, ...}: ops that now run on int8 inputs
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,8 +42,11 @@ def quantized_ops(model: onnx.ModelProto) -> Counter:
     for node in model.graph.node:
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             continue
-        if node.op_type.startswith("QLinear") or node.op_type.endswith("Integer") or \
-                any(name in dequantized for name in node.input):
+        if (
+            node.op_type.startswith("QLinear")
+            or node.op_type.endswith("Integer")
+            or any(name in dequantized for name in node.input)
+        ):
             counts[node.op_type] += 1
     return counts
 
@@ -59,8 +63,9 @@ def _quiet():
     return stack
 
 
-def quantize_int8(model_path: Path, faces_bgr: np.ndarray, mean: float, std: float,
-                  per_channel: bool = True) -> tuple[onnx.ModelProto, Counter]:
+def quantize_int8(
+    model_path: Path, faces_bgr: np.ndarray, mean: float, std: float, per_channel: bool = True
+) -> tuple[onnx.ModelProto, Counter]:
     """(int8 QDQ model, quantized op counts) for the fp32 model at `model_path`, calibrated on `faces_bgr`."""
     try:
         from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -70,15 +75,18 @@ def quantize_int8(model_path: Path, faces_bgr: np.ndarray, mean: float, std: flo
     model = onnx.load(str(model_path))
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < MIN_OPSET:
-        raise Int8Error(f"--int8 needs opset {MIN_OPSET} or newer (per-channel weights), the model is at opset "
-                        f"{opset}; quantize at opset {MIN_OPSET}+ (drop --opset {opset} or pass --opset {MIN_OPSET})")
-    input_name = next(value.name for value in model.graph.input
-                      if value.name not in {init.name for init in model.graph.initializer})
+        raise Int8Error(
+            f"--int8 needs opset {MIN_OPSET} or newer (per-channel weights), the model is at opset "
+            f"{opset}; quantize at opset {MIN_OPSET}+ (drop --opset {opset} or pass --opset {MIN_OPSET})"
+        )
+    input_name = next(
+        value.name for value in model.graph.input if value.name not in {init.name for init in model.graph.initializer}
+    )
     x = to_network_input(faces_bgr, mean, std)
 
     class FaceReader(CalibrationDataReader):
         def __init__(self):
-            self.batches = iter([x[i:i + CALIBRATION_BATCH] for i in range(0, len(x), CALIBRATION_BATCH)])
+            self.batches = iter([x[i : i + CALIBRATION_BATCH] for i in range(0, len(x), CALIBRATION_BATCH)])
 
         def get_next(self):
             batch = next(self.batches, None)
@@ -94,22 +102,36 @@ def quantize_int8(model_path: Path, faces_bgr: np.ndarray, mean: float, std: flo
             except Exception:  # pre-processing only helps; quantize the model as it is when it fails
                 shutil.copyfile(model_path, prepared)
             prepared_model = onnx.load(str(prepared))
-            stem_names = {node.name for node in prepared_model.graph.node if node.op_type == "Conv"
-                          and node.input[0] == input_name} or set(stem)
+            stem_names = {
+                node.name
+                for node in prepared_model.graph.node
+                if node.op_type == "Conv" and node.input[0] == input_name
+            } or set(stem)
             try:
-                quantize_static(str(prepared), str(output), FaceReader(), quant_format=QuantFormat.QDQ,
-                                per_channel=per_channel, activation_type=QuantType.QUInt8,
-                                weight_type=QuantType.QInt8, nodes_to_exclude=sorted(stem_names),
-                                extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
+                quantize_static(
+                    str(prepared),
+                    str(output),
+                    FaceReader(),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=per_channel,
+                    activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                    nodes_to_exclude=sorted(stem_names),
+                    extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+                )
             except Exception as error:  # the quantizer raises many types; all mean "could not quantize"
                 text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-                raise Int8Error(f"onnxruntime could not quantize the model ({type(error).__name__}: {text}); "
-                                f"convert without --int8 or report this with your onnxruntime version") from error
+                raise Int8Error(
+                    f"onnxruntime could not quantize the model ({type(error).__name__}: {text}); "
+                    f"convert without --int8 or report this with your onnxruntime version"
+                ) from error
         result = onnx.load(str(output))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     counts = quantized_ops(result)
     if not counts:
-        raise Int8Error("onnxruntime quantized no op of the model (no Conv/Gemm/MatMul found); "
-                        "this model cannot be converted with --int8")
+        raise Int8Error(
+            "onnxruntime quantized no op of the model (no Conv/Gemm/MatMul found); "
+            "this model cannot be converted with --int8"
+        )
     return result, counts

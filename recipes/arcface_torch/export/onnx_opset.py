@@ -9,6 +9,7 @@ semantics changed) stops the conversion with OpsetError naming the op and the ve
 
     model = convert_opset(onnx.load("model.onnx"), 13)
 """
+
 from __future__ import annotations
 
 import re
@@ -23,15 +24,40 @@ MIN_OPSET = 11
 # optional/sequence types) or by an attribute with a neutral default (listed: must be absent or equal
 # to the default), so a float node written for the newer version means the same at the older one.
 COMPATIBLE_STEPS: dict[str, dict[str, object]] = {
-    "Add": {}, "Sub": {}, "Mul": {}, "Div": {}, "Identity": {}, "Relu": {}, "PRelu": {}, "LeakyRelu": {},
-    "Sigmoid": {}, "Tanh": {}, "Exp": {}, "Neg": {}, "Abs": {}, "Sqrt": {}, "Pow": {}, "Gemm": {}, "MatMul": {},
-    "Flatten": {}, "Concat": {}, "Gather": {}, "Transpose": {}, "Conv": {}, "GlobalAveragePool": {},
-    "Equal": {}, "Where": {}, "Constant": {}, "Max": {}, "Min": {},
+    "Add": {},
+    "Sub": {},
+    "Mul": {},
+    "Div": {},
+    "Identity": {},
+    "Relu": {},
+    "PRelu": {},
+    "LeakyRelu": {},
+    "Sigmoid": {},
+    "Tanh": {},
+    "Exp": {},
+    "Neg": {},
+    "Abs": {},
+    "Sqrt": {},
+    "Pow": {},
+    "Gemm": {},
+    "MatMul": {},
+    "Flatten": {},
+    "Concat": {},
+    "Gather": {},
+    "Transpose": {},
+    "Conv": {},
+    "GlobalAveragePool": {},
+    "Equal": {},
+    "Where": {},
+    "Constant": {},
+    "Max": {},
+    "Min": {},
     "Reshape": {"allowzero": 0},
     "Shape": {"start": 0},  # `end` absent is checked below
     "Cast": {"saturate": 1},
     "BatchNormalization": {"training_mode": 0},
-    "MaxPool": {}, "AveragePool": {},
+    "MaxPool": {},
+    "AveragePool": {},
 }
 _NO_ATTRIBUTE_ALLOWED = {"Shape": ("end",)}
 
@@ -73,10 +99,12 @@ def _drop_neutral_allowzero(node: onnx.NodeProto, constants: dict) -> None:
 def _node_fits(node: onnx.NodeProto, opset: int) -> bool:
     schema = defs.get_schema(node.op_type, opset, "")
     if len(node.input) > len(schema.inputs) and not any(
-            p.option == defs.OpSchema.FormalParameterOption.Variadic for p in schema.inputs):
+        p.option == defs.OpSchema.FormalParameterOption.Variadic for p in schema.inputs
+    ):
         return False
     if len(node.output) > len(schema.outputs) and not any(
-            p.option == defs.OpSchema.FormalParameterOption.Variadic for p in schema.outputs):
+        p.option == defs.OpSchema.FormalParameterOption.Variadic for p in schema.outputs
+    ):
         return False
     neutral = COMPATIBLE_STEPS[node.op_type]
     for attribute in node.attribute:
@@ -102,14 +130,17 @@ def _step_down(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
             continue
         new, old = _since(graph_node.op_type, source), _since(graph_node.op_type, target)
         if old is None:
-            raise OpsetError(f"op {graph_node.op_type} (node {graph_node.name or '<unnamed>'}) does not exist at "
-                             f"opset {target}")
+            raise OpsetError(
+                f"op {graph_node.op_type} (node {graph_node.name or '<unnamed>'}) does not exist at opset {target}"
+            )
         if new == old:
             continue
         _drop_neutral_allowzero(graph_node, constants)
         if graph_node.op_type not in COMPATIBLE_STEPS or not _node_fits(graph_node, target):
-            raise OpsetError(f"op {graph_node.op_type} (node {graph_node.name or '<unnamed>'}) changed between "
-                             f"opset {old} and {new} in a way that cannot be converted back")
+            raise OpsetError(
+                f"op {graph_node.op_type} (node {graph_node.name or '<unnamed>'}) changed between "
+                f"opset {old} and {new} in a way that cannot be converted back"
+            )
     for entry in converted.opset_import:
         if entry.domain in ("", "ai.onnx"):
             entry.version = target
@@ -145,9 +176,11 @@ def _refuse_softmax_over_inner_axis(model: onnx.ModelProto, target: int) -> None
         if node.op_type in _SOFTMAX_OPS and _since(node.op_type, opset_of(model)) == 13:
             axis = next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), -1)
             if axis != -1:
-                raise OpsetError(f"op {node.op_type} (node {node.name or '<unnamed>'}) normalises over axis {axis} "
-                                 f"alone at opset 13 but over all axes from {axis} on before it, so it cannot move "
-                                 f"to opset {target}")
+                raise OpsetError(
+                    f"op {node.op_type} (node {node.name or '<unnamed>'}) normalises over axis {axis} "
+                    f"alone at opset 13 but over all axes from {axis} on before it, so it cannot move "
+                    f"to opset {target}"
+                )
 
 
 def _adapter_op(error: Exception) -> str | None:
@@ -159,11 +192,15 @@ def convert_opset(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
     """`model` at default-domain opset `target` (>= MIN_OPSET); OpsetError names the op that prevents it."""
     source = opset_of(model)
     if target < MIN_OPSET:
-        raise OpsetError(f"opset {target} is older than {MIN_OPSET}, the lowest this project writes; pass --opset "
-                         f"{MIN_OPSET} or newer")
+        raise OpsetError(
+            f"opset {target} is older than {MIN_OPSET}, the lowest this project writes; pass --opset "
+            f"{MIN_OPSET} or newer"
+        )
     if target > defs.onnx_opset_version():
-        raise OpsetError(f"opset {target} is newer than this onnx ({onnx.__version__}) knows "
-                         f"({defs.onnx_opset_version()}); pass --opset {defs.onnx_opset_version()} or older")
+        raise OpsetError(
+            f"opset {target} is newer than this onnx ({onnx.__version__}) knows "
+            f"({defs.onnx_opset_version()}); pass --opset {defs.onnx_opset_version()} or older"
+        )
     if target == source:
         return model
     if target < source:

@@ -7,6 +7,7 @@ fp32: every float weight is float32. fp16: float weights stored as float16 (conv
 tools/convert_onnx.py --fp16, fp32 inputs/outputs kept). int8: QuantizeLinear / DequantizeLinear
 nodes or QLinear* / ConvInteger ops (tools/convert_onnx.py --int8).
 """
+
 from __future__ import annotations
 
 import onnx
@@ -18,19 +19,31 @@ MIN_COSINE = {FP32: 0.9999, FP16: 0.999, INT8: 0.99}
 # pick other kernels (or quantise differently) per batch size.
 BATCH_MIN_COSINE = {FP32: 0.99999, FP16: 0.9999, INT8: 0.999}
 BATCH_MAX_RELATIVE_DIFF = {FP32: 1e-4, FP16: 1e-2, INT8: 5e-2}
-_QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
-                  "MatMulInteger", "DynamicQuantizeLinear"}
+_QUANTIZED_OPS = {
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "QLinearConv",
+    "QLinearMatMul",
+    "ConvInteger",
+    "MatMulInteger",
+    "DynamicQuantizeLinear",
+}
 
 
 def _float_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
     tensors = list(model.graph.initializer)
-    tensors += [attr.t for node in model.graph.node if node.op_type == "Constant"
-                for attr in node.attribute if attr.HasField("t")]
+    tensors += [
+        attr.t
+        for node in model.graph.node
+        if node.op_type == "Constant"
+        for attr in node.attribute
+        if attr.HasField("t")
+    ]
     return [t for t in tensors if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)]
 
 
 def precision_of(model: onnx.ModelProto) -> str:
-    """"int8" when the graph holds quantisation ops, "fp16" when most float weights are float16, else "fp32"."""
+    """ "int8" when the graph holds quantisation ops, "fp16" when most float weights are float16, else "fp32"."""
     if any(node.op_type in _QUANTIZED_OPS for node in model.graph.node):
         return INT8
     floats = _float_tensors(model)

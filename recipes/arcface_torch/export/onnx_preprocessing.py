@@ -9,6 +9,7 @@ guesses from node names: it assumes mean 0 / std 1 only when one of the first 8 
     expected = expected_preprocessing(onnx.load("model.onnx"))
     expected.mean, expected.std, expected.source, expected.baked
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -107,8 +108,9 @@ def find_baked_normalisation(model: onnx.ModelProto) -> BakedNormalisation | Non
     if not any(node.op_type in _AFFINE_OPS for node in chain) or scale == 0.0:
         return None
     # y = scale * x + offset  ==  (x - mean) / std
-    return BakedNormalisation(mean=-offset / scale, std=1.0 / scale,
-                              nodes=[f"{node.name or '<unnamed>'} ({node.op_type})" for node in chain])
+    return BakedNormalisation(
+        mean=-offset / scale, std=1.0 / scale, nodes=[f"{node.name or '<unnamed>'} ({node.op_type})" for node in chain]
+    )
 
 
 def declared_preprocessing(model: onnx.ModelProto) -> tuple[float, float] | None:
@@ -135,8 +137,10 @@ def expected_preprocessing(model: onnx.ModelProto) -> Preprocessing:
     if declared is not None:
         conflict = None
         if baked is not None and not same_preprocessing(declared, (0.0, 1.0)):
-            conflict = (f"metadata says input_mean={declared[0]:g} input_std={declared[1]:g}, but the graph already "
-                        f"normalises its input (mean {baked.mean:g}, std {baked.std:g} in {', '.join(baked.nodes)})")
+            conflict = (
+                f"metadata says input_mean={declared[0]:g} input_std={declared[1]:g}, but the graph already "
+                f"normalises its input (mean {baked.mean:g}, std {baked.std:g} in {', '.join(baked.nodes)})"
+            )
         return Preprocessing(declared[0], declared[1], "model metadata", baked, conflict)
     if baked is not None:
         return Preprocessing(0.0, 1.0, "normalisation in the graph", baked)

@@ -9,6 +9,7 @@ Order: file, [package], checker, input, output, weights, batch, finite, parity, 
 the reason. Cosine bounds follow the model's precision (fp32 0.9999, fp16 0.999, int8 0.99, or
 `min_cosine`); with `compare`, the report ends with the side-by-side table of onnx_comparison.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -59,10 +60,13 @@ class Report:
         return bool(self.checks) and not any(check.failed for check in self.checks)
 
     def as_dict(self) -> dict:
-        return {"model": str(self.model), "passed": self.passed, "metadata": self.metadata,
-                "checks": [{"name": c.name, "status": c.status, "summary": c.summary, **c.numbers}
-                           for c in self.checks],
-                "comparison": self.comparison.as_dict() if self.comparison is not None else None}
+        return {
+            "model": str(self.model),
+            "passed": self.passed,
+            "metadata": self.metadata,
+            "checks": [{"name": c.name, "status": c.status, "summary": c.summary, **c.numbers} for c in self.checks],
+            "comparison": self.comparison.as_dict() if self.comparison is not None else None,
+        }
 
     def text(self) -> str:
         lines = [f"verify_onnx {self.model}"]
@@ -88,8 +92,16 @@ def _faces(images: Path | None, size: int) -> tuple[np.ndarray, str]:
     return face_batch(faces, FACE_COUNT), where
 
 
-def _parity(embeddings, faces_bgr, size: int, checkpoint: Path | None, network: str | None,
-            embedding_size: int | None, metadata: dict[str, str], min_cosine: float) -> Check:
+def _parity(
+    embeddings,
+    faces_bgr,
+    size: int,
+    checkpoint: Path | None,
+    network: str | None,
+    embedding_size: int | None,
+    metadata: dict[str, str],
+    min_cosine: float,
+) -> Check:
     if checkpoint is None:
         return Check("parity", SKIP, "no --checkpoint given")
     try:
@@ -101,31 +113,62 @@ def _parity(embeddings, faces_bgr, size: int, checkpoint: Path | None, network: 
     except CheckpointError as error:
         return Check("parity", FAIL, str(error))
     if size != TRAINING_INPUT_SIZE:
-        return Check("parity", FAIL, f"backbone {network!r} takes 112x112 faces but the model takes {size}x{size}; "
-                                     f"compare against the checkpoint this model was exported from")
+        return Check(
+            "parity",
+            FAIL,
+            f"backbone {network!r} takes 112x112 faces but the model takes {size}x{size}; "
+            f"compare against the checkpoint this model was exported from",
+        )
     x_training = to_network_input(faces_bgr, ARCFACE_MEAN, ARCFACE_STD)
     return check_parity(embeddings, backbone, x_training, min_cosine, f"PyTorch {network} from {source.model_path}")
 
 
-def _compare(report: Report, onnx_path: Path, compare: Path, faces_bgr: np.ndarray, where: str,
-             network: str | None, embedding_size: int | None, bin_path: Path | None, min_cosine: float | None,
-             max_accuracy_drop: float, runs: int, progress) -> None:
+def _compare(
+    report: Report,
+    onnx_path: Path,
+    compare: Path,
+    faces_bgr: np.ndarray,
+    where: str,
+    network: str | None,
+    embedding_size: int | None,
+    bin_path: Path | None,
+    min_cosine: float | None,
+    max_accuracy_drop: float,
+    runs: int,
+    progress,
+) -> None:
     try:
         reference = load_reference(compare, network, embedding_size, report.metadata)
-        report.comparison = compare_models(onnx_path, reference, faces_bgr, where, bin_path=bin_path,
-                                           min_cosine=min_cosine, max_accuracy_drop=max_accuracy_drop, runs=runs,
-                                           progress=progress)
+        report.comparison = compare_models(
+            onnx_path,
+            reference,
+            faces_bgr,
+            where,
+            bin_path=bin_path,
+            min_cosine=min_cosine,
+            max_accuracy_drop=max_accuracy_drop,
+            runs=runs,
+            progress=progress,
+        )
     except (ComparisonError, ValueError, OSError, *ORT_ERRORS) as error:
         report.checks.append(Check("compare", FAIL, str(error).strip().splitlines()[0]))
         return
     report.checks += report.comparison.checks()
 
 
-def verify(model_path: Path, checkpoint: Path | None = None, network: str | None = None,
-           embedding_size: int | None = None, images: Path | None = None, runs: int = 5,
-           compare: Path | None = None, bin_path: Path | None = None, min_cosine: float | None = None,
-           max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
-           progress: Callable[[str], None] = lambda message: None) -> Report:
+def verify(
+    model_path: Path,
+    checkpoint: Path | None = None,
+    network: str | None = None,
+    embedding_size: int | None = None,
+    images: Path | None = None,
+    runs: int = 5,
+    compare: Path | None = None,
+    bin_path: Path | None = None,
+    min_cosine: float | None = None,
+    max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
+    progress: Callable[[str], None] = lambda message: None,
+) -> Report:
     """All checks on `model_path` (an .onnx file or a manifest V2 package folder); with `compare` (an .onnx
     or model.pt the model was converted from) also the side-by-side comparison, on `bin_path` when given."""
     model_path = Path(model_path)
@@ -148,10 +191,18 @@ def verify(model_path: Path, checkpoint: Path | None = None, network: str | None
     report.metadata = {prop.key: prop.value for prop in model.metadata_props}
     expected = expected_preprocessing(model)
     if package is not None:
-        declared = "embedded (mean 0 / std 1)" if package.mean is None else f"mean {package.mean:g} / std {package.std:g}"
-        checks.append(Check("package", PASS, f"manifest V2, model_id {package.model_id!r}, file {onnx_path.name} "
-                                             f"(sha256 verified), preprocessing {declared}",
-                            {"model_id": package.model_id, "onnx_file": str(onnx_path)}))
+        declared = (
+            "embedded (mean 0 / std 1)" if package.mean is None else f"mean {package.mean:g} / std {package.std:g}"
+        )
+        checks.append(
+            Check(
+                "package",
+                PASS,
+                f"manifest V2, model_id {package.model_id!r}, file {onnx_path.name} "
+                f"(sha256 verified), preprocessing {declared}",
+                {"model_id": package.model_id, "onnx_file": str(onnx_path)},
+            )
+        )
     precision = precision_of(model)
     bound = min_cosine if min_cosine is not None else MIN_COSINE[precision]
     checks.append(check_onnx_checker(onnx_path, model))
@@ -164,8 +215,14 @@ def verify(model_path: Path, checkpoint: Path | None = None, network: str | None
     try:
         session = cpu_session(str(onnx_path))
     except ORT_ERRORS as error:
-        checks.append(Check("runtime", FAIL, f"onnxruntime cannot load the model ({str(error).splitlines()[0]}); "
-                                             f"re-export it with tools/export_onnx.py"))
+        checks.append(
+            Check(
+                "runtime",
+                FAIL,
+                f"onnxruntime cannot load the model ({str(error).splitlines()[0]}); "
+                f"re-export it with tools/export_onnx.py",
+            )
+        )
         checks += _skip(runtime, "onnxruntime cannot load the model")
         return report
     try:
@@ -190,13 +247,33 @@ def verify(model_path: Path, checkpoint: Path | None = None, network: str | None
         finite.summary += f" [{where}, input mean {expected.mean:g} / std {expected.std:g}]"
     checks.append(finite)
     checks.append(_parity(embeddings, faces_bgr, size, checkpoint, network, embedding_size, report.metadata, bound))
-    checks.append(check_insightface(model_path if package is not None else onnx_path, package is not None,
-                                    expected, faces_bgr, embeddings, bound))
+    checks.append(
+        check_insightface(
+            model_path if package is not None else onnx_path,
+            package is not None,
+            expected,
+            faces_bgr,
+            embeddings,
+            bound,
+        )
+    )
     if batch_check.status == FAIL and embeddings is None:
         checks.append(Check("latency", SKIP, "the model does not run at batch 32"))
     else:
         checks.append(check_latency(session, x, runs))
     if compare is not None:
-        _compare(report, onnx_path, Path(compare), faces_bgr, where, network, embedding_size,
-                 Path(bin_path) if bin_path is not None else None, min_cosine, max_accuracy_drop, runs, progress)
+        _compare(
+            report,
+            onnx_path,
+            Path(compare),
+            faces_bgr,
+            where,
+            network,
+            embedding_size,
+            Path(bin_path) if bin_path is not None else None,
+            min_cosine,
+            max_accuracy_drop,
+            runs,
+            progress,
+        )
     return report

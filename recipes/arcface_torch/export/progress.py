@@ -1,8 +1,9 @@
 """Progress lines for long exports, conversions and verifications: `[  12.3s] stage` on stderr.
 
-    progress = stderr_progress(quiet=False)
-    progress("tracing the backbone")          # prints "[   0.0s] tracing the backbone" to stderr
+progress = stderr_progress(quiet=False)
+progress("tracing the backbone")          # prints "[   0.0s] tracing the backbone" to stderr
 """
+
 from __future__ import annotations
 
 import sys

@@ -1,4 +1,5 @@
 """MagFace on the partial-FC head against the naive float64 full-FC reference (loss and gradients to ~1e-10)."""
+
 import pytest
 import torch
 
@@ -24,8 +25,7 @@ def test_magface_matches_naive_float64(seed, scale):
 def test_magface_with_unpg_matches_naive_float64(seed):
     embeddings, labels, weight = float64_problem(seed, batch=14)
     fast = head_step(make_head([MagFace(), UNPG(wisk=0.5)], 9, 12, 16.0), embeddings, labels, weight)
-    naive = naive_grads(lambda x, w: naive_loss(x, labels, w, 16.0, magface=OPTIONS, unpg_wisk=0.5),
-                        embeddings, weight)
+    naive = naive_grads(lambda x, w: naive_loss(x, labels, w, 16.0, magface=OPTIONS, unpg_wisk=0.5), embeddings, weight)
     for name, a, b in zip(("loss", "embedding grad", "centre grad"), fast[:3], naive[:3], strict=True):
         assert_close(a, b, name)
 
@@ -59,11 +59,14 @@ def test_gradient_of_the_magnitude_is_zero_outside_the_clamp():
     assert torch.all(radial[~outside].abs() > 0)
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"l_a": 110.0, "u_a": 10.0}, "0 < l_a < u_a"),
-    ({"l_m": 0.9, "u_m": 0.8}, "0 <= l_m <= u_m"),
-    ({"lambda_g": -1.0}, "lambda_g=-1.0 must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"l_a": 110.0, "u_a": 10.0}, "0 < l_a < u_a"),
+        ({"l_m": 0.9, "u_m": 0.8}, "0 <= l_m <= u_m"),
+        ({"lambda_g": -1.0}, "lambda_g=-1.0 must be >= 0"),
+    ],
+)
 def test_bad_options_are_rejected(options, message):
     with pytest.raises(ValueError, match=message):
         MagFace(**options)

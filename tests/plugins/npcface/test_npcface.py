@@ -1,4 +1,5 @@
 """NPCFace on the partial-FC head against the naive float64 full-FC reference (loss and gradients to ~1e-10)."""
+
 import pytest
 import torch
 
@@ -32,8 +33,7 @@ def test_npcface_matches_naive_float64(seed, scale):
 def test_npcface_with_unpg_matches_naive_float64(seed):
     embeddings, labels, weight = close_problem(seed, batch=14)
     fast = head_step(make_head([NPCFace(), UNPG(wisk=1.5)], 9, 12, 16.0), embeddings, labels, weight)
-    naive = naive_grads(lambda x, w: naive_loss(x, labels, w, 16.0, npcface=OPTIONS, unpg_wisk=1.5),
-                        embeddings, weight)
+    naive = naive_grads(lambda x, w: naive_loss(x, labels, w, 16.0, npcface=OPTIONS, unpg_wisk=1.5), embeddings, weight)
     for name, a, b in zip(("loss", "embedding grad", "centre grad"), fast[:3], naive[:3], strict=True):
         assert_close(a, b, name)
 
@@ -59,7 +59,9 @@ def test_reference_batches_have_hard_negatives_and_both_target_signs():
 def test_reweighting_changes_the_loss():
     embeddings, labels, weight = close_problem(1)
     npc = head_step(make_head([NPCFace()], 9, 12, 16.0), embeddings, labels, weight)[0]
-    plain_weights = head_step(make_head([NPCFace(t=1.0, a=0.0, m1=0.0, m0=0.5)], 9, 12, 16.0), embeddings, labels, weight)[0]
+    plain_weights = head_step(
+        make_head([NPCFace(t=1.0, a=0.0, m1=0.0, m0=0.5)], 9, 12, 16.0), embeddings, labels, weight
+    )[0]
     arcface = head_step(make_head([], 9, 12, 16.0), embeddings, labels, weight)[0]
     assert torch.allclose(plain_weights, arcface, rtol=1e-12)  # t=1, a=0, m_i = 0.5: ArcFace with easy margin here
     assert npc > arcface

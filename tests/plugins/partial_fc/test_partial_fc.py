@@ -1,6 +1,7 @@
 """The partial-FC head's loss protocol: 2 gloo ranks equal one process for every loss and composition
 (loss, embedding, centre and learnable-parameter gradients, sharded buffers), "partial" terms, sampling,
 upstream's label shapes and margin contract, and every registered loss built from a config."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -95,7 +96,7 @@ def run_case(name, rank=0, world_size=1):
     results = []
     for step in range(STEPS):
         embeddings, labels, weight = problem(step)
-        shard = weight[head.class_start:head.class_start + head.num_local]
+        shard = weight[head.class_start : head.class_start + head.num_local]
         loss, x_grad, w_grad, param_grads = head_step(head, embeddings[rows], labels[rows], shard)
         values = {name: p.detach().clone() for name, p in head.losses.named_parameters()}
         buffers = {name: b.clone() for name, b in head.losses.named_buffers()}
@@ -123,9 +124,9 @@ def test_two_ranks_equal_one_process(name, two_rank_results):
             where = f"{name}, rank {rank}, step {step}"
             assert_close(loss, r_loss, f"{where}: loss", rtol=1e-12)
             # each rank's rows get world_size x the one-process gradient (DDP's averaging then gives it exactly)
-            local = r_x_grad[rank * BATCH // 2:(rank + 1) * BATCH // 2] * 2
+            local = r_x_grad[rank * BATCH // 2 : (rank + 1) * BATCH // 2] * 2
             assert_close(x_grad, local, f"{where}: embedding grad")
-            assert_close(w_grad, r_w_grad[start:start + w_grad.shape[0]], f"{where}: centre grad")
+            assert_close(w_grad, r_w_grad[start : start + w_grad.shape[0]], f"{where}: centre grad")
             for key in r_param_grads:  # replicated learnable scalars: the full one-process gradient on every rank
                 assert_close(param_grads[key], r_param_grads[key], f"{where}: grad of {key}")
                 assert_close(values[key], r_values[key], f"{where}: value of {key}")
@@ -133,7 +134,7 @@ def test_two_ranks_equal_one_process(name, two_rank_results):
                 if value.dim() == 0:
                     assert torch.equal(buffers[key], value), f"{where}: {key}"
                 else:  # sharded like the centres
-                    assert torch.equal(buffers[key], value[start:start + buffers[key].shape[0]]), f"{where}: {key}"
+                    assert torch.equal(buffers[key], value[start : start + buffers[key].shape[0]]), f"{where}: {key}"
     if name.startswith("uss"):
         assert single[-1][4]["0.bias"] > 0 and single[-1][3]["0.bias"] != 0  # the bias was initialised and learns
 
@@ -153,18 +154,25 @@ def test_readme_example_matches_naive():
     fast = head_step(make_head([CentreNormPenalty(0.5)], NUM_CLASSES, DIM, 16.0), embeddings, labels, weight)
 
     def naive(x, w):
-        penalty = sum((1 - torch.dot(x[i] / x[i].norm(), w[y] / w[y].norm())) ** 2 for i, y in enumerate(labels.tolist()))
+        penalty = sum(
+            (1 - torch.dot(x[i] / x[i].norm(), w[y] / w[y].norm())) ** 2 for i, y in enumerate(labels.tolist())
+        )
         return naive_loss(x, labels, w, 16.0) + 0.5 * penalty / len(labels)
 
-    for what, a, b in zip(("loss", "embedding grad", "centre grad"), fast[:3], naive_grads(naive, embeddings, weight)[:3], strict=True):
+    for what, a, b in zip(
+        ("loss", "embedding grad", "centre grad"), fast[:3], naive_grads(naive, embeddings, weight)[:3], strict=True
+    ):
         assert_close(a, b, what)
 
 
-@pytest.mark.parametrize("losses, options", [
-    (lambda: [MagFace(), UNPG(wisk=0.5)], {"magface": dict(MagFace.DEFAULTS), "unpg_wisk": 0.5}),
-    (lambda: [NPCFace(), UNPG()], {"npcface": dict(NPCFace.DEFAULTS), "unpg_wisk": 1.5}),
-    (lambda: [], {}),
-])
+@pytest.mark.parametrize(
+    "losses, options",
+    [
+        (lambda: [MagFace(), UNPG(wisk=0.5)], {"magface": dict(MagFace.DEFAULTS), "unpg_wisk": 0.5}),
+        (lambda: [NPCFace(), UNPG()], {"npcface": dict(NPCFace.DEFAULTS), "unpg_wisk": 1.5}),
+        (lambda: [], {}),
+    ],
+)
 def test_sampled_centres_match_naive_over_those_centres(losses, options):
     torch.manual_seed(1)
     classes = 50
@@ -184,8 +192,11 @@ def test_sample_rate_zero_keeps_only_the_positive_centres():
     head = make_head([UNPG()], 50, DIM, 16.0, sample_rate=0.0)
     fast = head_step(head, embeddings, labels, weight)
     assert head.weight_index.tolist() == sorted(set(labels.tolist()))
-    naive = naive_grads(lambda x, w: naive_loss(x, labels, w, 16.0, classes=head.weight_index.tolist(),
-                                                unpg_wisk=1.5), embeddings, weight)
+    naive = naive_grads(
+        lambda x, w: naive_loss(x, labels, w, 16.0, classes=head.weight_index.tolist(), unpg_wisk=1.5),
+        embeddings,
+        weight,
+    )
     assert_close(fast[0], naive[0], "loss")
 
 
@@ -262,6 +273,7 @@ def test_diagnostics_arrive_through_one_channel():
 
 # ---- every registered loss, built from a config the way train.py builds it, on 2 ranks ------------
 
+
 def registered_losses():
     from recipes.arcface_torch.config import get_config
     from recipes.arcface_torch.losses import LOSSES, load_plugins
@@ -281,8 +293,12 @@ def registry_steps(name, rank, world_size):
     out = []
     for step in range(2):  # the second step sees a filled memory bank
         embeddings, labels, weight = problem(step)
-        out.append(head_step(head, embeddings[rows], labels[rows], weight[head.class_start:head.class_start + head.num_local])
-                   + (head.class_start,))
+        out.append(
+            head_step(
+                head, embeddings[rows], labels[rows], weight[head.class_start : head.class_start + head.num_local]
+            )
+            + (head.class_start,)
+        )
     return out
 
 
@@ -306,12 +322,13 @@ def test_every_registered_loss_is_finite_and_rank_invariant(name, registry_resul
             assert torch.isfinite(loss) and torch.isfinite(x_grad).all() and torch.isfinite(w_grad).all()
             assert all(torch.isfinite(g).all() for g in params.values())
             assert_close(loss, ref[0], f"{name} step {step}: loss", rtol=1e-12)
-            assert_close(x_grad, ref[1][rank * BATCH // 2:(rank + 1) * BATCH // 2] * 2, f"{name}: embedding grad")
+            assert_close(x_grad, ref[1][rank * BATCH // 2 : (rank + 1) * BATCH // 2] * 2, f"{name}: embedding grad")
             # centres of classes held by the other rank (labels -1 here) get exactly their one-process gradient
-            assert_close(w_grad, ref[2][start:start + w_grad.shape[0]], f"{name}: centre grad")
+            assert_close(w_grad, ref[2][start : start + w_grad.shape[0]], f"{name}: centre grad")
 
 
 # ---- sample_rate = 0 on 2 ranks: a rank whose shard holds no label of the batch samples no centre -----
+
 
 def positives_only_steps(rank, world_size):
     head = make_head([USS(start_epoch=0), UNPG()], NUM_CLASSES, DIM, 16.0, margins=COSFACE, sample_rate=0.0)
@@ -320,7 +337,9 @@ def positives_only_steps(rank, world_size):
     for step in range(2):
         embeddings, _, weight = problem(step)
         labels = torch.tensor([0, 1, 2, 3, 0, 1, 4, 5])  # all on rank 0's shard (classes 0..5)
-        result = head_step(head, embeddings[rows], labels[rows], weight[head.class_start:head.class_start + head.num_local])
+        result = head_step(
+            head, embeddings[rows], labels[rows], weight[head.class_start : head.class_start + head.num_local]
+        )
         out.append(result + (head.class_start, head.weight_index.numel()))
     return out
 
@@ -338,6 +357,8 @@ def test_sample_rate_zero_with_an_empty_shard_equals_one_process():
         for step, (mine, ref) in enumerate(zip(results, single, strict=True)):
             loss, x_grad, w_grad, params, start, _ = mine
             assert_close(loss, ref[0], f"rank {rank} step {step}: loss", rtol=1e-12)
-            assert_close(x_grad, ref[1][rank * BATCH // 2:(rank + 1) * BATCH // 2] * 2, f"rank {rank}: embedding grad")
-            assert_close(w_grad, ref[2][start:start + w_grad.shape[0]], f"rank {rank}: centre grad")
+            assert_close(
+                x_grad, ref[1][rank * BATCH // 2 : (rank + 1) * BATCH // 2] * 2, f"rank {rank}: embedding grad"
+            )
+            assert_close(w_grad, ref[2][start : start + w_grad.shape[0]], f"rank {rank}: centre grad")
             assert_close(params["0.bias"], ref[3]["0.bias"], f"rank {rank}: bias grad")

@@ -1,4 +1,5 @@
 """Distributed radix selection vs torch.sort of the whole multiset, in one process and on 2 and 4 gloo ranks."""
+
 import math
 
 import pytest
@@ -21,7 +22,7 @@ def datasets(dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """Random, tied and adversarial multisets (each at least 5 values)."""
     g = torch.Generator().manual_seed(0)
     tiny = TINY32 if dtype == torch.float32 else TINY64
-    denormals = torch.tensor([tiny / 2, tiny / 8, -tiny / 4, tiny / 2 ** 20, -tiny / 2, 0.0, tiny], dtype=dtype)
+    denormals = torch.tensor([tiny / 2, tiny / 8, -tiny / 4, tiny / 2**20, -tiny / 2, 0.0, tiny], dtype=dtype)
     return {
         "random": torch.randn(997, generator=g, dtype=dtype),
         "ties": torch.randint(-3, 4, (500,), generator=g).to(dtype) / 4,
@@ -40,7 +41,7 @@ def split(values: torch.Tensor, world_size: int, rank: int) -> torch.Tensor:
         return values
     cuts = [0, 0] + [len(values) * (r + 1) * (r + 2) // (world_size * (world_size + 1)) for r in range(1, world_size)]
     cuts[-1] = len(values)
-    return values[cuts[rank]:cuts[rank + 1]]
+    return values[cuts[rank] : cuts[rank + 1]]
 
 
 def masks(values: torch.Tensor) -> torch.Tensor:

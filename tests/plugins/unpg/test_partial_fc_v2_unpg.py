@@ -1,4 +1,5 @@
 """The upstream drop-in: PartialFC_V2's constructor and call, `weight` state_dict, UNPG inside."""
+
 import torch
 
 from plugins.partial_fc import PartialFC
@@ -15,7 +16,9 @@ def test_same_constructor_state_dict_and_loss_as_the_hooked_head():
     reference.load_state_dict(drop_in.state_dict())
     embeddings, labels = torch.randn(16, 32), torch.randint(0, 100, (16,))
     assert torch.equal(drop_in(embeddings, labels), reference(embeddings, labels))
-    assert torch.equal(drop_in(embeddings, labels.view(-1, 1)), reference(embeddings, labels))  # (b, 1) labels as upstream
+    assert torch.equal(
+        drop_in(embeddings, labels.view(-1, 1)), reference(embeddings, labels)
+    )  # (b, 1) labels as upstream
 
 
 def test_unpg_options_and_sampling():

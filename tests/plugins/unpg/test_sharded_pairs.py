@@ -6,6 +6,7 @@ loss / W through autograd all-reduces (whose backward sums the W identical gradi
 class shard gets the one-process gradient and, through the gather (sum over ranks, x W), each rank's local
 embeddings get W x the one-process gradient.
 """
+
 import math
 
 import pytest
@@ -50,21 +51,40 @@ def stand_in_loss(gathered, gathered_labels, weight_shard, class_start, share):
 def sharded_step(rank, world_size, name):
     embeddings, labels, weight, wisk = case_data(name)
     b, c = BATCH // world_size, CLASSES // world_size
-    local = embeddings[rank * b:(rank + 1) * b].clone().requires_grad_(True)
-    shard = weight[rank * c:(rank + 1) * c].clone().requires_grad_(True)
-    local_labels = labels[rank * b:(rank + 1) * b]
+    local = embeddings[rank * b : (rank + 1) * b].clone().requires_grad_(True)
+    shard = weight[rank * c : (rank + 1) * c].clone().requires_grad_(True)
+    local_labels = labels[rank * b : (rank + 1) * b]
     gathered = all_gather_with_grad(local)
     gathered_labels = all_gather_no_grad(local_labels)
-    result = sharded_pair_share(local, gathered, local_labels, gathered_labels, SCALE,
-                                wisk=wisk if wisk is not None else 1.5, filter=wisk is not None)
+    result = sharded_pair_share(
+        local,
+        gathered,
+        local_labels,
+        gathered_labels,
+        SCALE,
+        wisk=wisk if wisk is not None else 1.5,
+        filter=wisk is not None,
+    )
     loss = stand_in_loss(gathered, gathered_labels, shard, rank * c, result.share)
     (loss / world_size).backward()
-    out = {"loss": loss.detach(), "x_grad": local.grad.clone(), "w_grad": shard.grad.clone(),
-           "stats": result.stats, "term": None}
+    out = {
+        "loss": loss.detach(),
+        "x_grad": local.grad.clone(),
+        "w_grad": shard.grad.clone(),
+        "stats": result.stats,
+        "term": None,
+    }
     if result.share is not None:  # the term itself and its gradient, through combine_shares
         local.grad = None
-        result = sharded_pair_share(local, all_gather_with_grad(local), local_labels, gathered_labels, SCALE,
-                                    wisk=wisk if wisk is not None else 1.5, filter=wisk is not None)
+        result = sharded_pair_share(
+            local,
+            all_gather_with_grad(local),
+            local_labels,
+            gathered_labels,
+            SCALE,
+            wisk=wisk if wisk is not None else 1.5,
+            filter=wisk is not None,
+        )
         term = combine_shares(result.share)
         term.backward()
         out.update(term=term.detach(), term_x_grad=local.grad.clone())
@@ -87,8 +107,7 @@ def replicated(name):
         logits = torch.cat([logits, term.log_sum_exp.expand(BATCH, 1)], dim=1)
     loss = F.cross_entropy(logits, labels)
     loss.backward()
-    out = {"loss": loss.detach(), "x_grad": x.grad.clone(), "w_grad": w.grad.clone(), "stats": term.stats,
-           "term": None}
+    out = {"loss": loss.detach(), "x_grad": x.grad.clone(), "w_grad": w.grad.clone(), "stats": term.stats, "term": None}
     if term.log_sum_exp is not None:
         x2 = embeddings.clone().requires_grad_(True)
         lse = unpg(x2, labels, SCALE).log_sum_exp
@@ -123,9 +142,10 @@ def check(per_rank: list[dict]) -> None:
             for expected in (reference, slow):
                 assert close(result["loss"], expected["loss"]), f"{where}: loss"
                 # the project's convention: local rows get world_size x the one-process gradient
-                assert close(result["x_grad"], world_size * expected["x_grad"][rank * b:(rank + 1) * b]), \
+                assert close(result["x_grad"], world_size * expected["x_grad"][rank * b : (rank + 1) * b]), (
                     f"{where}: embedding gradient"
-                assert close(result["w_grad"], expected["w_grad"][rank * c:(rank + 1) * c]), f"{where}: class grad"
+                )
+                assert close(result["w_grad"], expected["w_grad"][rank * c : (rank + 1) * c]), f"{where}: class grad"
             assert int(result["stats"]["pairs_total"]) == int(reference["stats"]["pairs_total"]), where
             if reference["term"] is None:
                 assert result["term"] is None, where
@@ -134,14 +154,17 @@ def check(per_rank: list[dict]) -> None:
             # all equal: every pair's cosine is flat in both embeddings, so the exact term gradient is 0 and
             # both sides hold rounding noise; compare on the scale s / |x| of a single pair's gradient
             floor = SCALE / float(case_data(name)[0].norm(dim=1).min()) if name == "all equal" else 1e-300
-            assert close(result["term_x_grad"], world_size * reference["term_x_grad"][rank * b:(rank + 1) * b],
-                         floor=floor), f"{where}: term gradient"
+            assert close(
+                result["term_x_grad"], world_size * reference["term_x_grad"][rank * b : (rank + 1) * b], floor=floor
+            ), f"{where}: term gradient"
             for quartile in ("q1", "q3"):
                 if quartile in reference["stats"]:
                     # S[a, c] and S[c, a] come from different matrix products and may differ in the last bit,
                     # so quartiles are equal to rounding; exactly equal where the cosines are exact
                     got, want = result["stats"][quartile], reference["stats"][quartile]
-                    assert got == want if name.startswith(("lattice", "all equal")) else close(got, want), f"{where}: {quartile}"
+                    assert got == want if name.startswith(("lattice", "all equal")) else close(got, want), (
+                        f"{where}: {quartile}"
+                    )
 
 
 def test_one_process_without_a_process_group():
@@ -181,8 +204,11 @@ def test_doubled_multiset_has_the_same_floor_quartiles():
         for num in (1, 3):
             assert (2 * n * num // 4) // 2 == n * num // 4
             assert doubled[(2 * n * num) // 4] == single[(n * num) // 4]
-        assert math.isclose(torch.logsumexp(torch.cat([values, values]), 0).item(),
-                            torch.logsumexp(values, 0).item() + math.log(2), rel_tol=1e-14)
+        assert math.isclose(
+            torch.logsumexp(torch.cat([values, values]), 0).item(),
+            torch.logsumexp(values, 0).item() + math.log(2),
+            rel_tol=1e-14,
+        )
 
 
 def unequal_worker(rank, world_size):

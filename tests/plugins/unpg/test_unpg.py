@@ -1,4 +1,5 @@
 """UNPG head against the naive float64 reference: loss and gradients to ~1e-10."""
+
 import pytest
 import torch
 
@@ -88,8 +89,9 @@ def test_no_negative_pairs_reduces_to_margin_softmax():
 
 def test_batch_of_one_and_identical_embeddings_are_finite():
     _, _, weight = make_batch(6)
-    single = fast_loss_and_grads(torch.randn(1, 16, dtype=torch.float64), torch.tensor([2]), weight,
-                                 MARGINS["arcface"], 64.0, UNPG())
+    single = fast_loss_and_grads(
+        torch.randn(1, 16, dtype=torch.float64), torch.tensor([2]), weight, MARGINS["arcface"], 64.0, UNPG()
+    )
     same = torch.randn(1, 16, dtype=torch.float64).repeat(8, 1)  # every similarity equal: IQR = 0
     constant = fast_loss_and_grads(same, torch.arange(8) % 7, weight, MARGINS["arcface"], 64.0, UNPG())
     for result in (single, constant):

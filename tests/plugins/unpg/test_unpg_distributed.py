@@ -1,4 +1,5 @@
 """2 gloo ranks vs 1 process on the same global batch: equal loss, backbone and class-centre gradients."""
+
 import pytest
 import torch
 from torch import nn
@@ -10,8 +11,11 @@ from recipes.arcface_torch.margin_loss import CombinedMarginLoss
 from tests.support.distributed_harness import run_on_ranks
 
 NUM_CLASSES, BATCH, IN_DIM, DIM = 11, 8, 20, 16  # 11 classes: an uneven 6 / 5 split over 2 ranks
-CASES = [(name, margins, unpg) for name, margins in (("arcface", (1.0, 0.5, 0.0)), ("cosface", (1.0, 0.0, 0.4)))
-         for unpg in (False, True)]
+CASES = [
+    (name, margins, unpg)
+    for name, margins in (("arcface", (1.0, 0.5, 0.0)), ("cosface", (1.0, 0.0, 0.4)))
+    for unpg in (False, True)
+]
 
 
 def problem():
@@ -27,8 +31,9 @@ def problem():
 
 
 def step(backbone, margins, unpg, weight_rows, inputs, labels):
-    head = PartialFC(CombinedMarginLoss(16.0, *margins), DIM, NUM_CLASSES,
-                     negative_pairs=UNPG(wisk=0.5) if unpg else None).double()
+    head = PartialFC(
+        CombinedMarginLoss(16.0, *margins), DIM, NUM_CLASSES, negative_pairs=UNPG(wisk=0.5) if unpg else None
+    ).double()
     with torch.no_grad():
         head.weight.copy_(weight_rows(head))
     loss = head(backbone(inputs), labels)
@@ -43,9 +48,16 @@ def distributed_worker(rank, world_size):
     results = []
     for _, margins, unpg in CASES:
         model = DistributedDataParallel(problem()[3])
-        results.append(step(model, margins, unpg,
-                            lambda head: weight[head.class_start:head.class_start + head.num_local],
-                            inputs[rows], labels[rows]))
+        results.append(
+            step(
+                model,
+                margins,
+                unpg,
+                lambda head: weight[head.class_start : head.class_start + head.num_local],
+                inputs[rows],
+                labels[rows],
+            )
+        )
     return results
 
 
@@ -61,12 +73,13 @@ def test_two_ranks_equal_one_process():
             assert torch.allclose(d_loss, loss, rtol=1e-12, atol=1e-12), case
             for a, b in zip(d_backbone, backbone_grads, strict=False):
                 assert torch.allclose(a, b, rtol=1e-10, atol=1e-12), f"{case}: backbone grad"
-            shard = centre_grad[start:start + d_centre.shape[0]]
+            shard = centre_grad[start : start + d_centre.shape[0]]
             assert torch.allclose(d_centre, shard, rtol=1e-10, atol=1e-12), f"{case}: centre grad"
         assert per_rank[0][index][3] == 0 and per_rank[1][index][3] == 6
 
 
 # ---- every registered loss, built from a config the way train.py builds it -------------------------
+
 
 def registered_losses():
     from recipes.arcface_torch.losses import LOSSES, load_plugins
@@ -99,8 +112,10 @@ def head_step(loss_name, weight_rows, embeddings, labels):
 def registry_worker(rank, world_size, names):
     embeddings, labels, weight = registry_problem()
     rows = slice(rank * BATCH // world_size, (rank + 1) * BATCH // world_size)
-    return [head_step(name, lambda h: weight[h.class_start:h.class_start + h.num_local], embeddings[rows], labels[rows])
-            for name in names]
+    return [
+        head_step(name, lambda h: weight[h.class_start : h.class_start + h.num_local], embeddings[rows], labels[rows])
+        for name in names
+    ]
 
 
 @pytest.mark.slow
@@ -116,6 +131,6 @@ def test_every_registered_loss_is_finite_and_rank_invariant():
             d_loss, d_x_grad, d_w_grad, start = result
             assert torch.allclose(d_loss, loss, rtol=1e-12), name
             # each rank's local rows get world_size x the global-loss gradient (DDP then averages)
-            local = x_grad[rank * BATCH // 2:(rank + 1) * BATCH // 2] * 2
+            local = x_grad[rank * BATCH // 2 : (rank + 1) * BATCH // 2] * 2
             assert torch.allclose(d_x_grad, local, rtol=1e-10, atol=1e-12), f"{name}: embedding grad"
-            assert torch.allclose(d_w_grad, w_grad[start:start + d_w_grad.shape[0]], rtol=1e-10, atol=1e-12), name
+            assert torch.allclose(d_w_grad, w_grad[start : start + d_w_grad.shape[0]], rtol=1e-10, atol=1e-12), name

@@ -1,5 +1,6 @@
 """Sharded UNPG inside the real partial-FC head (a "partial" denominator term) vs the replicated term vs the
 naive float64 column append, at 1, 2 and 4 gloo ranks: loss, embedding and class-centre gradients."""
+
 import pytest
 import torch
 
@@ -19,14 +20,15 @@ def head_step(name: str, sharded, rank: int = 0, world_size: int = 1):
     {diagnostic: value})."""
     embeddings, labels, weight, wisk = case_data(name)
     unpg = UNPG(wisk=1.5 if wisk is None else wisk, filter=wisk is not None, sharded=sharded)
-    head = PartialFC(CombinedMarginLoss(SCALE, *MARGINS, gradient="exact"), embeddings.shape[1], CLASSES,
-                     losses=[unpg]).double()
+    head = PartialFC(
+        CombinedMarginLoss(SCALE, *MARGINS, gradient="exact"), embeddings.shape[1], CLASSES, losses=[unpg]
+    ).double()
     with torch.no_grad():
-        head.weight.copy_(weight[head.class_start:head.class_start + head.num_local])
+        head.weight.copy_(weight[head.class_start : head.class_start + head.num_local])
     b = BATCH // world_size
-    x = embeddings[rank * b:(rank + 1) * b].clone().requires_grad_(True)
+    x = embeddings[rank * b : (rank + 1) * b].clone().requires_grad_(True)
     head.collect_diagnostics = True
-    loss = head(x, labels[rank * b:(rank + 1) * b])
+    loss = head(x, labels[rank * b : (rank + 1) * b])
     loss.backward()
     stats = {key: value.clone() for key, value in head.last_diagnostics.items()}
     return loss.detach(), x.grad.clone(), head.weight.grad.clone(), head.class_start, stats
@@ -64,8 +66,8 @@ def check(per_rank: list[dict]) -> None:
                 where = f"{name}, sharded={sharded}, rank {rank} of {world_size}"
                 assert close(d_loss, loss), f"{where}: loss"
                 # the head's convention: local rows get world_size x the one-process gradient
-                assert close(d_x_grad, world_size * x_grad[rank * b:(rank + 1) * b]), f"{where}: embedding grad"
-                assert close(d_w_grad, w_grad[start:start + d_w_grad.shape[0]]), f"{where}: centre grad"
+                assert close(d_x_grad, world_size * x_grad[rank * b : (rank + 1) * b]), f"{where}: embedding grad"
+                assert close(d_w_grad, w_grad[start : start + d_w_grad.shape[0]]), f"{where}: centre grad"
                 for key in ("unpg/pairs_total", "unpg/pairs_kept"):
                     assert int(d_stats[key]) == int(stats[key]), f"{where}: {key}"
 
@@ -82,8 +84,14 @@ def test_ranks_sharded_equals_replicated_and_naive(world_size):
 
 def test_auto_shards_only_with_more_than_one_rank():
     assert UNPG().sharded == "auto" and UNPG.DEFAULTS["sharded"] == "auto"
-    assert [UNPG(sharded=mode).uses_sharding(world) for mode in ("auto", True, False) for world in (1, 4)] == \
-        [False, True, True, True, False, False]
+    assert [UNPG(sharded=mode).uses_sharding(world) for mode in ("auto", True, False) for world in (1, 4)] == [
+        False,
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
     assert PartialFC_V2_UNPG(CombinedMarginLoss(64, 1.0, 0.5, 0.0), 16, 20, sharded=True).unpg.sharded is True
 
 
@@ -106,8 +114,9 @@ def test_config_default_and_override():
 def unequal_worker(rank, world_size, sharded):
     embeddings, labels, weight, _ = case_data("random")
     rows = [slice(0, 5), slice(5, 8)][rank]  # 5 rows on rank 0, 3 on rank 1
-    head = PartialFC(CombinedMarginLoss(SCALE, *MARGINS), embeddings.shape[1], CLASSES,
-                     losses=[UNPG(sharded=sharded)]).double()
+    head = PartialFC(
+        CombinedMarginLoss(SCALE, *MARGINS), embeddings.shape[1], CLASSES, losses=[UNPG(sharded=sharded)]
+    ).double()
     try:
         head(embeddings[rows], labels[rows])
     except ValueError as error:
@@ -134,8 +143,13 @@ def test_torchrun_four_ranks_sharded_tracks_replicated(tmp_path):
     out = tmp_path / "losses.json"
     # lr 0.001: a smooth run (at larger rates this tiny network amplifies fp32 rounding ~10x per step, see
     # benchmarks/results/sharded_unpg_torchrun.md)
-    result = subprocess.run([sys.executable, "benchmarks/compare_sharded_training.py", "--steps", "5", "--lr", "0.001",
-                             "--json", str(out)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "benchmarks/compare_sharded_training.py", "--steps", "5", "--lr", "0.001", "--json", str(out)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     losses = json.loads(out.read_text())
     assert sorted(losses["sharded"]) == sorted(losses["replicated"]) == ["1", "2", "3", "4", "5"]

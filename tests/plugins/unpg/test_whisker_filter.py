@@ -1,4 +1,5 @@
 """Floor-index quartiles and the whisker interval against a plain sort."""
+
 import math
 
 import numpy as np

@@ -1,5 +1,6 @@
 """USS on the partial-FC head against the naive float64 full-FC reference, over several steps of the
 memory bank (empty, filled, bias initialised once), with sampling and the start epoch."""
+
 import pytest
 import torch
 
@@ -35,8 +36,14 @@ def compare_steps(head, weight, steps, scale, weight_uss=1.0, m=0.1, set_bias=No
         if expected_init is not None:
             assert abs(float(uss.bias.detach()) - expected_init) <= 1e-10 * abs(expected_init)
         b = uss.bias.detach().clone()
-        naive = naive_grads(lambda x, w, b, labels=labels, bank=bank: naive_loss(x, labels, w, scale, COSFACE, uss={
-            "bank": bank, "b": b, "m": m, "weight": weight_uss}), embeddings, weight, [b])
+        naive = naive_grads(
+            lambda x, w, b, labels=labels, bank=bank: naive_loss(
+                x, labels, w, scale, COSFACE, uss={"bank": bank, "b": b, "m": m, "weight": weight_uss}
+            ),
+            embeddings,
+            weight,
+            [b],
+        )
         for name, a, e in zip(("loss", "embedding grad", "centre grad"), fast[:3], naive[:3], strict=True):
             assert_close(a, e, f"step {index}: {name}")
         assert_close(fast[3]["0.bias"], naive[3][0], f"step {index}: bias grad", rtol=1e-9)
@@ -55,7 +62,7 @@ def test_uss_matches_naive_over_steps(seed, scale):
     head = make_head([USS(start_epoch=0)], CLASSES, DIM, scale, margins=COSFACE)
     biases = compare_steps(head, weight, steps, scale, set_bias={3: -0.5})
     assert biases[0] == 0.0 and biases[1] > 0  # empty bank, then the released initialisation
-    assert biases[3] == -0.5                   # initialised once: a negative bias later is kept
+    assert biases[3] == -0.5  # initialised once: a negative bias later is kept
     assert bool(head.losses[0].initialised)
 
 
@@ -76,7 +83,7 @@ def test_start_epoch_and_weight():
     weight, steps = batches(3, steps=2)
     head = make_head([USS(start_epoch=1, weight=0.5)], CLASSES, DIM, 16.0, margins=COSFACE)
     plain = make_head([], CLASSES, DIM, 16.0, margins=COSFACE)
-    head_step(head, *steps[0], weight)               # epoch 0: the bank fills, no term
+    head_step(head, *steps[0], weight)  # epoch 0: the bank fills, no term
     epoch0 = head_step(head, *steps[1], weight)[0]
     assert torch.equal(epoch0, head_step(plain, *steps[1], weight)[0])
     assert not bool(head.losses[0].initialised)
@@ -85,8 +92,14 @@ def test_start_epoch_and_weight():
     init = naive_uss_initial_bias(*steps[1], 16.0, bank)
     epoch1 = head_step(head, *steps[1], weight)
     b = torch.tensor(init, dtype=torch.float64)
-    naive = naive_grads(lambda x, w, b: naive_loss(x, steps[1][1], w, 16.0, COSFACE, uss={
-        "bank": bank, "b": b, "m": 0.1, "weight": 0.5}), steps[1][0], weight, [b])
+    naive = naive_grads(
+        lambda x, w, b: naive_loss(
+            x, steps[1][1], w, 16.0, COSFACE, uss={"bank": bank, "b": b, "m": 0.1, "weight": 0.5}
+        ),
+        steps[1][0],
+        weight,
+        [b],
+    )
     for name, a, e in zip(("loss", "embedding grad", "centre grad"), epoch1[:3], naive[:3], strict=True):
         assert_close(a, e, name)
 
@@ -105,8 +118,14 @@ def test_sampled_centres_only_take_part():
         sampled = head.weight_index.tolist()
         assert len(sampled) == 12 and set(labels.tolist()) <= set(sampled)
         b = head.losses[0].bias.detach().clone()
-        naive = naive_grads(lambda x, w, b, labels=labels, bank=bank, sampled=sampled: naive_loss(x, labels, w, 16.0, COSFACE, classes=sampled, uss={
-            "bank": bank, "b": b, "m": 0.1, "weight": 1.0}), embeddings, weight, [b])
+        naive = naive_grads(
+            lambda x, w, b, labels=labels, bank=bank, sampled=sampled: naive_loss(
+                x, labels, w, 16.0, COSFACE, classes=sampled, uss={"bank": bank, "b": b, "m": 0.1, "weight": 1.0}
+            ),
+            embeddings,
+            weight,
+            [b],
+        )
         for name, a, e in zip(("loss", "embedding grad", "centre grad"), fast[:3], naive[:3], strict=True):
             assert_close(a, e, f"step {step}: {name}")
         untouched = sorted(set(range(classes)) - set(sampled))
@@ -116,8 +135,13 @@ def test_sampled_centres_only_take_part():
 
 def test_state_dict_holds_bank_and_flag_and_bad_options_are_rejected():
     head = make_head([USS()], CLASSES, DIM, 16.0)
-    assert set(head.state_dict()) == {"weight", "losses.0.bias", "losses.0.initialised", "losses.0.bank",
-                                      "losses.0.written"}
+    assert set(head.state_dict()) == {
+        "weight",
+        "losses.0.bias",
+        "losses.0.initialised",
+        "losses.0.bank",
+        "losses.0.written",
+    }
     assert head.parameter_groups()[1] == {"params": [head.losses[0].bias], "weight_decay": 0.0}
     with pytest.raises(ValueError, match="start_epoch=1.5 must be a whole number"):
         USS(start_epoch=1.5)

@@ -1,4 +1,5 @@
 """Atomic writes on a full disk, and temp files left behind by an interrupted process."""
+
 import errno
 import os
 import time
@@ -17,7 +18,10 @@ def test_full_disk_keeps_the_old_file_and_says_so(tmp_path):
         stream.write(b"half")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    with pytest.raises(DiskFullError, match=rf"^no space left on the device while writing {path}; the previous model.pt is kept; free space"):
+    with pytest.raises(
+        DiskFullError,
+        match=rf"^no space left on the device while writing {path}; the previous model.pt is kept; free space",
+    ):
         atomic_file.write_atomically(path, fill_disk)
     assert path.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]  # no temp file left

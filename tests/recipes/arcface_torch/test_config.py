@@ -1,4 +1,5 @@
 """Config overlay and validation, the loss registry and its errors."""
+
 import json
 from pathlib import Path
 
@@ -41,19 +42,24 @@ def test_missing_config_lists_available():
         get_config("no_such_config")
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("sample_rate", 1.5, r"sample_rate=1.5 must be a number in \[0, 1\]"),
-    ("margin_list", (1.0, 0.5), "margin_list=.* must have 3 numbers"),
-    ("batch_size", 0, "batch_size=0 must be a positive integer"),
-    ("optimizer", "adam", "optimizer='adam' is not supported"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("sample_rate", 1.5, r"sample_rate=1.5 must be a number in \[0, 1\]"),
+        ("margin_list", (1.0, 0.5), "margin_list=.* must have 3 numbers"),
+        ("batch_size", 0, "batch_size=0 must be a positive integer"),
+        ("optimizer", "adam", "optimizer='adam' is not supported"),
+    ],
+)
 def test_bad_values_are_rejected(key, value, message):
     with pytest.raises(ConfigError, match=message):
         get_config(DEMO, **{key: value})
 
 
 def test_unknown_loss_lists_available_losses():
-    with pytest.raises(RegistryError, match=r"unknown loss 'unpgg'; available: .*margin_softmax.*unpg.*Did you mean 'unpg'"):
+    with pytest.raises(
+        RegistryError, match=r"unknown loss 'unpgg'; available: .*margin_softmax.*unpg.*Did you mean 'unpg'"
+    ):
         get_config(DEMO, loss="unpgg")
     with pytest.raises(RegistryError, match=r"unknown loss 'magfac'.*Did you mean 'magface'"):
         get_config(DEMO, loss=["magfac", "unpg"])
@@ -128,7 +134,10 @@ def test_upstream_base_keys_are_all_accepted(tmp_path):
 def test_upstream_edge_values_load_with_warnings(tmp_path):
     pfc0 = get_config(write_config_file(tmp_path, "pfc0", UPSTREAM["configs"]["wf42m_pfc0008_32gpu_r100"]))
     assert pfc0.sample_rate == 0
-    assert any(note.startswith("sample_rate=0 keeps only the class centres of the batch's own labels") for note in config_warnings(pfc0))
+    assert any(
+        note.startswith("sample_rate=0 keeps only the class centres of the batch's own labels")
+        for note in config_warnings(pfc0)
+    )
     millions = get_config(write_config_file(tmp_path, "millions", UPSTREAM["configs"]["3millions"]))
     assert any(note.startswith("warmup_epoch=-1 means no warmup") for note in config_warnings(millions))
     vit_h = get_config(write_config_file(tmp_path, "vit_h", UPSTREAM["configs"]["wf42m_pfc02_vit_h"]))
@@ -139,35 +148,50 @@ def test_upstream_edge_values_load_with_warnings(tmp_path):
 
 @pytest.mark.slow
 def test_vit_network_passes_validation_and_fails_in_one_line_when_built(tmp_path, capsys):
-    values = dict(UPSTREAM["configs"]["wf42m_pfc03_40epoch_8gpu_vit_t"], rec="synthetic", num_classes=0, batch_size=4,
-                  val_targets=[], num_workers=0, output=str(tmp_path / "out"))
+    values = dict(
+        UPSTREAM["configs"]["wf42m_pfc03_40epoch_8gpu_vit_t"],
+        rec="synthetic",
+        num_classes=0,
+        batch_size=4,
+        val_targets=[],
+        num_workers=0,
+        output=str(tmp_path / "out"),
+    )
     path = write_config_file(tmp_path, "vit_t", values)
     assert get_config(path).network == "vit_t_dp005_mask0"
-    with pytest.raises(ValueError, match="network 'vit_t_dp005_mask0' is one of upstream arcface_torch's ViT backbones"):
+    with pytest.raises(
+        ValueError, match="network 'vit_t_dp005_mask0' is one of upstream arcface_torch's ViT backbones"
+    ):
         get_model("vit_t_dp005_mask0")
     assert main([str(path), "--set", "synthetic={'num_identities': 4, 'images_per_identity': 2}"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "ViT backbones, which this recipe does not build; set config.network" in err
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(sample_rate="abc"), r"^sample_rate='abc' must be a number in \[0, 1\]"),
-    (dict(embedding_size=0), r"^embedding_size=0 must be a positive integer"),
-    (dict(max_steps=-5), r"^max_steps=-5 must be an integer >= 0"),
-    (dict(val_targets="synthetic"), r"^val_targets='synthetic' must be a list of names.*\(a list, not a string\)"),
-    (dict(batch_size=-2), r"^batch_size=-2 must be a positive integer"),
-    (dict(lr="0.1"), r"^lr='0.1' must be a number > 0"),
-    (dict(lr=float("nan")), r"^lr=nan must be a number > 0"),
-    (dict(fp16="yes"), r"^fp16='yes' must be True or False"),
-    (dict(warmup_epoch=1.5), r"^warmup_epoch=1.5 must be an integer number of epochs"),
-    (dict(margin_gradient="exactly"), r"^margin_gradient='exactly' must be 'straight_through' \(upstream\) or 'exact'"),
-    (dict(amp_dtype="half"), r"^amp_dtype='half' must be 'auto', 'float16' or 'bfloat16'"),
-    (dict(dist_timeout=0), r"^dist_timeout=0 must be a number of seconds > 0"),
-    (dict(num_workers=-1), r"^num_workers=-1 must be an integer >= 0"),
-    (dict(margin_list=(1.0, -0.5, 0.0)), r"^margin_list=\(1.0, -0.5, 0.0\) needs m1 > 0, m2 >= 0 and m3 >= 0"),
-    (dict(gradient_acc=2, max_steps=3), r"^max_steps=3 is not a multiple of gradient_acc=2; .* max_steps=2"),
-    (dict(synthetic={"num_identities": 1}), r"^synthetic.num_identities=1 must be an integer >= 2"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(sample_rate="abc"), r"^sample_rate='abc' must be a number in \[0, 1\]"),
+        (dict(embedding_size=0), r"^embedding_size=0 must be a positive integer"),
+        (dict(max_steps=-5), r"^max_steps=-5 must be an integer >= 0"),
+        (dict(val_targets="synthetic"), r"^val_targets='synthetic' must be a list of names.*\(a list, not a string\)"),
+        (dict(batch_size=-2), r"^batch_size=-2 must be a positive integer"),
+        (dict(lr="0.1"), r"^lr='0.1' must be a number > 0"),
+        (dict(lr=float("nan")), r"^lr=nan must be a number > 0"),
+        (dict(fp16="yes"), r"^fp16='yes' must be True or False"),
+        (dict(warmup_epoch=1.5), r"^warmup_epoch=1.5 must be an integer number of epochs"),
+        (
+            dict(margin_gradient="exactly"),
+            r"^margin_gradient='exactly' must be 'straight_through' \(upstream\) or 'exact'",
+        ),
+        (dict(amp_dtype="half"), r"^amp_dtype='half' must be 'auto', 'float16' or 'bfloat16'"),
+        (dict(dist_timeout=0), r"^dist_timeout=0 must be a number of seconds > 0"),
+        (dict(num_workers=-1), r"^num_workers=-1 must be an integer >= 0"),
+        (dict(margin_list=(1.0, -0.5, 0.0)), r"^margin_list=\(1.0, -0.5, 0.0\) needs m1 > 0, m2 >= 0 and m3 >= 0"),
+        (dict(gradient_acc=2, max_steps=3), r"^max_steps=3 is not a multiple of gradient_acc=2; .* max_steps=2"),
+        (dict(synthetic={"num_identities": 1}), r"^synthetic.num_identities=1 must be an integer >= 2"),
+    ],
+)
 def test_every_value_is_type_and_range_checked(overrides, message):
     with pytest.raises(ConfigError, match=message):
         get_config(DEMO, **overrides)
@@ -184,5 +208,7 @@ def test_missing_val_bin_is_a_warning_naming_the_file(tmp_path):
     notes = []
     cfg = get_config(DEMO, rec=str(tmp_path), val_targets=["lfw"])
     assert build_val_sets(cfg, warn=notes.append) == []
-    assert notes == [f"val target 'lfw' skipped: {tmp_path / 'lfw.bin'} does not exist; put lfw.bin beside the .rec, "
-                     f"give the .bin's path, or remove it from config.val_targets"]
+    assert notes == [
+        f"val target 'lfw' skipped: {tmp_path / 'lfw.bin'} does not exist; put lfw.bin beside the .rec, "
+        f"give the .bin's path, or remove it from config.val_targets"
+    ]

@@ -1,5 +1,6 @@
 """Nothing hangs: a rank that stops answering ends the job within config.dist_timeout, naming that rank;
 a check that fails on one rank stops every rank."""
+
 import os
 import signal
 import subprocess
@@ -52,10 +53,31 @@ def _is_descendant(pid: int, ancestor: int) -> bool:
 def test_a_stopped_rank_ends_the_job_within_dist_timeout_naming_it(tmp_path):
     output = tmp_path / "stall"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29547",
-               "recipes/arcface_torch/train.py", DEMO, "--set", f"output={output}", "--set", "num_epoch=200",
-               "--set", "num_workers=0", "--set", "batch_size=4", "--set", "val_targets=[]", "--set", "frequent=1",
-               "--set", "dist_timeout=6", "--set", "synthetic={'num_identities': 8, 'images_per_identity': 2}"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port=29547",
+        "recipes/arcface_torch/train.py",
+        DEMO,
+        "--set",
+        f"output={output}",
+        "--set",
+        "num_epoch=200",
+        "--set",
+        "num_workers=0",
+        "--set",
+        "batch_size=4",
+        "--set",
+        "val_targets=[]",
+        "--set",
+        "frequent=1",
+        "--set",
+        "dist_timeout=6",
+        "--set",
+        "synthetic={'num_identities': 8, 'images_per_identity': 2}",
+    ]
     launcher = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     stopped = []
     try:
@@ -109,17 +131,53 @@ def test_an_error_on_one_rank_stops_the_whole_job_without_waiting_for_the_timeou
     from tools.synthetic_to_rec import main as synthetic_to_rec
 
     data = tmp_path / "rec"
-    assert synthetic_to_rec([str(data), "--set", "synthetic.num_identities=12", "--set", "synthetic.images_per_identity=6",
-                             "--set", "synthetic.val_identities=10", "--set", "synthetic.val_pairs=20", "--quiet"]) == 0
+    assert (
+        synthetic_to_rec(
+            [
+                str(data),
+                "--set",
+                "synthetic.num_identities=12",
+                "--set",
+                "synthetic.images_per_identity=6",
+                "--set",
+                "synthetic.val_identities=10",
+                "--set",
+                "synthetic.val_pairs=20",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     offsets = dict(line.split("\t") for line in (data / "train.idx").read_text().split("\n") if line)
     with open(data / "train.rec", "r+b") as rec:
         rec.seek(int(offsets["1"]) + 8 + 24)  # record magic and length, then the image header: the JPEG starts here
         rec.write(b"\0\0\0\0")  # no JPEG start marker: this one image cannot be decoded
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29549",
-               "recipes/arcface_torch/train.py", DEMO, "--set", f"rec={data}", "--set", f"output={tmp_path / 'out'}",
-               "--set", "num_epoch=50", "--set", "num_workers=0", "--set", "batch_size=8", "--set", "val_targets=[]",
-               "--set", "embedding_size=16", "--set", "dist_timeout=300"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port=29549",
+        "recipes/arcface_torch/train.py",
+        DEMO,
+        "--set",
+        f"rec={data}",
+        "--set",
+        f"output={tmp_path / 'out'}",
+        "--set",
+        "num_epoch=50",
+        "--set",
+        "num_workers=0",
+        "--set",
+        "batch_size=8",
+        "--set",
+        "val_targets=[]",
+        "--set",
+        "embedding_size=16",
+        "--set",
+        "dist_timeout=300",
+    ]
     started = time.time()
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=280)
     elapsed = time.time() - started
@@ -134,8 +192,17 @@ def _train_worker(rank, world_size, output, overrides):
     from recipes.arcface_torch.config import get_config
     from recipes.arcface_torch.train import TrainingError, train
 
-    config = get_config(DEMO, output=output, num_workers=0, batch_size=4, num_epoch=2, val_targets=[], embedding_size=16,
-                        synthetic={"num_identities": 8, "images_per_identity": 4}, **overrides)
+    config = get_config(
+        DEMO,
+        output=output,
+        num_workers=0,
+        batch_size=4,
+        num_epoch=2,
+        val_targets=[],
+        embedding_size=16,
+        synthetic={"num_identities": 8, "images_per_identity": 4},
+        **overrides,
+    )
     try:
         return train(config)["step"]
     except (TrainingError, RankError) as error:
@@ -154,4 +221,6 @@ def test_resume_refuses_rank_checkpoints_that_disagree(tmp_path):
     results = run_on_ranks(_train_worker, 2, output, {"max_steps": 4, "resume": True})
     for name, message in results:
         assert name == "TrainingError"
-        assert message.startswith("rank checkpoints disagree on (step, epoch, batch): rank 0 (2, 0, 2), rank 1 (3, 0, 2)")
+        assert message.startswith(
+            "rank checkpoints disagree on (step, epoch, batch): rank 0 (2, 0, 2), rank 1 (3, 0, 2)"
+        )

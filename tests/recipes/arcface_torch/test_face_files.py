@@ -1,4 +1,5 @@
 """Face files -> stored faces: formats, grey, resize, 5-point alignment, landmark file errors."""
+
 import cv2
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ def dot_image(points, size=(200, 160)) -> np.ndarray:
     """Grey image (H, W) with a bright 3x3 dot at each landmark."""
     image = np.zeros(size, np.uint8)
     for x, y in np.round(points).astype(int):
-        image[y - 1:y + 2, x - 1:x + 2] = 255
+        image[y - 1 : y + 2, x - 1 : x + 2] = 255
     return image
 
 
@@ -49,12 +50,14 @@ def test_landmarks_align_the_five_points_onto_the_template(tmp_path):
     points = ARCFACE_DST * 1.3 + np.array([20.0, 25.0])
     path = tmp_path / "photo.png"
     cv2.imwrite(str(path), dot_image(points))
-    (tmp_path / "landmarks.txt").write_text("# x y per point\nphoto.png " + " ".join(f"{v:.3f}" for v in points.ravel()) + "\n")
+    (tmp_path / "landmarks.txt").write_text(
+        "# x y per point\nphoto.png " + " ".join(f"{v:.3f}" for v in points.ravel()) + "\n"
+    )
     table = read_landmarks(tmp_path / "landmarks.txt", tmp_path)
     np.testing.assert_allclose(table[path.resolve()], points, atol=1e-3)
     face = decode_face(prepare_face(path, landmarks=table[path.resolve()]), "aligned")[..., 0]
     for x, y in np.round(ARCFACE_DST).astype(int):
-        assert face[y - 1:y + 2, x - 1:x + 2].max() > 100  # every dot lands on its template point
+        assert face[y - 1 : y + 2, x - 1 : x + 2].max() > 100  # every dot lands on its template point
     assert face[5:25, 5:25].max() < 30
 
 

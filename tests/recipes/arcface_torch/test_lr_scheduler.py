@@ -1,4 +1,5 @@
 """PolynomialLRWarmup against upstream arcface_torch's schedule, at every step of warmup, decay and beyond."""
+
 import pytest
 import torch
 
@@ -45,13 +46,16 @@ def scheduler_lrs(base: float, warmup: int, total: int, power: float, steps: int
     return lrs
 
 
-@pytest.mark.parametrize("warmup, total, power", [
-    (5, 50, 1.0),     # upstream default power
-    (0, 30, 1.0),     # warmup_epoch = 0
-    (-12, 40, 1.0),   # warmup_epoch = -1 (upstream's 3millions config): no warmup
-    (5, 50, 2.0),     # config.lr_power
-    (7, 7, 1.0),      # warmup as long as training
-])
+@pytest.mark.parametrize(
+    "warmup, total, power",
+    [
+        (5, 50, 1.0),  # upstream default power
+        (0, 30, 1.0),  # warmup_epoch = 0
+        (-12, 40, 1.0),  # warmup_epoch = -1 (upstream's 3millions config): no warmup
+        (5, 50, 2.0),  # config.lr_power
+        (7, 7, 1.0),  # warmup as long as training
+    ],
+)
 def test_every_step_matches_upstream(warmup, total, power):
     steps = total + 6  # also past the end, where upstream keeps the last value
     ours = scheduler_lrs(0.1, warmup, total, power, steps)
@@ -66,10 +70,13 @@ def test_warmup_starts_at_base_then_rises_linearly():
     assert lrs == pytest.approx([0.4, 0.1, 0.2, 0.3, 0.4, 0.4 * 15 / 16])
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(warmup_iters=0, total_iters=0), r"total_iters=0: the schedule needs at least one step"),
-    (dict(warmup_iters=0, total_iters=10, power=0.0), r"lr_power=0.0 must be > 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(warmup_iters=0, total_iters=0), r"total_iters=0: the schedule needs at least one step"),
+        (dict(warmup_iters=0, total_iters=10, power=0.0), r"lr_power=0.0 must be > 0"),
+    ],
+)
 def test_bad_schedule_is_refused(kwargs, message):
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     with pytest.raises(ValueError, match=message):

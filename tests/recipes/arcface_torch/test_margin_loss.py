@@ -1,5 +1,6 @@
 """CombinedMarginLoss: upstream's straight-through contract by default, the exact gradient on request,
 upstream's inter-class filtering, and (n, 1) labels as upstream passes them."""
+
 import math
 
 import pytest
@@ -89,12 +90,17 @@ def test_combined_margin_keeps_the_full_formula_with_the_chosen_gradient():
         x = cos.clone().requires_grad_(True)
         out = CombinedMarginLoss(S, m1, m2, m3, gradient=gradient)(x, labels)
         i, y = 1, int(labels[1])
-        assert math.isclose(float(out[i, y].detach()), S * (math.cos(m1 * math.acos(float(cos[i, y])) + m2) - m3), rel_tol=1e-9)
+        assert math.isclose(
+            float(out[i, y].detach()), S * (math.cos(m1 * math.acos(float(cos[i, y])) + m2) - m3), rel_tol=1e-9
+        )
         out[i, y].backward()
         slope = float(x.grad[i, y]) / S
         theta = math.acos(float(cos[i, y]))
-        assert math.isclose(slope, 1.0 if gradient == "straight_through" else m1 * math.sin(m1 * theta + m2) / math.sin(theta),
-                            rel_tol=1e-6)
+        assert math.isclose(
+            slope,
+            1.0 if gradient == "straight_through" else m1 * math.sin(m1 * theta + m2) / math.sin(theta),
+            rel_tol=1e-6,
+        )
 
 
 def upstream_filtered(cos, labels, threshold):

@@ -1,4 +1,5 @@
 """The run folder: a run is never overwritten by accident, two runs never write one folder at once."""
+
 import os
 import socket
 import subprocess
@@ -14,8 +15,17 @@ DEMO = "recipes/arcface_torch/configs/synthetic_unpg"
 
 
 def tiny(output, **overrides):
-    settings = dict(output=str(output), num_workers=0, batch_size=8, num_epoch=1, max_steps=2, frequent=1, val_targets=[],
-                    embedding_size=16, synthetic={"num_identities": 6, "images_per_identity": 4})
+    settings = dict(
+        output=str(output),
+        num_workers=0,
+        batch_size=8,
+        num_epoch=1,
+        max_steps=2,
+        frequent=1,
+        val_targets=[],
+        embedding_size=16,
+        synthetic={"num_identities": 6, "images_per_identity": 4},
+    )
     settings.update(overrides)
     return get_config(DEMO, **settings)
 
@@ -25,7 +35,9 @@ def test_lock_names_holder_and_is_released(tmp_path):
     lock.acquire()
     assert (tmp_path / LOCK_NAME).read_text() == f"{os.getpid()} {socket.gethostname()}\n"
     second = RunFolderLock(tmp_path)
-    with pytest.raises(RunFolderError, match=rf"is in use by process {os.getpid()} on this host \(lock file .*train.lock\)"):
+    with pytest.raises(
+        RunFolderError, match=rf"is in use by process {os.getpid()} on this host \(lock file .*train.lock\)"
+    ):
         second.acquire()
     lock.release()
     assert not (tmp_path / LOCK_NAME).exists()

@@ -1,4 +1,5 @@
 """Training loop: exact resume, bad-input errors that lose nothing, and a 2-rank torchrun run."""
+
 import os
 import subprocess
 import sys
@@ -21,9 +22,19 @@ DEMO = "recipes/arcface_torch/configs/synthetic_unpg"
 
 def small_config(output, **overrides):
     """20 identities x 8 images, batch 16 -> 10 batches per epoch; tiny backbone, no verification."""
-    settings = dict(output=str(output), num_workers=0, batch_size=16, num_epoch=3, frequent=2, verbose=1000,
-                    val_targets=[], embedding_size=32, sample_rate=0.5, lr=0.05,
-                    synthetic={"num_identities": 20, "images_per_identity": 8})
+    settings = dict(
+        output=str(output),
+        num_workers=0,
+        batch_size=16,
+        num_epoch=3,
+        frequent=2,
+        verbose=1000,
+        val_targets=[],
+        embedding_size=32,
+        sample_rate=0.5,
+        lr=0.05,
+        synthetic={"num_identities": 20, "images_per_identity": 8},
+    )
     settings.update(overrides)
     return get_config(DEMO, **settings)
 
@@ -129,10 +140,27 @@ def test_cli_reports_unknown_key(capsys):
 def test_torchrun_two_cpu_ranks(tmp_path):
     output = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
-               "recipes/arcface_torch/train.py", DEMO, "--set", f"output={output}", "--set", "max_steps=3",
-               "--set", "num_workers=0", "--set", "batch_size=8", "--set", "val_targets=[]",
-               "--set", "synthetic={'num_identities': 21, 'images_per_identity': 4}"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port=29531",
+        "recipes/arcface_torch/train.py",
+        DEMO,
+        "--set",
+        f"output={output}",
+        "--set",
+        "max_steps=3",
+        "--set",
+        "num_workers=0",
+        "--set",
+        "batch_size=8",
+        "--set",
+        "val_targets=[]",
+        "--set",
+        "synthetic={'num_identities': 21, 'images_per_identity': 4}",
+    ]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "2 rank(s)" in result.stdout
@@ -213,14 +241,48 @@ def test_upstream_train_v2_checkpoint_resumes_at_its_epoch_boundary(tmp_path, ca
 def test_resume_refuses_a_changed_config_unless_allowed(tmp_path, capsys):
     output = tmp_path / "changed"
     train(small_config(output, max_steps=4))
-    with pytest.raises(TrainingError, match=r"the config changed since the checkpoint \(lr 0.05 -> 0.1; batch_size 16 -> 8\); "
-                                            r"restore those values, or pass --allow-config-change"):
+    with pytest.raises(
+        TrainingError,
+        match=r"the config changed since the checkpoint \(lr 0.05 -> 0.1; batch_size 16 -> 8\); "
+        r"restore those values, or pass --allow-config-change",
+    ):
         train(small_config(output, max_steps=8, resume=True, lr=0.1, batch_size=8))
     assert load_checkpoint(output / "checkpoint_rank0.pt")["global_step"] == 4  # nothing lost
-    assert main([DEMO, "--set", f"output={output}", "--set", "resume=True", "--set", "lr=0.1", "--set", "max_steps=8",
-                 "--set", "num_workers=0", "--set", "batch_size=16", "--set", "val_targets=[]", "--set", "embedding_size=32",
-                 "--set", "sample_rate=0.5", "--set", "num_epoch=3", "--set", "frequent=2", "--set", "verbose=1000",
-                 "--set", "synthetic={'num_identities': 20, 'images_per_identity': 8}", "--allow-config-change"]) == 0
+    assert (
+        main(
+            [
+                DEMO,
+                "--set",
+                f"output={output}",
+                "--set",
+                "resume=True",
+                "--set",
+                "lr=0.1",
+                "--set",
+                "max_steps=8",
+                "--set",
+                "num_workers=0",
+                "--set",
+                "batch_size=16",
+                "--set",
+                "val_targets=[]",
+                "--set",
+                "embedding_size=32",
+                "--set",
+                "sample_rate=0.5",
+                "--set",
+                "num_epoch=3",
+                "--set",
+                "frequent=2",
+                "--set",
+                "verbose=1000",
+                "--set",
+                "synthetic={'num_identities': 20, 'images_per_identity': 8}",
+                "--allow-config-change",
+            ]
+        )
+        == 0
+    )
     state = load_checkpoint(output / "checkpoint_rank0.pt")
     assert state["global_step"] == 8 and state["state_lr_scheduler"]["base_lrs"] == [0.1, 0.1]
     assert math.isclose(state["state_optimizer"]["param_groups"][0]["lr"], upstream_lr(0.1, 0, 30, 8), rel_tol=1e-12)
@@ -266,7 +328,9 @@ def test_non_finite_weights_are_never_saved(tmp_path, monkeypatch):
 def test_train_advances_the_dataset_epoch_for_new_flips(tmp_path, monkeypatch):
     seen = []
     real_set_epoch = SyntheticFaces.set_epoch
-    monkeypatch.setattr(SyntheticFaces, "set_epoch", lambda self, epoch: (seen.append(epoch), real_set_epoch(self, epoch)))
+    monkeypatch.setattr(
+        SyntheticFaces, "set_epoch", lambda self, epoch: (seen.append(epoch), real_set_epoch(self, epoch))
+    )
     train(small_config(tmp_path / "epochs", max_steps=25))
     assert seen == [0, 1, 2]
     seen.clear()
@@ -311,18 +375,38 @@ def test_run_ends_nonzero_when_the_model_cannot_be_saved(tmp_path, monkeypatch, 
 
     def full_disk(path, write):
         if str(path).endswith("model.pt"):
+
             def failing(stream):
                 raise OSError(errno.ENOSPC, "No space left on device")
+
             return real(path, failing)
         return real(path, write)
 
     monkeypatch.setattr(checkpoint_module, "write_atomically", full_disk)
     output = tmp_path / "full"
-    code = main([DEMO, "--set", f"output={output}", "--set", "max_steps=2", "--set", "num_workers=0", "--set", "batch_size=8",
-                 "--set", "val_targets=[]", "--set", "synthetic={'num_identities': 6, 'images_per_identity': 4}"])
+    code = main(
+        [
+            DEMO,
+            "--set",
+            f"output={output}",
+            "--set",
+            "max_steps=2",
+            "--set",
+            "num_workers=0",
+            "--set",
+            "batch_size=8",
+            "--set",
+            "val_targets=[]",
+            "--set",
+            "synthetic={'num_identities': 6, 'images_per_identity': 4}",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 1
-    assert captured.err == f"error: no space left on the device while writing {output / 'model.pt'}; model.pt was not written; free space there and run again\n"
+    assert (
+        captured.err
+        == f"error: no space left on the device while writing {output / 'model.pt'}; model.pt was not written; free space there and run again\n"
+    )
     assert "model saved" not in captured.out
 
 
@@ -332,7 +416,9 @@ class _DatasetWithABadImage(torch.utils.data.Dataset):
 
     def __getitem__(self, index):
         if index == 2:
-            raise ValueError("train.rec key 3: could not decode the image (12 bytes, not a valid JPEG/PNG); re-encode or remove it")
+            raise ValueError(
+                "train.rec key 3: could not decode the image (12 bytes, not a valid JPEG/PNG); re-encode or remove it"
+            )
         return torch.zeros(1)
 
 
@@ -343,8 +429,9 @@ def test_errors_inside_dataloader_workers_are_reported_by_their_first_cause():
     with pytest.raises(ValueError) as caught:
         list(loader)
     assert "Original Traceback" in str(caught.value)  # what torch re-raises: a multi-line worker traceback
-    assert first_cause(caught.value) == ("train.rec key 3: could not decode the image (12 bytes, not a valid JPEG/PNG); "
-                                         "re-encode or remove it")
+    assert first_cause(caught.value) == (
+        "train.rec key 3: could not decode the image (12 bytes, not a valid JPEG/PNG); re-encode or remove it"
+    )
 
 
 @pytest.mark.slow
@@ -375,6 +462,7 @@ def test_composed_losses_with_state_resume_exactly_across_the_start_epoch(tmp_pa
 def test_diagnostics_line_names_each_loss():
     from recipes.arcface_torch.training_log import format_diagnostics
 
-    line = format_diagnostics({"unpg/pairs_kept": torch.tensor(12), "uss/bias": torch.tensor(1.5),
-                               "magface/margin_mean": 0.45})
+    line = format_diagnostics(
+        {"unpg/pairs_kept": torch.tensor(12), "uss/bias": torch.tensor(1.5), "magface/margin_mean": 0.45}
+    )
     assert line == "unpg/pairs_kept 12   uss/bias 1.5000   magface/margin_mean 0.4500"

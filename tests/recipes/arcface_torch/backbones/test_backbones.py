@@ -13,6 +13,7 @@ MobileFaceNet (scale 2, blocks (1, 4, 6, 2)), parameters(): stem 3840, grouped c
   135424 x 8, DepthWise(256->256, g=512) 270336, conv_sep 132608, GDC 26112 + 262144 + 1024.
   state_dict keys: ConvBlock 7, LinearBlock 6, DepthWise 20, GDC 12 -> 7+7+20+80+20+120+20+40+7+12.
 """
+
 import io
 import warnings
 
@@ -35,49 +36,90 @@ EXPECTED_COUNTS = {
 
 _IRESNET_COMMON = {
     "conv1.weight": (64, 3, 3, 3),
-    "bn1.weight": (64,), "bn1.bias": (64,), "bn1.running_mean": (64,), "bn1.running_var": (64,),
+    "bn1.weight": (64,),
+    "bn1.bias": (64,),
+    "bn1.running_mean": (64,),
+    "bn1.running_var": (64,),
     "bn1.num_batches_tracked": (),
     "prelu.weight": (64,),
-    "layer1.0.bn1.weight": (64,), "layer1.0.conv1.weight": (64, 64, 3, 3), "layer1.0.bn2.running_var": (64,),
-    "layer1.0.prelu.weight": (64,), "layer1.0.conv2.weight": (64, 64, 3, 3), "layer1.0.bn3.bias": (64,),
-    "layer1.0.downsample.0.weight": (64, 64, 1, 1), "layer1.0.downsample.1.running_mean": (64,),
+    "layer1.0.bn1.weight": (64,),
+    "layer1.0.conv1.weight": (64, 64, 3, 3),
+    "layer1.0.bn2.running_var": (64,),
+    "layer1.0.prelu.weight": (64,),
+    "layer1.0.conv2.weight": (64, 64, 3, 3),
+    "layer1.0.bn3.bias": (64,),
+    "layer1.0.downsample.0.weight": (64, 64, 1, 1),
+    "layer1.0.downsample.1.running_mean": (64,),
     "layer1.0.downsample.1.num_batches_tracked": (),
-    "layer2.0.bn1.weight": (64,), "layer2.0.conv1.weight": (128, 64, 3, 3),
-    "layer2.0.conv2.weight": (128, 128, 3, 3), "layer2.0.downsample.0.weight": (128, 64, 1, 1),
-    "layer3.0.conv1.weight": (256, 128, 3, 3), "layer3.0.downsample.0.weight": (256, 128, 1, 1),
+    "layer2.0.bn1.weight": (64,),
+    "layer2.0.conv1.weight": (128, 64, 3, 3),
+    "layer2.0.conv2.weight": (128, 128, 3, 3),
+    "layer2.0.downsample.0.weight": (128, 64, 1, 1),
+    "layer3.0.conv1.weight": (256, 128, 3, 3),
+    "layer3.0.downsample.0.weight": (256, 128, 1, 1),
     "layer3.0.downsample.1.weight": (256,),
-    "layer4.0.conv1.weight": (512, 256, 3, 3), "layer4.0.downsample.0.weight": (512, 256, 1, 1),
-    "bn2.weight": (512,), "bn2.running_var": (512,),
-    "fc.weight": (512, 25088), "fc.bias": (512,),
-    "features.weight": (512,), "features.bias": (512,), "features.running_mean": (512,),
-    "features.running_var": (512,), "features.num_batches_tracked": (),
+    "layer4.0.conv1.weight": (512, 256, 3, 3),
+    "layer4.0.downsample.0.weight": (512, 256, 1, 1),
+    "bn2.weight": (512,),
+    "bn2.running_var": (512,),
+    "fc.weight": (512, 25088),
+    "fc.bias": (512,),
+    "features.weight": (512,),
+    "features.bias": (512,),
+    "features.running_mean": (512,),
+    "features.running_var": (512,),
+    "features.num_batches_tracked": (),
 }
 
 EXPECTED_KEYS = {
-    "r18": {**_IRESNET_COMMON, "layer1.1.prelu.weight": (64,), "layer2.1.bn3.weight": (128,),
-            "layer3.1.conv1.weight": (256, 256, 3, 3), "layer4.1.conv2.weight": (512, 512, 3, 3)},
-    "r50": {**_IRESNET_COMMON, "layer1.2.conv2.weight": (64, 64, 3, 3), "layer2.3.prelu.weight": (128,),
-            "layer3.13.conv2.weight": (256, 256, 3, 3), "layer4.2.bn3.running_mean": (512,)},
-    "r100": {**_IRESNET_COMMON, "layer1.2.bn1.bias": (64,), "layer2.12.conv1.weight": (128, 128, 3, 3),
-             "layer3.29.conv2.weight": (256, 256, 3, 3), "layer4.2.prelu.weight": (512,)},
+    "r18": {
+        **_IRESNET_COMMON,
+        "layer1.1.prelu.weight": (64,),
+        "layer2.1.bn3.weight": (128,),
+        "layer3.1.conv1.weight": (256, 256, 3, 3),
+        "layer4.1.conv2.weight": (512, 512, 3, 3),
+    },
+    "r50": {
+        **_IRESNET_COMMON,
+        "layer1.2.conv2.weight": (64, 64, 3, 3),
+        "layer2.3.prelu.weight": (128,),
+        "layer3.13.conv2.weight": (256, 256, 3, 3),
+        "layer4.2.bn3.running_mean": (512,),
+    },
+    "r100": {
+        **_IRESNET_COMMON,
+        "layer1.2.bn1.bias": (64,),
+        "layer2.12.conv1.weight": (128, 128, 3, 3),
+        "layer3.29.conv2.weight": (256, 256, 3, 3),
+        "layer4.2.prelu.weight": (512,),
+    },
     "mbf": {
-        "layers.0.layers.0.weight": (128, 3, 3, 3), "layers.0.layers.1.running_var": (128,),
+        "layers.0.layers.0.weight": (128, 3, 3, 3),
+        "layers.0.layers.1.running_var": (128,),
         "layers.0.layers.2.weight": (128,),
-        "layers.1.layers.0.weight": (128, 2, 3, 3), "layers.1.layers.1.num_batches_tracked": (),
-        "layers.2.layers.0.layers.0.weight": (128, 128, 1, 1), "layers.2.layers.1.layers.0.weight": (128, 1, 3, 3),
-        "layers.2.layers.1.layers.2.weight": (128,), "layers.2.layers.2.layers.0.weight": (128, 128, 1, 1),
+        "layers.1.layers.0.weight": (128, 2, 3, 3),
+        "layers.1.layers.1.num_batches_tracked": (),
+        "layers.2.layers.0.layers.0.weight": (128, 128, 1, 1),
+        "layers.2.layers.1.layers.0.weight": (128, 1, 3, 3),
+        "layers.2.layers.1.layers.2.weight": (128,),
+        "layers.2.layers.2.layers.0.weight": (128, 128, 1, 1),
         "layers.2.layers.2.layers.1.bias": (128,),
         "layers.3.layers.3.layers.1.layers.0.weight": (128, 1, 3, 3),
-        "layers.4.layers.0.layers.0.weight": (256, 128, 1, 1), "layers.4.layers.1.layers.0.weight": (256, 1, 3, 3),
+        "layers.4.layers.0.layers.0.weight": (256, 128, 1, 1),
+        "layers.4.layers.1.layers.0.weight": (256, 1, 3, 3),
         "layers.4.layers.2.layers.0.weight": (256, 256, 1, 1),
         "layers.5.layers.5.layers.2.layers.0.weight": (256, 256, 1, 1),
-        "layers.6.layers.0.layers.0.weight": (512, 256, 1, 1), "layers.6.layers.1.layers.0.weight": (512, 1, 3, 3),
+        "layers.6.layers.0.layers.0.weight": (512, 256, 1, 1),
+        "layers.6.layers.1.layers.0.weight": (512, 1, 3, 3),
         "layers.6.layers.2.layers.0.weight": (256, 512, 1, 1),
         "layers.7.layers.1.layers.2.layers.1.running_mean": (256,),
-        "conv_sep.layers.0.weight": (512, 256, 1, 1), "conv_sep.layers.2.weight": (512,),
-        "features.layers.0.layers.0.weight": (512, 1, 7, 7), "features.layers.0.layers.1.weight": (512,),
+        "conv_sep.layers.0.weight": (512, 256, 1, 1),
+        "conv_sep.layers.2.weight": (512,),
+        "features.layers.0.layers.0.weight": (512, 1, 7, 7),
+        "features.layers.0.layers.1.weight": (512,),
         "features.layers.2.weight": (512, 512),
-        "features.layers.3.weight": (512,), "features.layers.3.running_var": (512,),
+        "features.layers.3.weight": (512,),
+        "features.layers.3.running_var": (512,),
     },
 }
 
@@ -127,8 +169,10 @@ def _faces(n: int, seed: int = 0) -> torch.Tensor:
 
 
 # the deep backbones take seconds each on 2 CPU cores: they run in the full suite, not the fast loop
-NAMES_FAST_FIRST = [pytest.param(name, marks=pytest.mark.slow) if name in ("r100", "r200", "mbf_large") else name
-                    for name in EXPECTED_NAMES]
+NAMES_FAST_FIRST = [
+    pytest.param(name, marks=pytest.mark.slow) if name in ("r100", "r200", "mbf_large") else name
+    for name in EXPECTED_NAMES
+]
 
 
 def test_registry_lists_upstream_names():
@@ -192,8 +236,9 @@ def test_parameter_count_and_key_count_match_upstream(name):
 def test_state_dict_names_and_shapes_match_upstream(name):
     state = _meta_model(name).state_dict()
     shapes = {key: tuple(value.shape) for key, value in state.items()}
-    mismatched = {key: (shapes.get(key), shape) for key, shape in EXPECTED_KEYS[name].items()
-                  if shapes.get(key) != shape}
+    mismatched = {
+        key: (shapes.get(key), shape) for key, shape in EXPECTED_KEYS[name].items() if shapes.get(key) != shape
+    }
     assert mismatched == {}, f"(ours, upstream) per key: {mismatched}"
     assert [key for key in UNEXPECTED_KEYS[name] if key in shapes] == []
 
@@ -251,24 +296,30 @@ def test_unknown_name_lists_available_and_closest():
         get_model(None)
 
 
-@pytest.mark.parametrize("name, kwargs, pattern", [
-    ("r18", {"dropout": 1.5}, "dropout must be a number in"),
-    ("r18", {"num_features": 0}, "num_features must be a positive int"),
-    ("r18", {"groups": 2}, "unknown option.*groups"),
-    ("mbf", {"dropout": 0.2}, "has no dropout layer"),
-    ("mbf", {"width": 3}, "unknown option.*width"),
-    ("mbf", {"scale": 0}, "scale must be a positive int"),
-])
+@pytest.mark.parametrize(
+    "name, kwargs, pattern",
+    [
+        ("r18", {"dropout": 1.5}, "dropout must be a number in"),
+        ("r18", {"num_features": 0}, "num_features must be a positive int"),
+        ("r18", {"groups": 2}, "unknown option.*groups"),
+        ("mbf", {"dropout": 0.2}, "has no dropout layer"),
+        ("mbf", {"width": 3}, "unknown option.*width"),
+        ("mbf", {"scale": 0}, "scale must be a positive int"),
+    ],
+)
 def test_bad_arguments_are_rejected(name, kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):
         get_model(name, **kwargs)
 
 
-@pytest.mark.parametrize("bad, pattern", [
-    (torch.zeros(2, 3, 96, 96), r"\(N, 3, 112, 112\), got \(2, 3, 96, 96\)"),
-    (torch.zeros(3, 112, 112), r"got \(3, 112, 112\)"),
-    (torch.zeros(2, 3, 112, 112, dtype=torch.uint8), "floating-point"),
-])
+@pytest.mark.parametrize(
+    "bad, pattern",
+    [
+        (torch.zeros(2, 3, 96, 96), r"\(N, 3, 112, 112\), got \(2, 3, 96, 96\)"),
+        (torch.zeros(3, 112, 112), r"got \(3, 112, 112\)"),
+        (torch.zeros(2, 3, 112, 112, dtype=torch.uint8), "floating-point"),
+    ],
+)
 def test_bad_inputs_are_rejected(bad, pattern):
     model = get_model("mbf").eval()
     with pytest.raises(ValueError, match=pattern):

@@ -1,4 +1,5 @@
 """config.val_targets: names beside the .rec and .bin paths anywhere."""
+
 import numpy as np
 from easydict import EasyDict as edict
 

@@ -1,4 +1,5 @@
 """FaceBatches and the training loader give exactly the per-face __getitem__ values, flips and labels."""
+
 from __future__ import annotations
 
 import cv2
@@ -66,8 +67,9 @@ def test_batches_equal_stacked_items(packed, normalise):
 def test_worker_batches_equal_items_and_build_train_loader(packed):
     dataset = RecordIOFaces(packed, flip=True, seed=1)
     order = BatchSampler(SequentialSampler(range(IMAGES)), 5, drop_last=True)
-    loader = NormalisedBatches(DataLoader(FaceBatches(dataset, normalise=False), batch_size=None, sampler=order,
-                                          num_workers=2))
+    loader = NormalisedBatches(
+        DataLoader(FaceBatches(dataset, normalise=False), batch_size=None, sampler=order, num_workers=2)
+    )
     assert len(loader) == 2
     for batch, (images, labels) in enumerate(loader):
         want_images, want_labels = expected(dataset, range(5 * batch, 5 * batch + 5))
@@ -80,7 +82,7 @@ def test_worker_batches_equal_items_and_build_train_loader(packed):
     batches = list(loader)
     assert len(batches) == sampler.batches_per_epoch == 3
     for batch, (images, labels) in enumerate(batches):
-        want_images, want_labels = expected(dataset, order[4 * batch:4 * batch + 4])
+        want_images, want_labels = expected(dataset, order[4 * batch : 4 * batch + 4])
         assert torch.equal(images, want_images) and torch.equal(labels, want_labels)
 
 

@@ -1,4 +1,5 @@
 """Real-data path: RecordIOFaces, ImageFolderFaces, and the pack_rec / inspect_rec / make_bin tools."""
+
 from __future__ import annotations
 
 import hashlib
@@ -149,7 +150,9 @@ def test_dataloader_workers_after_parent_read(packed):
 def test_missing_property_names_folder(packed, tmp_path):
     for name in ("train.rec", "train.idx"):
         (tmp_path / name).write_bytes((packed / name).read_bytes())
-    with pytest.raises(FileNotFoundError, match=r"has no `property` file; create it with one line 'num_classes,112,112'"):
+    with pytest.raises(
+        FileNotFoundError, match=r"has no `property` file; create it with one line 'num_classes,112,112'"
+    ):
         RecordIOFaces(tmp_path)
     (tmp_path / "property").write_text("lots,112")
     with pytest.raises(ValueError, match=r"property holds 'lots,112', expected one line"):

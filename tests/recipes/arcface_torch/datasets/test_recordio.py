@@ -1,4 +1,5 @@
 """Native RecordIO: framing, round trips, byte equality with real mxnet files, headers, bad input."""
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,14 @@ def test_whole_record_layout_by_hand():
 
 def test_aligned_magic_splits_record_unaligned_does_not():
     payload = b"abcd" + MAGIC_BYTES + b"xyz"
-    expected = (MAGIC_BYTES + struct.pack("<I", (1 << 29) | 4) + b"abcd"
-                + MAGIC_BYTES + struct.pack("<I", (3 << 29) | 3) + b"xyz\0")
+    expected = (
+        MAGIC_BYTES
+        + struct.pack("<I", (1 << 29) | 4)
+        + b"abcd"
+        + MAGIC_BYTES
+        + struct.pack("<I", (3 << 29) | 3)
+        + b"xyz\0"
+    )
     assert encode_record(payload) == expected
     unaligned = b"ab" + MAGIC_BYTES + b"cd"
     assert encode_record(unaligned) == MAGIC_BYTES + struct.pack("<I", 8) + unaligned
@@ -70,7 +77,7 @@ def _random_payloads(seed: int) -> list[bytes]:
                 at = rng.randrange(0, len(data) - 3)
                 if rng.random() < 0.5:
                     at -= at % 4  # aligned
-                data[at:at + 4] = MAGIC_BYTES
+                data[at : at + 4] = MAGIC_BYTES
         payloads.append(bytes(data))
     return payloads
 

@@ -1,4 +1,5 @@
 """Tests for the synthetic face identities: determinism, tensors, label noise, verification pairs, errors."""
+
 import numpy as np
 import pytest
 import torch
@@ -143,7 +144,11 @@ def test_bad_index_and_pair_arguments_are_named():
 
 
 def test_classic_preset_is_the_default_renderer_and_hard_preset_changes_each_sample():
-    classic, explicit, hard = SyntheticFaceRenderer(3), SyntheticFaceRenderer(3, "classic"), SyntheticFaceRenderer(3, "hard")
+    classic, explicit, hard = (
+        SyntheticFaceRenderer(3),
+        SyntheticFaceRenderer(3, "classic"),
+        SyntheticFaceRenderer(3, "hard"),
+    )
     for identity, sample in ((7, 2), (11, 0)):
         assert classic.render(identity, sample).tobytes() == explicit.render(identity, sample).tobytes()
         assert classic.render(identity, sample).tobytes() != hard.render(identity, sample).tobytes()
@@ -168,8 +173,9 @@ def test_synthetic_faces_pass_the_preset_to_the_renderer():
     np.testing.assert_array_equal(((image.numpy().transpose(1, 2, 0) * 127.5) + 127.5).round(), expected)
 
 
-@pytest.mark.parametrize("kwargs, match", [({"preset": "harder"}, "preset 'harder' is unknown"),
-                                           ({"max_yaw": 95.0}, "max_yaw=95.0")])
+@pytest.mark.parametrize(
+    "kwargs, match", [({"preset": "harder"}, "preset 'harder' is unknown"), ({"max_yaw": 95.0}, "max_yaw=95.0")]
+)
 def test_bad_preset_or_yaw_is_a_clear_error(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SyntheticFaceRenderer(0, **kwargs)

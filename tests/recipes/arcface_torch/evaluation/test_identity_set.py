@@ -1,4 +1,5 @@
 """Identity test sets: balanced pairs, all-pairs TAR@FAR, loading a folder of any image format."""
+
 import cv2
 import numpy as np
 import pytest
@@ -38,7 +39,11 @@ def test_identity_set_scores_every_pair_and_notes_unreachable_fars():
     rng = np.random.default_rng(0)
     colours = rng.integers(0, 256, size=(8, 3))
     identity = np.repeat(np.arange(8), 3)
-    images = (colours[identity][:, None, None, :] + rng.integers(-3, 4, size=(24, 112, 112, 3))).clip(0, 255).astype(np.uint8)
+    images = (
+        (colours[identity][:, None, None, :] + rng.integers(-3, 4, size=(24, 112, 112, 3)))
+        .clip(0, 255)
+        .astype(np.uint8)
+    )
     result = evaluate_identity_set(MeanColour(), images, identity, fars=(1e-1, 1e-3))
     assert result["pairs"] == {"positive": 24, "negative": 252}  # 24*23/2 = 276 pairs
     assert result["accuracy"] > 0.9

@@ -1,4 +1,5 @@
 """IJB-style template verification on a tiny folder built inside the test."""
+
 import json
 import math
 
@@ -88,8 +89,9 @@ def test_template_features_match_naive_media_mean_template_sum():
 
 def test_evaluate_ijb_on_tiny_folder(tmp_path):
     num_negatives = make_ijb_folder(tmp_path / "IJBC")
-    results = evaluate_ijb(PooledNet(), tmp_path / "IJBC", "ijbc", batch_size=7, output_dir=tmp_path / "out",
-                           name="tiny", num_workers=1)
+    results = evaluate_ijb(
+        PooledNet(), tmp_path / "IJBC", "ijbc", batch_size=7, output_dir=tmp_path / "out", name="tiny", num_workers=1
+    )
     assert results["num_images"] == 2 * NUM_TEMPLATES and results["num_templates"] == NUM_TEMPLATES
     assert results["num_pairs"] == num_negatives + NUM_TEMPLATES // 2
     assert list(results["tar_at_far"]) == list(IJB_FARS)
@@ -129,8 +131,11 @@ def export_pooled_onnx(model, path):
         helper.make_node("Gemm", ["flat", "weight", "bias"], ["embedding"], transB=1),
     ]
     graph = helper.make_graph(
-        nodes, "pooled", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 112, 112])],
-        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", 16])], initializer=[weight, bias],
+        nodes,
+        "pooled",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 112, 112])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", 16])],
+        initializer=[weight, bias],
     )
     onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx_model.ir_version = 8
@@ -142,8 +147,21 @@ def test_eval_ijb_cli_with_onnx_model(tmp_path, capsys):
     make_ijb_folder(tmp_path / "IJBC")
     model = PooledNet()
     export_pooled_onnx(model, tmp_path / "pooled.onnx")
-    code = eval_ijb.main([str(tmp_path / "pooled.onnx"), "--root", str(tmp_path / "IJBC"), "--output",
-                          str(tmp_path / "out"), "--json", "--quiet", "--workers", "1", "--batch-size", "8"])
+    code = eval_ijb.main(
+        [
+            str(tmp_path / "pooled.onnx"),
+            "--root",
+            str(tmp_path / "IJBC"),
+            "--output",
+            str(tmp_path / "out"),
+            "--json",
+            "--quiet",
+            "--workers",
+            "1",
+            "--batch-size",
+            "8",
+        ]
+    )
     assert code == 0
     payload = json.loads(capsys.readouterr().out)
     direct = evaluate_ijb(model, tmp_path / "IJBC", "ijbc", batch_size=8, num_workers=1)

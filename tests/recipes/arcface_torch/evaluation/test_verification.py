@@ -1,4 +1,5 @@
 """Verification protocol, .bin files, TAR@FAR, plots and the training callback."""
+
 import logging
 import os
 import pickle
@@ -119,7 +120,7 @@ def test_kfold_accuracy_matches_naive_loop_on_random_distances():
     expected = []
     for fold in range(10):
         test = np.zeros(203, dtype=bool)
-        test[fold_edges[fold]:fold_edges[fold + 1]] = True
+        test[fold_edges[fold] : fold_edges[fold + 1]] = True
         best_t, best_acc = None, -1.0
         for t in thresholds:
             acc = np.mean((distances[~test] < t) == issame[~test])
@@ -302,14 +303,16 @@ def test_similarity_overlap_bounds():
 
 def test_plots_write_png_files(tmp_path):
     rng = np.random.default_rng(1)
-    overlap = plot_similarity_histograms(rng.normal(0.6, 0.1, 200), rng.normal(0.1, 0.1, 400),
-                                         tmp_path / "hist.png", title="toy")
+    overlap = plot_similarity_histograms(
+        rng.normal(0.6, 0.1, 200), rng.normal(0.1, 0.1, 400), tmp_path / "hist.png", title="toy"
+    )
     assert 0.0 <= overlap <= 1.0
     labels = np.r_[np.ones(250), np.zeros(250)]
     fpr, tpr, _ = roc_curve(rng.normal(size=500) + labels, labels)
     plot_roc({"a": (fpr, tpr), "b": (fpr, np.sqrt(tpr))}, tmp_path / "roc.png")
-    plot_loss_curves({"arcface": ([0, 1, 2], [9.0, 7.0, 6.0]), "unpg": ([0, 1, 2], [9.5, 6.5, 5.0])},
-                     tmp_path / "loss.png")
+    plot_loss_curves(
+        {"arcface": ([0, 1, 2], [9.0, 7.0, 6.0]), "unpg": ([0, 1, 2], [9.5, 6.5, 5.0])}, tmp_path / "loss.png"
+    )
     for name in ("hist.png", "roc.png", "loss.png"):
         data = (tmp_path / name).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 1000

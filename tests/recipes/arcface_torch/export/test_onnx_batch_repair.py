@@ -1,4 +1,5 @@
 """Frozen-batch Reshape detection and repair, on small networks exported the way upstream does."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,8 +15,9 @@ from tests.support.onnx_models import UpstreamFlatten, upstream_style_export
 
 def _net(flatten: nn.Module) -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 4, 8, stride=8), nn.BatchNorm2d(4), nn.PReLU(4), flatten,
-                         nn.Linear(4 * 14 * 14, 16)).eval()
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 8, stride=8), nn.BatchNorm2d(4), nn.PReLU(4), flatten, nn.Linear(4 * 14 * 14, 16)
+    ).eval()
 
 
 def test_an_upstream_style_export_is_found_frozen_and_repaired(tmp_path):
@@ -57,13 +59,19 @@ def test_a_model_with_a_dynamic_batch_is_left_as_it_is(tmp_path):
 def test_a_reshape_of_a_fixed_axis_is_not_touched():
     # (N, 6) -> Reshape to (N, 2, 3) via [0, 2, 3] and a constant-only branch: (6,) -> (2, 3)
     graph = helper.make_graph(
-        [helper.make_node("Reshape", ["x", "shape_dyn"], ["y"], name="batch_reshape"),
-         helper.make_node("Reshape", ["table", "shape_fixed"], ["t"], name="table_reshape"),
-         helper.make_node("Add", ["y", "t"], ["out"])],
-        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+        [
+            helper.make_node("Reshape", ["x", "shape_dyn"], ["y"], name="batch_reshape"),
+            helper.make_node("Reshape", ["table", "shape_fixed"], ["t"], name="table_reshape"),
+            helper.make_node("Add", ["y", "t"], ["out"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 2, 3])],
-        [numpy_helper.from_array(np.array([0, 2, 3], np.int64), "shape_dyn"),
-         numpy_helper.from_array(np.array([2, 3], np.int64), "shape_fixed"),
-         numpy_helper.from_array(np.arange(6, dtype=np.float32), "table")])
+        [
+            numpy_helper.from_array(np.array([0, 2, 3], np.int64), "shape_dyn"),
+            numpy_helper.from_array(np.array([2, 3], np.int64), "shape_fixed"),
+            numpy_helper.from_array(np.arange(6, dtype=np.float32), "table"),
+        ],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     assert frozen_batch_reshapes(model) == []

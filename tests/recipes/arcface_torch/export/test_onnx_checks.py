@@ -1,4 +1,5 @@
 """Checks that concern converted models: fp16 inputs, fp16/int8 weights, external data outside the model's folder."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,9 +15,17 @@ from tools import eval_ijb, verify_onnx
 def _linear_model(dtype=TensorProto.FLOAT, weight_dtype=np.float32) -> onnx.ModelProto:
     """(N, 3, 112, 112) -> Flatten -> MatMul (3*112*112, 4): a minimal recognition-shaped graph."""
     weight = numpy_helper.from_array(np.full((3 * 112 * 112, 4), 1e-3, weight_dtype), "weight")
-    nodes = [helper.make_node("Flatten", ["input.1"], ["flat"]), helper.make_node("MatMul", ["flat", "weight"], ["emb"])]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input.1", dtype, ["N", 3, 112, 112])],
-                              [helper.make_tensor_value_info("emb", dtype, ["N", 4])], [weight])
+    nodes = [
+        helper.make_node("Flatten", ["input.1"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "weight"], ["emb"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("input.1", dtype, ["N", 3, 112, 112])],
+        [helper.make_tensor_value_info("emb", dtype, ["N", 4])],
+        [weight],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 

@@ -1,4 +1,5 @@
 """convert_model: steps combine in order, the result is re-verified, and the optional simplifier is optional."""
+
 from __future__ import annotations
 
 import sys
@@ -27,8 +28,7 @@ def test_opset_simplify_and_fp16_combine_and_the_result_is_verified(tiny_onnx, t
     output = tmp_path / "tiny_op17_fp16.onnx"
     report = convert_model(tiny_onnx, output, ConversionOptions(opset=17, simplify=True, fp16=True, runs=1))
     assert report.written and not report.forced and report.verification.passed, report.verification.text()
-    assert report.steps == ["opset 18 -> 17", "simplified with onnxslim",
-                            "fp16 weights and compute, fp32 input/output"]
+    assert report.steps == ["opset 18 -> 17", "simplified with onnxslim", "fp16 weights and compute, fp32 input/output"]
     model = onnx.load(str(output))
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta["precision"] == "fp16" and meta["opset"] == "17" and meta["network"] == "tiny"

@@ -1,4 +1,5 @@
 """fp16 conversion: fp16 weights, fp32 input/output, normalisations and reductions computed in fp32."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,9 +34,16 @@ def _export(tmp_path) -> onnx.ModelProto:
     net.bn.running_var.uniform_(0.5, 2.0)
     path = tmp_path / "pooled.onnx"
     with _quiet_exporter():
-        torch.onnx.export(net, (torch.zeros(2, 3, 112, 112),), str(path), dynamo=False, opset_version=17,
-                          input_names=["input.1"], output_names=["embedding"],
-                          dynamic_axes={"input.1": {0: "batch"}, "embedding": {0: "batch"}})
+        torch.onnx.export(
+            net,
+            (torch.zeros(2, 3, 112, 112),),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["input.1"],
+            output_names=["embedding"],
+            dynamic_axes={"input.1": {0: "batch"}, "embedding": {0: "batch"}},
+        )
     return onnx.load(str(path))
 
 
@@ -47,8 +55,10 @@ def test_fp16_keeps_fp32_io_and_fp32_normalisation_and_reductions(tmp_path):
     assert half.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
     assert half.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
     inferred = onnx.shape_inference.infer_shapes(half)
-    types = {v.name: v.type.tensor_type.elem_type for v in [*inferred.graph.value_info, *inferred.graph.input,
-                                                            *inferred.graph.output]}
+    types = {
+        v.name: v.type.tensor_type.elem_type
+        for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
+    }
     types.update({t.name: t.data_type for t in half.graph.initializer})
     kept = [node for node in half.graph.node if node.op_type in FP32_OPS]
     assert {node.op_type for node in kept} >= {"ReduceMean", "BatchNormalization"}

@@ -1,4 +1,5 @@
 """int8 quantization report and calibration face sources (built-in, folder, RecordIO, .bin)."""
+
 from __future__ import annotations
 
 import cv2
@@ -16,8 +17,17 @@ from recipes.arcface_torch.export.onnx_precision import precision_of
 from tests.support.onnx_models import face_calibrated, network_input
 from tools.synthetic_to_rec import main as synthetic_to_rec
 
-SMALL = ["--set", "synthetic.num_identities=6", "--set", "synthetic.images_per_identity=4",
-         "--set", "synthetic.val_identities=6", "--set", "synthetic.val_pairs=20", "--quiet"]
+SMALL = [
+    "--set",
+    "synthetic.num_identities=6",
+    "--set",
+    "synthetic.images_per_identity=4",
+    "--set",
+    "synthetic.val_identities=6",
+    "--set",
+    "synthetic.val_pairs=20",
+    "--quiet",
+]
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
 """Opset conversion: down where every op means the same at the target, up through onnx; refusals name the op."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,19 +12,30 @@ from recipes.arcface_torch.export.onnx_opset import OpsetError, convert_opset, o
 
 
 def _model(nodes, initializers, opset: int, out_shape) -> onnx.ModelProto:
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 3])],
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, out_shape)], initializers)
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 3])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, out_shape)],
+        initializers,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
 def _flatten_scale(allowzero_shape=(-1, 6)) -> onnx.ModelProto:
     """Add, Mul, Reshape(allowzero=1), Identity, Relu at opset 18: ops onnx's converter cannot step down."""
-    nodes = [helper.make_node("Add", ["x", "bias"], ["a"]), helper.make_node("Mul", ["a", "scale"], ["m"]),
-             helper.make_node("Reshape", ["m", "shape"], ["r"], allowzero=1),
-             helper.make_node("Identity", ["r"], ["i"]), helper.make_node("Relu", ["i"], ["out"])]
-    initializers = [numpy_helper.from_array(np.float32([0.5, -1.0, 2.0]), "bias"),
-                    numpy_helper.from_array(np.float32(1.5), "scale"),
-                    numpy_helper.from_array(np.array(allowzero_shape, np.int64), "shape")]
+    nodes = [
+        helper.make_node("Add", ["x", "bias"], ["a"]),
+        helper.make_node("Mul", ["a", "scale"], ["m"]),
+        helper.make_node("Reshape", ["m", "shape"], ["r"], allowzero=1),
+        helper.make_node("Identity", ["r"], ["i"]),
+        helper.make_node("Relu", ["i"], ["out"]),
+    ]
+    initializers = [
+        numpy_helper.from_array(np.float32([0.5, -1.0, 2.0]), "bias"),
+        numpy_helper.from_array(np.float32(1.5), "scale"),
+        numpy_helper.from_array(np.array(allowzero_shape, np.int64), "shape"),
+    ]
     return _model(nodes, initializers, 18, ["N", 6])
 
 
@@ -72,8 +84,10 @@ def test_softmax_over_the_last_axis_steps_down_and_over_an_inner_axis_is_refused
 
 def test_an_op_newer_than_the_target_is_named():
     nodes = [helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["out"], name="norm", axis=-1)]
-    initializers = [numpy_helper.from_array(np.ones(3, np.float32), "gamma"),
-                    numpy_helper.from_array(np.zeros(3, np.float32), "beta")]
+    initializers = [
+        numpy_helper.from_array(np.ones(3, np.float32), "gamma"),
+        numpy_helper.from_array(np.zeros(3, np.float32), "beta"),
+    ]
     with pytest.raises(OpsetError, match=r"op LayerNormalization \(node norm\) does not exist at opset 13"):
         convert_opset(_model(nodes, initializers, 17, ["N", 2, 3]), 13)
 
