@@ -25,7 +25,7 @@ import json
 import sys
 from pathlib import Path
 
-from recipes.arcface_torch.export.onnx_comparison import DEFAULT_MAX_ACCURACY_DROP
+from recipes.arcface_torch.export.onnx_comparison import DEFAULT_MAX_ACCURACY_DROP, comparison_argument_error
 from recipes.arcface_torch.export.onnx_conversion import ConversionError, ConversionOptions, convert_model
 from recipes.arcface_torch.export.onnx_opset import MIN_OPSET
 from recipes.arcface_torch.export.progress import stderr_progress
@@ -86,15 +86,9 @@ def _argument_error(args) -> str | None:
         return f"--runs {args.runs} must be at least 1; pass e.g. --runs 3"
     if args.calibration_count < 1:
         return f"--calibration-count {args.calibration_count} must be at least 1; pass e.g. 128"
-    if args.min_cosine is not None and not -1.0 <= args.min_cosine <= 1.0:
-        return f"--min-cosine {args.min_cosine} is not a cosine; pass a value in [-1, 1] such as 0.99"
-    if not args.max_accuracy_drop >= 0:
-        return f"--max-accuracy-drop {args.max_accuracy_drop} is negative; pass points of accuracy such as 0.5"
-    if args.bin and not Path(args.bin).is_file():
-        return f"--bin {args.bin} does not exist; pass a verification .bin file (tools/synthetic_to_rec.py writes one)"
     if not (args.fp16 or args.int8 or args.opset or args.fix_batch or args.simplify):
         return "nothing to convert; pass --fp16, --int8, --opset N, --fix-batch or --simplify"
-    return None
+    return comparison_argument_error(args.bin, args.min_cosine, args.max_accuracy_drop)
 
 
 def main(argv=None) -> int:

@@ -29,7 +29,7 @@ import json
 import sys
 from pathlib import Path
 
-from recipes.arcface_torch.export.onnx_comparison import DEFAULT_MAX_ACCURACY_DROP
+from recipes.arcface_torch.export.onnx_comparison import DEFAULT_MAX_ACCURACY_DROP, comparison_argument_error
 from recipes.arcface_torch.export.onnx_verification import verify
 from recipes.arcface_torch.export.progress import stderr_progress
 
@@ -73,13 +73,7 @@ def _argument_error(args) -> str | None:
         return f"--images {args.images} is not a folder; pass a folder of aligned face crops"
     if args.bin and not args.compare:
         return "--bin measures accuracy against a reference; pass --compare REFERENCE as well"
-    if args.bin and not Path(args.bin).is_file():
-        return f"--bin {args.bin} does not exist; pass a verification .bin file (tools/make_bin.py writes one)"
-    if args.min_cosine is not None and not -1.0 <= args.min_cosine <= 1.0:
-        return f"--min-cosine {args.min_cosine} is not a cosine; pass a value in [-1, 1] such as 0.99"
-    if not args.max_accuracy_drop >= 0:
-        return f"--max-accuracy-drop {args.max_accuracy_drop} is negative; pass points of accuracy such as 0.5"
-    return None
+    return comparison_argument_error(args.bin, args.min_cosine, args.max_accuracy_drop)
 
 
 def main(argv=None) -> int:
