@@ -4,12 +4,13 @@ Writes N textured 112x112 JPEGs (quality 95, a few KB each, like aligned MS1M fa
 tools/pack_rec.py, then measures in one run, round by round so every row sees the same machine load:
 
   ceiling         cv2.imdecode of the JPEG bytes already in memory, this process, one thread, nothing else;
-  decode floor    one worker that reads and decodes every face of a batch and sends back nothing but a
-                  label tensor: what any worker path costs at least (DataLoader machinery included);
+  decode floor    one worker that reads and decodes every face of a batch and sends back nothing but the
+                  labels (a NumPy array): what any worker path costs at least (DataLoader machinery included);
   per item        one worker, RecordIOFaces.__getitem__ per face + default collate (the former loader);
   FaceBatches f32 one worker, each face decoded and normalised into one shared float32 batch;
   FaceBatches u8  one worker, uint8 (n, H, W, 3) batch shared, normalised in this process by
-                  normalise_faces (what datasets/build.py builds, via NormalisedBatches);
+                  NormalisedBatches: a fresh shared batch each time (pool=0), and the pooled buffers the
+                  worker reuses once released (what datasets/build.py builds);
 and, in this process, the CPU time of each stage of one face. Loader rates are the steady state after
 5 batches (worker start-up and first copy-on-write faults excluded), each epoch drawing --epoch-passes x
 the images: images per wall second, per CPU second of the worker (from /proc, Linux: on a shared machine
@@ -37,7 +38,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, default_collate
 from tqdm import tqdm
 
-from recipes.arcface_torch.datasets.face_batches import FaceBatches
+from recipes.arcface_torch.datasets.face_batches import FaceBatches, NormalisedBatches
 from recipes.arcface_torch.datasets.recordio import unpack_record
 from recipes.arcface_torch.datasets.recordio_faces import RecordIOFaces
 from recipes.arcface_torch.face_image import decode_face, face_into, face_pixels_into, face_to_tensor, normalise_faces
@@ -72,20 +73,21 @@ def worker_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def loader_run(loader: DataLoader, finish, warmup_batches: int) -> dict[str, float]:
+def loader_run(loader: DataLoader, warmup_batches: int, wrap=None) -> dict[str, float]:
     """Steady state of a 1-worker loader: after `warmup_batches` (worker start-up, first copy-on-write
     faults), img per wall second, img per worker CPU second and training-process CPU us per face
-    (`finish` is what the training process does to each batch: nothing, or NormalisedBatches' pass)."""
+    (`wrap` turns the loader's iterator into what the training process iterates, e.g. NormalisedBatches)."""
     iterator = iter(loader)
+    batches = iter(wrap(iterator)) if wrap else iterator
     for _ in range(warmup_batches):
-        finish(next(iterator)[0])
+        next(batches)
     pid = iterator._workers[0].pid  # benchmark-only peek at the worker process
     worker, main, wall = worker_cpu_seconds(pid), time.process_time(), time.perf_counter()
     count = 0
     for _ in range(len(loader) - warmup_batches):
-        count += finish(next(iterator)[0]).shape[0]
+        count += next(batches)[0].shape[0]
     worker, main, wall = worker_cpu_seconds(pid) - worker, time.process_time() - main, time.perf_counter() - wall
-    del iterator
+    del batches, iterator
     return {"wall": count / wall, "cpu": count / worker, "main us": 1e6 * main / count}
 
 
@@ -104,13 +106,17 @@ class DecodeFloor(torch.utils.data.Dataset):
             data, label, _, _ = self.dataset.encoded_face(int(index))
             cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
             labels.append(label)
-        return torch.tensor(labels), None
+        return np.array(labels), None
 
 
 def decode_floor_loader(dataset, batch_size: int, seed: int, samples: int) -> DataLoader:
     order = RandomSampler(dataset, num_samples=samples, generator=torch.Generator().manual_seed(seed))
     return DataLoader(
-        DecodeFloor(dataset), batch_size=None, num_workers=1, sampler=BatchSampler(order, batch_size, drop_last=True)
+        DecodeFloor(dataset),
+        batch_size=None,
+        num_workers=1,
+        sampler=BatchSampler(order, batch_size, drop_last=True),
+        collate_fn=FaceBatches.collate,
     )
 
 
@@ -119,13 +125,14 @@ def per_item_loader(dataset, batch_size: int, seed: int, samples: int) -> DataLo
     return DataLoader(dataset, batch_size=batch_size, sampler=order, num_workers=1, drop_last=True)
 
 
-def batched_loader(dataset, batch_size: int, seed: int, samples: int, normalise: bool) -> DataLoader:
+def batched_loader(dataset, batch_size: int, seed: int, samples: int, normalise: bool, pool: int = 4) -> DataLoader:
     order = RandomSampler(dataset, num_samples=samples, generator=torch.Generator().manual_seed(seed))
     return DataLoader(
-        FaceBatches(dataset, normalise=normalise),
+        FaceBatches(dataset, normalise=normalise, pool=pool),
         batch_size=None,
         num_workers=1,
         sampler=BatchSampler(order, batch_size, drop_last=True),
+        collate_fn=FaceBatches.collate,
     )
 
 
@@ -138,7 +145,7 @@ def stage_times(dataset: RecordIOFaces, batch_size: int) -> dict[str, float]:
     times["read + unpack record"] = time.process_time() - start
     start = time.process_time()
     images = [decode_face(body, "bench", dataset.image_size) for body in bodies]
-    times["decode_face (imdecode + BGR->RGB)"] = time.process_time() - start
+    times["decode_face (imdecode to RGB)"] = time.process_time() - start
     flips = [index % 2 == 0 for index in range(len(images))]
     start = time.process_time()
     tensors = [face_to_tensor(image, flip) for image, flip in zip(images, flips, strict=False)]
@@ -201,20 +208,24 @@ def main(argv=None) -> int:
         bodies = [unpack_record(dataset.reader.read(int(key)))[1] for key in dataset.keys]
         kib = sum(len(body) for body in bodies) / len(bodies) / 1024
         samples, warmup = args.epoch_passes * len(dataset), 5
-        keep = lambda images: images  # noqa: E731
         paths = {
             "raw cv2.imdecode, 1 thread (ceiling)": lambda seed: raw_decode(bodies),
             "1 worker, read + imdecode only (decode floor)": lambda seed: loader_run(
-                decode_floor_loader(dataset, args.batch_size, seed, samples), keep, warmup
+                decode_floor_loader(dataset, args.batch_size, seed, samples), warmup
             ),
             "1 worker, per-item __getitem__ + collate": lambda seed: loader_run(
-                per_item_loader(dataset, args.batch_size, seed, samples), keep, warmup
+                per_item_loader(dataset, args.batch_size, seed, samples), warmup
             ),
             "1 worker, FaceBatches float32": lambda seed: loader_run(
-                batched_loader(dataset, args.batch_size, seed, samples, normalise=True), keep, warmup
+                batched_loader(dataset, args.batch_size, seed, samples, normalise=True), warmup
             ),
-            "1 worker, FaceBatches uint8 + normalise in main": lambda seed: loader_run(
-                batched_loader(dataset, args.batch_size, seed, samples, normalise=False), normalise_faces, warmup
+            "1 worker, FaceBatches uint8, fresh shared batch": lambda seed: loader_run(
+                batched_loader(dataset, args.batch_size, seed, samples, normalise=False, pool=0),
+                warmup,
+                NormalisedBatches,
+            ),
+            "1 worker, FaceBatches uint8, pooled (training)": lambda seed: loader_run(
+                batched_loader(dataset, args.batch_size, seed, samples, normalise=False), warmup, NormalisedBatches
             ),
         }
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in paths}

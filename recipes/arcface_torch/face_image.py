@@ -24,10 +24,15 @@ ARCFACE_DST = np.array(
 )
 
 
+# OpenCV >= 4.10 decodes straight to RGB (libjpeg-turbo writes RGB; no second pass over the pixels)
+DECODE_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
+
+
 def decode_face(data: bytes, where: str, size: tuple[int, int] = (112, 112), resize: bool = False) -> np.ndarray:
     """uint8 (H, W, 3) RGB from encoded bytes; `where` names the image in errors. A face of another size
     is an error, or resized to `size` (height, width) when `resize`."""
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR) if len(data) else None
+    flags = cv2.IMREAD_COLOR if DECODE_RGB is None else DECODE_RGB
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags) if len(data) else None
     if image is None:
         raise ValueError(
             f"{where}: could not decode the image ({len(data)} bytes, not a valid JPEG/PNG); re-encode or remove it"
@@ -39,7 +44,7 @@ def decode_face(data: bytes, where: str, size: tuple[int, int] = (112, 112), res
             f"{where}: image is {image.shape[1]}x{image.shape[0]}, expected {size[1]}x{size[0]}; "
             f"align and resize the faces to {size[1]}x{size[0]} before training"
         )
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image if DECODE_RGB is not None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 _MASK64 = (1 << 64) - 1

@@ -202,7 +202,7 @@ def _train(config, ctx, output: Path, lock, allow_config_change: bool) -> dict:
     dataset = build_train_dataset(config)
     num_classes = resolve_num_classes(config, dataset)
     val_sets = build_val_sets(config, warn=logger.warning) if ctx.is_main else []
-    loader, sampler = build_train_loader(dataset, config, ctx.rank, ctx.world_size)
+    loader, sampler = build_train_loader(dataset, config, ctx.rank, ctx.world_size, ctx.device)
     batches_per_epoch = sampler.batches_per_epoch
     num_image = int(config.num_image or len(dataset))
     warmup_steps, total_steps = schedule_steps(config, num_image, ctx.world_size)

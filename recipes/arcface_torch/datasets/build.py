@@ -105,7 +105,11 @@ def _seed_worker(worker_id: int) -> None:
     np.random.seed(torch.initial_seed() % 2**32)
 
 
-def build_train_loader(dataset: Dataset, config, rank: int, world_size: int) -> tuple[DataLoader, ShardedEpochSampler]:
+def build_train_loader(
+    dataset: Dataset, config, rank: int, world_size: int, device: torch.device | None = None
+) -> tuple[DataLoader, ShardedEpochSampler]:
+    """Per-rank loader of (float32 images, int64 labels) batches. For datasets FaceBatches can read, workers
+    decode uint8 batches and the normalising pass runs on `device` (the training device), after the copy."""
     # one OpenCV thread per process, set before the workers fork: changing it inside a forked worker can hang
     cv2.setNumThreads(1)
     sampler = ShardedEpochSampler(len(dataset), config.batch_size, rank, world_size, seed=config.seed)
@@ -118,7 +122,16 @@ def build_train_loader(dataset: Dataset, config, rank: int, world_size: int) -> 
     )
     if supports_batches(dataset):  # whole uint8 batches decoded in place, normalised here (face_batches.py)
         batches = BatchSampler(sampler, config.batch_size, drop_last=True)
-        loader = DataLoader(FaceBatches(dataset, normalise=False), batch_size=None, sampler=batches, **options)
-        return NormalisedBatches(loader), sampler
+        # unpinned: the uint8 batch is copied to the device by NormalisedBatches, which then hands the
+        # shared buffer back to its worker (a pinned copy would keep the worker from reusing it)
+        options["pin_memory"] = False
+        loader = DataLoader(
+            FaceBatches(dataset, normalise=False),
+            batch_size=None,
+            sampler=batches,
+            collate_fn=FaceBatches.collate,
+            **options,
+        )
+        return NormalisedBatches(loader, device), sampler
     loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, drop_last=True, **options)
     return loader, sampler

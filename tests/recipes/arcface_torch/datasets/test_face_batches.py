@@ -60,7 +60,8 @@ def test_batches_equal_stacked_items(packed, normalise):
         assert images.dtype == torch.uint8 and images.shape == (5, 112, 112, 3)
         images = normalise_faces(images)
     want_images, want_labels = expected(dataset, indices)
-    assert torch.equal(images, want_images) and torch.equal(labels, want_labels)
+    assert labels.dtype == np.int64
+    assert torch.equal(images, want_images) and torch.equal(torch.from_numpy(labels), want_labels)
 
 
 @pytest.mark.slow
@@ -76,7 +77,7 @@ def test_worker_batches_equal_items_and_build_train_loader(packed):
         assert torch.equal(images, want_images) and torch.equal(labels, want_labels)
 
     config = edict(batch_size=4, seed=3, num_workers=1)
-    loader, sampler = build_train_loader(dataset, config, rank=0, world_size=1)
+    loader, sampler = build_train_loader(dataset, config, rank=0, world_size=1, device=torch.device("cpu"))
     sampler.set_epoch(1)
     order = list(iter(sampler))
     batches = list(loader)
@@ -90,3 +91,92 @@ def test_datasets_without_encoded_faces_are_refused():
     assert not supports_batches(list(range(3)))
     with pytest.raises(TypeError, match="has no encoded_face"):
         FaceBatches(list(range(3)))
+
+
+def worker_loader(dataset, batches: int, size: int, pool: int) -> DataLoader:
+    order = BatchSampler(SequentialSampler(range(batches * size)), size, drop_last=True)
+    return DataLoader(
+        FaceBatches(dataset, normalise=False, pool=pool),
+        batch_size=None,
+        sampler=order,
+        num_workers=1,
+        collate_fn=FaceBatches.collate,
+    )
+
+
+@pytest.fixture(scope="module")
+def long_packed(tmp_path_factory):
+    """60 faces, so a worker goes round its buffer pool several times."""
+    root = tmp_path_factory.mktemp("rec60")
+    rng = np.random.default_rng(2)
+    with IndexedRecordWriter(root / "train.idx", root / "train.rec") as writer:
+        for key in range(60):
+            image = rng.integers(0, 256, (112, 112, 3), dtype=np.uint8)
+            jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+            writer.write(key, pack_record(float(key % CLASSES), jpeg, id=key))
+    (root / "property").write_text(f"{CLASSES},112,112")
+    return root
+
+
+@pytest.mark.slow
+def test_pooled_worker_buffers_are_reused_after_release_and_values_stay_exact(long_packed):
+    dataset = RecordIOFaces(long_packed, flip=True, seed=4)
+    batches = NormalisedBatches(worker_loader(dataset, batches=12, size=5, pool=3))
+    seen = []  # the worker's buffers as this process maps them
+    resolve = batches.receiver.resolve
+
+    def recording_resolve(sent):
+        pixels = resolve(sent)
+        seen.append((pixels.untyped_storage().data_ptr(), isinstance(sent, tuple)))
+        return pixels
+
+    batches.receiver.resolve = recording_resolve
+    for batch, (images, labels) in enumerate(batches):
+        want_images, want_labels = expected(dataset, range(5 * batch, 5 * batch + 5))
+        assert torch.equal(images, want_images) and torch.equal(labels, want_labels)
+    assert len(seen) == 12
+    assert len({pointer for pointer, _ in seen}) <= 3  # every batch in one of the pool's buffers
+    assert sum(handle for _, handle in seen) >= 6  # most batches came as a handle, not a descriptor
+    assert batches.receiver.buffers == {}  # forgotten at the end of the iteration
+    for batch, (images, _) in enumerate(batches):  # a second epoch maps the new worker's buffers afresh
+        assert torch.equal(images, expected(dataset, range(5 * batch, 5 * batch + 5))[0])
+
+
+@pytest.mark.slow
+def test_batches_never_released_are_never_overwritten(long_packed):
+    dataset = RecordIOFaces(long_packed, flip=False)
+    held = [(pixels, labels) for pixels, labels in worker_loader(dataset, batches=12, size=5, pool=3)]
+    assert all(isinstance(pixels, torch.Tensor) for pixels, _ in held)  # no handle without a receiver
+    for batch, (pixels, labels) in enumerate(held):
+        want_images, want_labels = expected(dataset, range(5 * batch, 5 * batch + 5))
+        assert torch.equal(normalise_faces(pixels), want_images)
+        assert torch.equal(torch.from_numpy(labels), want_labels)
+
+
+def test_release_touches_only_pooled_buffers():
+    from recipes.arcface_torch.datasets.shared_batches import BatchReceiver, SharedBatchPool
+
+    pool = SharedBatchPool(limit=1)
+    first, handle = pool.take((2, 4, 4, 3))
+    assert handle is None and first.shape == (2, 4, 4, 3) and first.is_shared()
+    receiver = BatchReceiver()
+    assert receiver.resolve(first) is first and len(receiver.buffers) == 1
+    assert not receiver.release(first.clone())  # a copy has no tail
+    assert not receiver.release(torch.zeros(10, dtype=torch.uint8))
+    second, handle = pool.take((2, 4, 4, 3))  # the first is still in use: a one-off buffer, not pooled
+    assert handle is None and second.untyped_storage().data_ptr() != first.untyped_storage().data_ptr()
+    assert receiver.release(first)
+    again, handle = pool.take((2, 4, 4, 3))
+    assert again.untyped_storage().data_ptr() == first.untyped_storage().data_ptr()
+    assert handle is not None and handle.shape == (2, 4, 4, 3)
+    assert receiver.resolve(handle).untyped_storage().data_ptr() == first.untyped_storage().data_ptr()
+    receiver.forget()
+    with pytest.raises(RuntimeError, match="does not hold"):
+        receiver.resolve(handle)
+    receiver.release(first)
+    assert pool.take((2, 4, 4, 3))[1] is None  # forgotten: sent as a tensor again
+
+
+def test_negative_pool_is_refused(packed):
+    with pytest.raises(ValueError, match="pool=-1 must be >= 0"):
+        FaceBatches(RecordIOFaces(packed), pool=-1)
