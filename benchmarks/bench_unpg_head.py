@@ -44,6 +44,7 @@ Targets (printed PASS/FAIL): b/a <= 1.05 at B=512, C_local=100k; b/a <= 1.15 at 
     python benchmarks/bench_unpg_head.py                  # B 256..2048, C_local 10k and 100k
     python benchmarks/bench_unpg_head.py --batch-sizes 512 1024 --classes 10000 --repeats 7 --rss
     python benchmarks/bench_unpg_head.py --skip-large-batch --no-column-append
+    python benchmarks/bench_unpg_head.py --profile --batch-sizes 512 --classes 100000   # ops, plain vs UNPG
 """
 
 from __future__ import annotations
@@ -423,6 +424,67 @@ def large_batch_report(args) -> None:
 
 
 # ----------------------------------------------------------------------------- main
+def op_profile(case: HeadCase, variant: str, steps: int) -> tuple[dict[str, tuple[float, float]], float]:
+    """(self CPU seconds, calls) per step of every op (by name) over `steps` profiled steps, and the wall
+    seconds per step."""
+    case.step(variant)  # warm-up outside the profile
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        start = time.perf_counter()
+        for _ in range(steps):
+            case.step(variant)
+        wall = (time.perf_counter() - start) / steps
+    ops = {event.key: (event.self_cpu_time_total / 1e6 / steps, event.count / steps) for event in prof.key_averages()}
+    large = case.batch * case.classes
+    wide = [  # aten ops (no wrappers, no autograd nodes) reading or writing a (B, C_local)-sized tensor
+        event
+        for event in prof.key_averages(group_by_input_shape=True)
+        if event.key.startswith("aten::") and any(math.prod(shape) >= large for shape in event.input_shapes if shape)
+    ]
+    ops["(B, C_local) aten calls"] = (0.0, sum(event.count for event in wide) / steps)
+    return ops, wall
+
+
+def print_profile(batch: int, classes: int, args, top: int = 14) -> None:
+    """Where the time of a head step goes, plain (a) vs UNPG (b): self CPU per op and step, the ops whose time
+    differs most first (a and b profiled alternately, --profile-steps each, twice, the two passes averaged).
+    Calls per step tell UNPG's own ops from noise: an op called as often in a as in b does the same work."""
+    case = HeadCase(batch, classes, args.dim)
+    totals = {"a": {}, "b": {}}
+    calls = {"a": {}, "b": {}}
+    walls = {"a": [], "b": []}
+    for _ in range(2):
+        for variant in ("a", "b"):
+            ops, wall = op_profile(case, variant, args.profile_steps)
+            walls[variant].append(wall)
+            for name, (seconds, count) in ops.items():
+                totals[variant][name] = totals[variant].get(name, 0.0) + seconds / 2
+                calls[variant][name] = count
+    wide = {variant: calls[variant].pop("(B, C_local) aten calls") for variant in ("a", "b")}
+    for variant in ("a", "b"):
+        totals[variant].pop("(B, C_local) aten calls")
+    names = sorted(
+        set(totals["a"]) | set(totals["b"]),
+        key=lambda n: -abs(totals["b"].get(n, 0.0) - totals["a"].get(n, 0.0)),
+    )
+    sum_a, sum_b = sum(totals["a"].values()), sum(totals["b"].values())
+    print(
+        f"\nprofile of one head step, B={batch}, C_local={classes}, D={args.dim} ({args.profile_steps} steps x 2 "
+        f"passes each, self CPU ms per step; wall per step a {statistics.median(walls['a']):.3f} s, "
+        f"b {statistics.median(walls['b']):.3f} s)"
+    )
+    print(f"{'op':<44} | {'a plain':>9} | {'b UNPG':>9} | {'b - a':>9} | {'calls a / b':>11}")
+    print("-" * 94)
+    for name in names[:top]:
+        a_ms, b_ms = 1e3 * totals["a"].get(name, 0.0), 1e3 * totals["b"].get(name, 0.0)
+        count = f"{calls['a'].get(name, 0):g} / {calls['b'].get(name, 0):g}"
+        print(f"{name[:44]:<44} | {a_ms:>9.2f} | {b_ms:>9.2f} | {b_ms - a_ms:>+9.2f} | {count:>11}")
+    rest_a = 1e3 * (sum_a - sum(totals["a"].get(n, 0.0) for n in names[:top]))
+    rest_b = 1e3 * (sum_b - sum(totals["b"].get(n, 0.0) for n in names[:top]))
+    print(f"{'(all other ops)':<44} | {rest_a:>9.2f} | {rest_b:>9.2f} | {rest_b - rest_a:>+9.2f}")
+    print(f"{'total self CPU':<44} | {1e3 * sum_a:>9.2f} | {1e3 * sum_b:>9.2f} | {1e3 * (sum_b - sum_a):>+9.2f}")
+    print(f"aten calls per step on a (B, C_local)-sized tensor: a {wide['a']:g}, b {wide['b']:g}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: B 256 512, C_local 10k, no B=8192 section")
@@ -459,6 +521,12 @@ def main(argv=None) -> int:
         "--large-batch", type=int, default=8192, help="batch of the whisker/UNPG-term section (default 8192)"
     )
     parser.add_argument("--skip-large-batch", action="store_true", help="skip the large-batch section")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="only profile one head step of a and b per (B, C_local) by op (where UNPG's extra time goes)",
+    )
+    parser.add_argument("--profile-steps", type=int, default=3, help="profiled steps per variant and pass (default 3)")
     parser.add_argument("--rss-worker", choices=VARIANTS, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -474,6 +542,10 @@ def main(argv=None) -> int:
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
 
+    if args.profile:
+        for classes, batch in itertools.product(args.classes, args.batch_sizes):
+            print_profile(batch, classes, args)
+        return 0
     budget = int(args.max_gib * GIB) if args.max_gib else int(0.8 * mem_available_bytes())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; variant c memory budget {fmt_bytes(budget)}")
     rows = []
