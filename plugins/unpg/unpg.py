@@ -13,10 +13,15 @@ is a denominator term in one of two equal forms (`sharded`):
     sharded:    rank r builds only its b x B block and returns its share logsumexp(s N'_r) - log 2 with
                 quartiles from an exact distributed selection (sharded_pairs.py) -- a "partial" term, whose
                 parts' exps the head adds to its all-reduced softmax denominator. O(b B) memory per rank.
+
+Two options beyond the paper, off by default: `pair_weight` lambda scales the term, lambda sum_{n in N'} e^{s n}
+(log lambda added to its log-sum-exp: each kept pair counts lambda times a class negative), and
+`start_epoch` leaves the term out before that epoch (the plain margin softmax until then).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -44,6 +49,9 @@ class UNPG(PartialFCLoss):
         sharded: "auto" (sharded when the world has more than one rank), True or False: build only this
             rank's b x B block (a partial term) instead of the whole B x B matrix on every rank (a replicated
             term). Loss and gradients agree to rounding; sharding needs equal per-rank batches.
+        pair_weight (lambda > 0): the term is lambda sum_{N'} e^{s n}. Paper: 1 (not in the paper).
+        start_epoch: first epoch (from 0) with the term; before it the loss is the plain margin softmax.
+            Paper: 0 (not in the paper).
 
     forward(embeddings (B, D), labels (B,), scale (s)) -> NegativePairTerm, where embeddings and labels
     are the whole global batch (identical on every rank) and labels are global class ids.
@@ -52,10 +60,25 @@ class UNPG(PartialFCLoss):
     """
 
     name = "unpg"
-    DEFAULTS = {"wisk": 1.5, "filter": True, "sharded": "auto"}  # config.unpg: the paper's values
+    # config.unpg: the paper's values
+    DEFAULTS = {"wisk": 1.5, "filter": True, "sharded": "auto", "pair_weight": 1.0, "start_epoch": 0}
 
-    def __init__(self, wisk: float = 1.5, filter: bool = True, sharded: bool | str = "auto"):
+    def __init__(
+        self,
+        wisk: float = 1.5,
+        filter: bool = True,
+        sharded: bool | str = "auto",
+        pair_weight: float = 1.0,
+        start_epoch: int = 0,
+    ):
         super().__init__()
+        if not (isinstance(pair_weight, (int, float)) and math.isfinite(pair_weight) and pair_weight > 0):
+            raise ValueError(
+                f"pair_weight={pair_weight!r} must be a number > 0 (1.0 is the paper's UNPG; leave UNPG out of "
+                f"config.loss to drop the term)"
+            )
+        if isinstance(start_epoch, bool) or int(start_epoch) != start_epoch or start_epoch < 0:
+            raise ValueError(f"start_epoch={start_epoch!r} must be a whole number >= 0 (0: from the first epoch)")
         if wisk < 0:
             raise ValueError(f"wisk={wisk} must be >= 0 (the paper uses 1.5); pass filter=False to keep every pair")
         if not (isinstance(sharded, bool) or sharded == "auto"):
@@ -66,27 +89,38 @@ class UNPG(PartialFCLoss):
         self.wisk = float(wisk)
         self.filter = bool(filter)
         self.sharded = sharded
+        self.pair_weight, self.start_epoch = float(pair_weight), int(start_epoch)
         self.collect_stats = False
 
     @classmethod
     def from_config(cls, config) -> UNPG:
-        """Build from a recipe config holding `config.unpg.wisk`, `.filter` and `.sharded`."""
-        return cls(wisk=config.unpg.wisk, filter=config.unpg.filter, sharded=config.unpg.get("sharded", "auto"))
+        """Build from a recipe config holding `config.unpg` (wisk, filter, sharded, pair_weight, start_epoch)."""
+        section = config.unpg
+        return cls(**{key: section.get(key, default) for key, default in cls.DEFAULTS.items()})
 
     def extra_repr(self) -> str:
-        return f"wisk={self.wisk}, filter={self.filter}, sharded={self.sharded!r}"
+        extra = "" if self.pair_weight == 1.0 else f", pair_weight={self.pair_weight}"
+        extra += "" if self.start_epoch == 0 else f", start_epoch={self.start_epoch}"
+        return f"wisk={self.wisk}, filter={self.filter}, sharded={self.sharded!r}{extra}"
 
     def uses_sharding(self, world_size: int) -> bool:
         """Whether a head on `world_size` ranks gets the sharded (partial) term."""
         return world_size > 1 if self.sharded == "auto" else bool(self.sharded)
 
     def denominator_terms(self, ctx) -> list[Term]:
+        if ctx.epoch < self.start_epoch:
+            return []
         if self.uses_sharding(ctx.world_size):
-            return self._sharded_terms(ctx)
-        term = self(ctx.embeddings, ctx.labels, ctx.scale, collect_stats=self.collect_stats or ctx.collect_diagnostics)
-        for key, value in term.stats.items():
-            ctx.report(key, value)
-        return [] if term.log_sum_exp is None else [Term(term.log_sum_exp, "replicated")]
+            terms = self._sharded_terms(ctx)
+        else:
+            collect = self.collect_stats or ctx.collect_diagnostics
+            term = self(ctx.embeddings, ctx.labels, ctx.scale, collect_stats=collect)
+            for key, value in term.stats.items():
+                ctx.report(key, value)
+            terms = [] if term.log_sum_exp is None else [Term(term.log_sum_exp, "replicated")]
+        if self.pair_weight != 1.0:  # lambda sum e^{s n}: log lambda on every part (partial parts add as exps)
+            terms = [Term(term.value + math.log(self.pair_weight), term.kind) for term in terms]
+        return terms
 
     def _sharded_terms(self, ctx) -> list[Term]:
         collect = self.collect_stats or ctx.collect_diagnostics

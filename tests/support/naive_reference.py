@@ -40,8 +40,11 @@ def naive_kept_negatives(embeddings: torch.Tensor, labels, wisk: float | None) -
     return [p for p in pairs if low <= float(p.detach()) <= high]
 
 
-def naive_unpg_loss(embeddings, labels, weight, s, margins, wisk: float | None, use_unpg: bool = True):
-    """embeddings (B, D), labels (B,), weight (C, D) -> mean loss; float64 in, float64 out."""
+def naive_unpg_loss(
+    embeddings, labels, weight, s, margins, wisk: float | None, use_unpg: bool = True, pair_weight: float = 1.0
+):
+    """embeddings (B, D), labels (B,), weight (C, D) -> mean loss; float64 in, float64 out. Each kept pair's
+    column counts `pair_weight` times in the softmax denominator (its logit + log pair_weight)."""
     m1, m2, m3 = margins
     negatives = naive_kept_negatives(embeddings, labels, wisk) if use_unpg else []
     rows = []
@@ -52,7 +55,7 @@ def naive_unpg_loss(embeddings, labels, weight, s, margins, wisk: float | None, 
         for j in range(weight.shape[0]):
             if j != y:
                 columns.append(s * torch.dot(x, weight[j] / weight[j].norm()))
-        columns.extend(s * n for n in negatives)
+        columns.extend(s * n + math.log(pair_weight) for n in negatives)
         rows.append(torch.stack(columns))
     logits = torch.stack(rows)
     target = torch.zeros(len(rows), dtype=torch.long)

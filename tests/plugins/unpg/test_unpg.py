@@ -20,10 +20,11 @@ def make_batch(seed, batch=12, classes=7, dim=16):
     return embeddings, labels, weight
 
 
-def fast_loss_and_grads(embeddings, labels, weight, margins, scale, hook):
+def fast_loss_and_grads(embeddings, labels, weight, margins, scale, hook, epoch=0):
     # the official UNPG code differentiates the margin exactly: compare with that form
     margin = CombinedMarginLoss(scale, *margins, gradient="exact")
     head = PartialFC(margin, weight.shape[1], weight.shape[0], negative_pairs=hook).double()
+    head.set_epoch(epoch)
     with torch.no_grad():
         head.weight.copy_(weight)
     x = embeddings.clone().requires_grad_(True)
@@ -32,10 +33,10 @@ def fast_loss_and_grads(embeddings, labels, weight, margins, scale, hook):
     return loss.detach(), x.grad, head.weight.grad
 
 
-def naive_loss_and_grads(embeddings, labels, weight, margins, scale, wisk, use_unpg):
+def naive_loss_and_grads(embeddings, labels, weight, margins, scale, wisk, use_unpg, pair_weight=1.0):
     x = embeddings.clone().requires_grad_(True)
     w = weight.clone().requires_grad_(True)
-    loss = naive_unpg_loss(x, labels, w, scale, margins, wisk, use_unpg)
+    loss = naive_unpg_loss(x, labels, w, scale, margins, wisk, use_unpg, pair_weight)
     loss.backward()
     return loss.detach(), x.grad, w.grad
 
@@ -121,3 +122,59 @@ def test_stats_report_pair_counts_and_similarities():
 def test_negative_wisk_is_rejected():
     with pytest.raises(ValueError, match="wisk=-1"):
         UNPG(wisk=-1)
+
+
+def assert_same(fast, naive):
+    for name, a, b in zip(("loss", "embedding grad", "centre grad"), fast, naive, strict=True):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12), f"{name}: max diff {(a - b).abs().max():.3e}"
+
+
+@pytest.mark.parametrize("pair_weight", [0.05, 0.5, 3.0])
+@pytest.mark.parametrize("sharded", [False, True])
+def test_pair_weight_matches_naive_float64(pair_weight, sharded):
+    embeddings, labels, weight = make_batch(3)
+    hook = UNPG(wisk=1.5, pair_weight=pair_weight, sharded=sharded)
+    fast = fast_loss_and_grads(embeddings, labels, weight, MARGINS["arcface"], 16.0, hook)
+    assert_same(
+        fast, naive_loss_and_grads(embeddings, labels, weight, MARGINS["arcface"], 16.0, 1.5, True, pair_weight)
+    )
+    plain = naive_loss_and_grads(embeddings, labels, weight, MARGINS["arcface"], 16.0, 1.5, True)
+    assert not torch.allclose(fast[0], plain[0], rtol=1e-6)  # the weight changes the loss
+
+
+@pytest.mark.parametrize("sharded", [False, True])
+def test_start_epoch_is_plain_margin_softmax_before_it_and_unpg_from_it(sharded):
+    embeddings, labels, weight = make_batch(4)
+    hook = UNPG(wisk=1.5, start_epoch=2, sharded=sharded)
+    args = (embeddings, labels, weight, MARGINS["cosface"], 16.0)
+    for epoch in (0, 1):
+        assert_same(fast_loss_and_grads(*args, hook, epoch=epoch), naive_loss_and_grads(*args, 1.5, False))
+    for epoch in (2, 5):
+        assert_same(fast_loss_and_grads(*args, hook, epoch=epoch), naive_loss_and_grads(*args, 1.5, True))
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"pair_weight": 0}, "pair_weight=0 must be a number > 0"),
+        ({"pair_weight": float("nan")}, "pair_weight=nan must be a number > 0"),
+        ({"pair_weight": "1"}, "pair_weight='1' must be a number > 0"),
+        ({"start_epoch": -1}, "start_epoch=-1 must be a whole number >= 0"),
+        ({"start_epoch": 1.5}, "start_epoch=1.5 must be a whole number >= 0"),
+    ],
+)
+def test_bad_options_are_clear_errors(options, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        UNPG(**options)
+
+
+def test_options_come_from_the_config_section():
+    from recipes.arcface_torch.config import get_config
+    from recipes.arcface_torch.losses import build_losses
+
+    unpg = build_losses(get_config("recipes/arcface_torch/configs/synthetic_unpg"))[0]
+    assert (unpg.pair_weight, unpg.start_epoch) == (1.0, 0)
+    config = get_config("recipes/arcface_torch/configs/synthetic_unpg", unpg={"pair_weight": 0.1, "start_epoch": 1})
+    unpg = build_losses(config)[0]
+    assert (unpg.pair_weight, unpg.start_epoch) == (0.1, 1)
+    assert "pair_weight=0.1, start_epoch=1" in repr(unpg)
