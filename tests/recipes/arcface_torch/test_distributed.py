@@ -4,7 +4,6 @@ a check that fails on one rank stops every rank."""
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,9 +13,9 @@ import torch.distributed as dist
 from recipes.arcface_torch.distributed import DistContext, RankError, agree
 from tests.support import REPO_ROOT
 from tests.support.distributed_harness import run_on_ranks
+from tests.support.torchrun import DEMO, ENV, torchrun_command, torchrun_train
 
 ROOT = REPO_ROOT
-DEMO = "recipes/arcface_torch/configs/synthetic_unpg"
 
 
 def _children_with_rank(parent_pid: int, rank: int) -> list[int]:
@@ -52,33 +51,10 @@ def _is_descendant(pid: int, ancestor: int) -> bool:
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the rank's process through /proc")
 def test_a_stopped_rank_ends_the_job_within_dist_timeout_naming_it(tmp_path):
     output = tmp_path / "stall"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--master_port=29547",
-        "recipes/arcface_torch/train.py",
-        DEMO,
-        "--set",
-        f"output={output}",
-        "--set",
-        "num_epoch=200",
-        "--set",
-        "num_workers=0",
-        "--set",
-        "batch_size=4",
-        "--set",
-        "val_targets=[]",
-        "--set",
-        "frequent=1",
-        "--set",
-        "dist_timeout=6",
-        "--set",
-        "synthetic={'num_identities': 8, 'images_per_identity': 2}",
-    ]
-    launcher = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    settings = {"output": str(output), "num_epoch": 200, "num_workers": 0, "batch_size": 4, "val_targets": []}
+    settings |= {"frequent": 1, "dist_timeout": 6, "synthetic": {"num_identities": 8, "images_per_identity": 2}}
+    command = torchrun_command(2, settings)
+    launcher = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     stopped = []
     try:
         log = output / "training.log"
@@ -152,34 +128,10 @@ def test_an_error_on_one_rank_stops_the_whole_job_without_waiting_for_the_timeou
     with open(data / "train.rec", "r+b") as rec:
         rec.seek(int(offsets["1"]) + 8 + 24)  # record magic and length, then the image header: the JPEG starts here
         rec.write(b"\0\0\0\0")  # no JPEG start marker: this one image cannot be decoded
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--master_port=29549",
-        "recipes/arcface_torch/train.py",
-        DEMO,
-        "--set",
-        f"rec={data}",
-        "--set",
-        f"output={tmp_path / 'out'}",
-        "--set",
-        "num_epoch=50",
-        "--set",
-        "num_workers=0",
-        "--set",
-        "batch_size=8",
-        "--set",
-        "val_targets=[]",
-        "--set",
-        "embedding_size=16",
-        "--set",
-        "dist_timeout=300",
-    ]
+    settings = {"rec": str(data), "output": str(tmp_path / "out"), "num_epoch": 50, "num_workers": 0}
+    settings |= {"batch_size": 8, "val_targets": [], "embedding_size": 16, "dist_timeout": 300}
     started = time.time()
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=280)
+    result = torchrun_train(2, settings, timeout=280)
     elapsed = time.time() - started
     assert result.returncode != 0
     assert elapsed < 150  # the other rank did not sit out dist_timeout=300 s

@@ -1,8 +1,5 @@
 """Training loop: exact resume, bad-input errors that lose nothing, and a 2-rank torchrun run."""
 
-import os
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
@@ -15,9 +12,9 @@ from recipes.arcface_torch.config import ConfigError, get_config
 from recipes.arcface_torch.datasets.build import build_train_dataset
 from recipes.arcface_torch.train import TrainingError, main, resolve_num_classes, train
 from tests.support import REPO_ROOT
+from tests.support.torchrun import DEMO, torchrun_train
 
 ROOT = REPO_ROOT
-DEMO = "recipes/arcface_torch/configs/synthetic_unpg"
 
 
 def small_config(output, **overrides):
@@ -139,29 +136,9 @@ def test_cli_reports_unknown_key(capsys):
 @pytest.mark.slow
 def test_torchrun_two_cpu_ranks(tmp_path):
     output = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--master_port=29531",
-        "recipes/arcface_torch/train.py",
-        DEMO,
-        "--set",
-        f"output={output}",
-        "--set",
-        "max_steps=3",
-        "--set",
-        "num_workers=0",
-        "--set",
-        "batch_size=8",
-        "--set",
-        "val_targets=[]",
-        "--set",
-        "synthetic={'num_identities': 21, 'images_per_identity': 4}",
-    ]
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    settings = {"output": str(output), "max_steps": 3, "num_workers": 0, "batch_size": 8, "val_targets": []}
+    settings["synthetic"] = {"num_identities": 21, "images_per_identity": 4}
+    result = torchrun_train(2, settings)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "2 rank(s)" in result.stdout
     for rank in (0, 1):
