@@ -253,15 +253,19 @@ def config_warnings(cfg: edict) -> list[str]:
         )
     if cfg.warmup_epoch < 0:
         notes.append(f"warmup_epoch={cfg.warmup_epoch} means no warmup (as upstream treats it); use 0 to say so")
-    if cfg.dali or cfg.dali_aug:
+    if cfg.dali:
         installed = (
             importlib.util.find_spec("nvidia") is not None and importlib.util.find_spec("nvidia.dali") is not None
         )
-        why = "is installed but not used here" if installed else "is not installed"
-        notes.append(
-            f"dali={cfg.dali}, dali_aug={cfg.dali_aug}: NVIDIA DALI {why}; the PyTorch DataLoader with "
-            f"random horizontal flip loads the data"
-        )
+        recordio = cfg.rec != "synthetic" and (Path(cfg.rec) / "train.rec").is_file()
+        if not (installed and recordio):
+            why = "NVIDIA DALI is not installed" if not installed else f"DALI reads RecordIO and {cfg.rec!r} is none"
+            notes.append(
+                f"dali=True: {why}; the PyTorch DataLoader with random horizontal flip loads the data"
+                + (" (dali_aug needs DALI too)" if cfg.dali_aug else "")
+            )
+    elif cfg.dali_aug:
+        notes.append("dali_aug=True acts only with dali=True (as upstream); set dali=True or drop dali_aug")
     if cfg.using_wandb or cfg.save_artifacts:
         notes.append(
             "using_wandb / save_artifacts: Weights & Biases logging is not built in; progress goes to "

@@ -108,8 +108,17 @@ def _seed_worker(worker_id: int) -> None:
 def build_train_loader(
     dataset: Dataset, config, rank: int, world_size: int, device: torch.device | None = None
 ) -> tuple[DataLoader, ShardedEpochSampler]:
-    """Per-rank loader of (float32 images, int64 labels) batches. For datasets FaceBatches can read, workers
-    decode uint8 batches and the normalising pass runs on `device` (the training device), after the copy."""
+    """Per-rank loader of (float32 images, int64 labels) batches, and the sampler train.py sets each epoch.
+    config.dali with DALI installed and a RecordIO folder: upstream's DALI input (dali_batches.py). Otherwise
+    for datasets FaceBatches can read, workers decode uint8 batches and the normalising pass runs on `device`
+    (the training device), after the copy."""
+    if config.get("dali") and config.rec != SYNTHETIC and (Path(config.rec) / "train.rec").is_file():
+        from .dali_batches import DaliBatches, dali_installed
+
+        if dali_installed():  # upstream's DALI input; without DALI config_warnings says so and we go on
+            device = device if device is not None else torch.device("cpu")
+            batches = DaliBatches(config.rec, config.batch_size, rank, world_size, device, config.seed, config.dali_aug)
+            return batches, batches  # it plays the sampler's part too
     # one OpenCV thread per process, set before the workers fork: changing it inside a forked worker can hang
     cv2.setNumThreads(1)
     sampler = ShardedEpochSampler(len(dataset), config.batch_size, rank, world_size, seed=config.seed)
