@@ -44,26 +44,26 @@ PAIR = ("arcface", "arcface+unpg")
 LEVELS = [
     ("base", "base", {}, PAIR),
     ("s=64", "scale s", {"scale": 64.0}, PAIR),
-    ("2x steps", "training length", {"num_epoch": 6}, PAIR),
     ("no filter", "wisk", {}, ("unpg_nofilter",)),
-    (
-        "100 ids x 32 img",
-        "classes vs batch pairs",
-        {"synthetic": {"num_identities": 100, "images_per_identity": 32}},
-        PAIR,
-    ),
+    ("wisk 1.0", "wisk", {}, ("unpg_wisk1.0",)),
     ("frontal (max_yaw 0)", "pose", {"synthetic": {"max_yaw": 0.0}}, PAIR),
-    ("no label noise", "label noise", {"synthetic": {"label_noise": 0.0}}, PAIR),
-    ("warmup 1 epoch", "LR schedule", {"warmup_epoch": 1}, PAIR),
-    ("classic task", "synthetic preset", {"synthetic": {"preset": "classic"}}, PAIR),
     (
         "1600 ids x 2 img",
         "classes vs batch pairs",
         {"synthetic": {"num_identities": 1600, "images_per_identity": 2}},
         PAIR,
     ),
+    ("2x steps", "training length", {"num_epoch": 6}, PAIR),
+    (
+        "100 ids x 32 img",
+        "classes vs batch pairs",
+        {"synthetic": {"num_identities": 100, "images_per_identity": 32}},
+        PAIR,
+    ),
+    ("no label noise", "label noise", {"synthetic": {"label_noise": 0.0}}, PAIR),
+    ("warmup 1 epoch", "LR schedule", {"warmup_epoch": 1}, PAIR),
+    ("classic task", "synthetic preset", {"synthetic": {"preset": "classic"}}, PAIR),
     ("wisk 0.5", "wisk", {}, ("unpg_wisk0.5",)),
-    ("wisk 1.0", "wisk", {}, ("unpg_wisk1.0",)),
 ]
 TEST_SET = "synthetic_heldout"
 FARS = [1e-2, 1e-3, 1e-4]
