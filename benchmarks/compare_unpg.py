@@ -49,13 +49,16 @@ METHODS = {
     "unpg_wisk0.5": {"loss": "unpg", "margin_list": ARCFACE, "unpg": {"wisk": 0.5, "filter": True}},
     "unpg_wisk1.0": {"loss": "unpg", "margin_list": ARCFACE, "unpg": {"wisk": 1.0, "filter": True}},
     "unpg_nofilter": {"loss": "unpg", "margin_list": ARCFACE, "unpg": {"wisk": 1.5, "filter": False}},
+    # options beyond the paper (plugins/unpg/unpg.py): the term weighted by lambda, or left out of epoch 0
+    "unpg_pw0.1": {"loss": "unpg", "margin_list": ARCFACE, "unpg": {"wisk": 1.5, "pair_weight": 0.1}},
+    "unpg_from1": {"loss": "unpg", "margin_list": ARCFACE, "unpg": {"wisk": 1.5, "start_epoch": 1}},
     "npcface": {"loss": "npcface"},
     "uss": {"loss": "uss", "margin_list": COSFACE},
     "magface": {"loss": "magface"},
     "magface+unpg": {"loss": ["magface", "unpg"], "unpg": {"wisk": 1.5, "filter": True}},
 }
 # The loss each method is compared with, paired by seed: a listed one, else the name before "+".
-BASELINES = {"unpg_wisk0.5": "arcface", "unpg_wisk1.0": "arcface", "unpg_nofilter": "arcface"}
+BASELINES = {name: "arcface" for name in ("unpg_wisk0.5", "unpg_wisk1.0", "unpg_nofilter", "unpg_pw0.1", "unpg_from1")}
 DEFAULT_FARS = (1e-2, 1e-3, 1e-4)
 HELD_OUT_OFFSET = 2_000_000  # identities disjoint from training and from the pair set
 SYNTHETIC_TEST = "synthetic_heldout"

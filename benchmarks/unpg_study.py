@@ -39,8 +39,9 @@ BASE = {
     "val_targets": [],
 }
 PAIR = ("arcface", "arcface+unpg")
-# (level name, factor, overrides on top of BASE, methods run at this level); the base loss of a level that
-# runs only a UNPG variant is the base level's ArcFace.
+# (level name, factor, overrides on top of BASE, methods run at this level[, the level whose ArcFace is the
+# reference]); a level that runs only a UNPG variant is compared with the base level's ArcFace unless it names
+# another level (its overrides then repeat that level's).
 LEVELS = [
     ("base", "base", {}, PAIR),
     ("s=64", "scale s", {"scale": 64.0}, PAIR),
@@ -64,6 +65,11 @@ LEVELS = [
     ("warmup 1 epoch", "LR schedule", {"warmup_epoch": 1}, PAIR),
     ("classic task", "synthetic preset", {"synthetic": {"preset": "classic"}}, PAIR),
     ("wisk 0.5", "wisk", {}, ("unpg_wisk0.5",)),
+    # options beyond the paper, off by default: where UNPG lost, do they keep its wins and remove its losses?
+    ("pair_weight 0.1", "option (not in the paper)", {}, ("unpg_pw0.1",)),
+    ("UNPG from epoch 1", "option (not in the paper)", {}, ("unpg_from1",)),
+    ("2x steps, pair_weight 0.1", "option (not in the paper)", {"num_epoch": 6}, ("unpg_pw0.1",), "2x steps"),
+    ("2x steps, UNPG from epoch 1", "option (not in the paper)", {"num_epoch": 6}, ("unpg_from1",), "2x steps"),
 ]
 TEST_SET = "synthetic_heldout"
 FARS = [1e-2, 1e-3, 1e-4]
@@ -82,7 +88,7 @@ def slug(level: str) -> str:
 
 def build_plan(levels: list[tuple], seeds: list[int], config: str, output: Path, extra: dict) -> list[dict]:
     plan = []
-    for level, _, overrides, methods in levels:
+    for level, _, overrides, methods, *_ in levels:
         for seed in seeds:
             for method in methods:
                 plan.append(
@@ -104,9 +110,9 @@ def level_rows(levels: list[tuple], plan: list[dict]) -> list[dict]:
     """Per level: means of both losses and the per-seed paired differences (UNPG variant - ArcFace)."""
     records = {(e["level"], e["method"], e["seed"]): r for e in plan for r in load_records([e])}
     rows = []
-    for level, factor, _, methods in levels:
+    for level, factor, _, methods, *reference in levels:
         variant = methods[-1]
-        base_level = level if "arcface" in methods else "base"
+        base_level = level if "arcface" in methods else (reference[0] if reference else "base")
         seeds = sorted(
             {s for (lv, m, s) in records if lv == level and m == variant}
             & {s for (lv, m, s) in records if lv == base_level and m == "arcface"}
@@ -208,8 +214,10 @@ def main(argv=None) -> int:
         print(f"error: --jobs {args.jobs} must be >= 1", file=sys.stderr)
         return 1
     levels = [entry for entry in LEVELS if entry[0] in args.levels]
-    if any(methods != PAIR for _, _, _, methods in levels) and "base" not in args.levels:
-        levels.insert(0, LEVELS[0])  # the wisk levels are compared with the base level's ArcFace
+    for _, _, _, methods, *reference in list(levels):  # the levels whose ArcFace a variant-only level needs
+        needed = reference[0] if reference else "base"
+        if methods != PAIR and needed not in [entry[0] for entry in levels]:
+            levels.insert(0, next(entry for entry in LEVELS if entry[0] == needed))
     from recipes.arcface_torch.config import ConfigError, get_config
     from recipes.arcface_torch.train import nest, parse_override
 
