@@ -5,7 +5,6 @@ Runs where NVIDIA DALI is installed (CPU-only pipelines work without a GPU); ski
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -13,9 +12,9 @@ from easydict import EasyDict as edict
 
 from recipes.arcface_torch.datasets.build import build_train_loader
 from recipes.arcface_torch.datasets.dali_batches import DaliBatches, dali_installed
-from recipes.arcface_torch.datasets.recordio import IndexedRecordWriter, pack_record
 from recipes.arcface_torch.datasets.recordio_faces import RecordIOFaces
 from recipes.arcface_torch.face_image import decode_face, face_to_tensor
+from tests.support.packed_faces import pack_random_faces
 
 pytestmark = pytest.mark.skipif(not dali_installed(), reason="NVIDIA DALI is not installed")
 IMAGES, CLASSES = 50, 7
@@ -24,19 +23,7 @@ IMAGES, CLASSES = 50, 7
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory):
     """An insightface-style folder: header record 0 (images are keys 1..50), then identity records."""
-    root = tmp_path_factory.mktemp("rec")
-    rng = np.random.default_rng(0)
-    with IndexedRecordWriter(root / "train.idx", root / "train.rec") as writer:
-        writer.write(0, pack_record([IMAGES + 1, IMAGES + 1 + CLASSES], b"", id=0))
-        for key in range(1, IMAGES + 1):
-            coarse = rng.integers(0, 256, (14, 14, 3), dtype=np.uint8)
-            image = cv2.resize(coarse, (112, 112), interpolation=cv2.INTER_CUBIC)
-            jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
-            writer.write(key, pack_record(float(key % CLASSES), jpeg, id=key))
-        for label in range(CLASSES):
-            writer.write(IMAGES + 1 + label, pack_record([0.0, 1.0], b"", id=label))
-    (root / "property").write_text(f"{CLASSES},112,112")
-    return root
+    return pack_random_faces(tmp_path_factory.mktemp("rec"), IMAGES, CLASSES, header=True)
 
 
 def references(root):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -11,24 +10,16 @@ from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
 from recipes.arcface_torch.datasets.build import build_train_loader
 from recipes.arcface_torch.datasets.face_batches import FaceBatches, NormalisedBatches, supports_batches
-from recipes.arcface_torch.datasets.recordio import IndexedRecordWriter, pack_record
 from recipes.arcface_torch.datasets.recordio_faces import RecordIOFaces
 from recipes.arcface_torch.face_image import face_into, face_pixels_into, face_to_tensor, normalise_faces
+from tests.support.packed_faces import pack_random_faces
 
 IMAGES, CLASSES = 12, 4
 
 
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rec")
-    rng = np.random.default_rng(0)
-    with IndexedRecordWriter(root / "train.idx", root / "train.rec") as writer:
-        for key in range(IMAGES):
-            image = rng.integers(0, 256, (112, 112, 3), dtype=np.uint8)
-            jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
-            writer.write(key, pack_record(float(key % CLASSES), jpeg, id=key))
-    (root / "property").write_text(f"{CLASSES},112,112")
-    return root
+    return pack_random_faces(tmp_path_factory.mktemp("rec"), IMAGES, CLASSES)
 
 
 def expected(dataset, indices):
@@ -107,15 +98,7 @@ def worker_loader(dataset, batches: int, size: int, pool: int) -> DataLoader:
 @pytest.fixture(scope="module")
 def long_packed(tmp_path_factory):
     """60 faces, so a worker goes round its buffer pool several times."""
-    root = tmp_path_factory.mktemp("rec60")
-    rng = np.random.default_rng(2)
-    with IndexedRecordWriter(root / "train.idx", root / "train.rec") as writer:
-        for key in range(60):
-            image = rng.integers(0, 256, (112, 112, 3), dtype=np.uint8)
-            jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
-            writer.write(key, pack_record(float(key % CLASSES), jpeg, id=key))
-    (root / "property").write_text(f"{CLASSES},112,112")
-    return root
+    return pack_random_faces(tmp_path_factory.mktemp("rec60"), 60, CLASSES, seed=2)
 
 
 @pytest.mark.slow
