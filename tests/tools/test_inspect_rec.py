@@ -1,5 +1,6 @@
-"""inspect_rec misuse: one line on stderr and a non-zero exit, no traceback."""
+"""inspect_rec: exit codes on good and broken folders; misuse is one line on stderr, no traceback."""
 
+from tests.support import FIXTURES
 from tools import inspect_rec
 
 
@@ -11,3 +12,30 @@ def test_negative_samples_is_one_line_error(tmp_path, capsys):
         "(or --full to decode every image)\n"
     )
     assert captured.out == ""
+
+
+def test_inspect_rec_exit_codes(identity_rec, tmp_path, capsys):
+    assert inspect_rec.main([str(identity_rec), "--quiet", "--full"]) == 0
+    out = capsys.readouterr().out
+    assert "13/13 land on a record start" in out and "3 distinct labels over 9 decoded images" in out
+    assert inspect_rec.main([str(FIXTURES / "mxnet"), "--quiet"]) == 0
+    capsys.readouterr()
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("train.rec", "property"):
+        (broken / name).write_bytes((identity_rec / name).read_bytes())
+    lines = (identity_rec / "train.idx").read_text().splitlines()
+    key, offset = lines[3].split("\t")
+    lines[3] = f"{key}\t{int(offset) + 4}"
+    (broken / "train.idx").write_text("\n".join(lines) + "\n")
+    assert inspect_rec.main([str(broken), "--quiet"]) == 1
+    captured = capsys.readouterr()
+    assert "12/13 land on a record start" in captured.out
+    assert "key 3: offset" in captured.err and "does not hold the magic word" in captured.err
+
+    (broken / "train.idx").write_bytes((identity_rec / "train.idx").read_bytes())
+    (broken / "property").unlink()
+    assert inspect_rec.main([str(broken), "--quiet"]) == 1
+    assert "has no `property` file" in capsys.readouterr().err
+    assert inspect_rec.main([str(tmp_path / "nowhere")]) == 1

@@ -2,6 +2,7 @@
 output is kept unless --force, a full disk is one line, leftovers are cleaned."""
 
 import errno
+import io
 import os
 import pickle
 import time
@@ -100,3 +101,32 @@ def test_pgm_resize_and_landmarks_in_one_bin(tmp_path, capsys):
     np.testing.assert_array_equal(vset.images[0], vset.images[2])  # one image, prepared once, stored twice
     x, y = np.round(ARCFACE_DST[0]).astype(int)
     assert vset.images[4][y - 1 : y + 2, x - 1 : x + 2].max() > 100  # aligned: the left-eye dot on the template
+
+
+class _NoGlobals(pickle.Unpickler):
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"refusing global {module}.{name}")
+
+
+def test_make_bin_loads_with_restricted_unpickler(identity_folder, tmp_path):
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("# comment\nalice/0.png alice/1.jpg 1\n\nalice/0.png bob/2.jpg 0\n")
+    assert make_bin.main([str(pairs), str(tmp_path / "val.bin"), "--root", str(identity_folder), "--quiet"]) == 0
+    bins, issame = _NoGlobals(io.BytesIO((tmp_path / "val.bin").read_bytes())).load()
+    assert issame == [True, False] and all(type(s) is bool for s in issame)
+    assert len(bins) == 4 and all(type(b) is bytes for b in bins)
+    assert bins[0] == (identity_folder / "alice" / "0.png").read_bytes()
+    assert bins[3] == (identity_folder / "bob" / "2.jpg").read_bytes()
+
+
+def test_make_bin_errors_name_the_line(identity_folder, tmp_path, capsys):
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("alice/0.png alice/1.jpg 1\nalice/0.png dave/9.jpg 0\n")
+    out = tmp_path / "val.bin"
+    assert make_bin.main([str(pairs), str(out), "--root", str(identity_folder), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "pairs.txt line 2: image" in err and "dave/9.jpg does not exist" in err
+    assert not out.exists() and list(tmp_path.iterdir()) == [pairs]
+    pairs.write_text("alice/0.png alice/1.jpg maybe\n")
+    assert make_bin.main([str(pairs), str(out), "--root", str(identity_folder), "--quiet"]) == 1
+    assert "line 1: 'alice/0.png alice/1.jpg maybe' is not 'path1 path2 0|1'" in capsys.readouterr().err

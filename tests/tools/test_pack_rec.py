@@ -55,3 +55,17 @@ def test_resize_and_landmarks_bring_every_face_to_112(tmp_path, capsys):
     assert aligned[y - 1 : y + 2, x - 1 : x + 2].max() > 100  # the nose dot sits on the template's nose
     assert pack_rec.main([str(tmp_path / "in"), str(tmp_path / "bad"), "--quiet", "--resize", "0"]) == 1
     assert "--resize 0 must be a positive size" in capsys.readouterr().err
+
+
+def test_pack_rec_refuses_to_overwrite(identity_folder, identity_rec, capsys):
+    assert pack_rec.main([str(identity_folder), str(identity_rec), "--quiet"]) == 1
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert pack_rec.main([str(identity_folder), str(identity_rec), "--quiet", "--overwrite"]) == 0
+
+
+def test_pack_rec_bad_image_leaves_nothing(tmp_path, capsys):
+    (tmp_path / "in" / "x").mkdir(parents=True)
+    (tmp_path / "in" / "x" / "0.jpg").write_bytes(b"broken")
+    assert pack_rec.main([str(tmp_path / "in"), str(tmp_path / "out"), "--quiet"]) == 1
+    assert "0.jpg: could not decode the image" in capsys.readouterr().err
+    assert list((tmp_path / "out").iterdir()) == []
