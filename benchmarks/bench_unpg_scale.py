@@ -39,6 +39,7 @@ peak minus the plain step's peak). The replicated step runs only where its estim
     python benchmarks/bench_unpg_scale.py                              # W = 8 16 32 64, 5 repeats
     python benchmarks/bench_unpg_scale.py --worlds 8 16 --repeats 7
     python benchmarks/bench_unpg_scale.py --head --head-classes 2000000 --worlds 8 16 32 64 --repeats 7
+    python benchmarks/bench_unpg_scale.py --head --device cuda --amp fp16 --worlds 8 16 32 64 --repeats 7
 """
 
 from __future__ import annotations
@@ -103,8 +104,16 @@ class Problem:
         self.gathered.grad = self.local.grad = None
 
 
-def peak_bytes(fn) -> int:
-    """Peak of live PyTorch CPU allocator bytes above the start while fn runs."""
+def peak_bytes(fn, device: torch.device | None = None) -> int:
+    """Peak of live PyTorch allocator bytes above the start while fn runs (the CUDA allocator's own peak
+    statistics on a GPU, else the CPU allocator's records)."""
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+        start = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - start
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     records = [event for event in prof.profiler.kineto_results.events() if event.name() == "[memory]"]
@@ -112,9 +121,12 @@ def peak_bytes(fn) -> int:
     return max(itertools.accumulate((event.nbytes() for event in records), initial=0))
 
 
-def seconds(fn) -> float:
+def seconds(fn, device: torch.device | None = None) -> float:
+    synchronize = torch.cuda.synchronize if device is not None and device.type == "cuda" else lambda *_: None
+    synchronize(device)
     start = time.perf_counter()
     fn()
+    synchronize(device)
     return time.perf_counter() - start
 
 
@@ -184,17 +196,24 @@ class HeadProblem:
 
     VARIANTS = ("plain", "replicated", "sharded")
 
-    def __init__(self, world_size: int, classes: int, seed: int = 0):
+    def __init__(
+        self,
+        world_size: int,
+        classes: int,
+        seed: int = 0,
+        device: torch.device | None = None,
+        amp: torch.dtype | None = None,
+    ):
+        device = device if device is not None else torch.device("cpu")
         g = torch.Generator().manual_seed(seed)
         batch = world_size * PER_RANK
-        self.world_size, self.batch = world_size, batch
-        labels = torch.randint(0, classes, (batch,), generator=g)
+        self.world_size, self.batch, self.device, self.amp = world_size, batch, device, amp
+        labels = torch.randint(0, classes, (batch,), generator=g).to(device)
         labels[1::2] = labels[0::2]  # two images per identity in the batch, as a sampled face batch
-        self.local = torch.randn(PER_RANK, DIM, generator=g).requires_grad_(True)
+        self.local = torch.randn(PER_RANK, DIM, generator=g).to(device).requires_grad_(True)
         self.local_labels = labels[:PER_RANK]
-        self.world = EmulatedWorld(
-            world_size, {torch.float32: torch.randn(batch - PER_RANK, DIM, generator=g), torch.int64: labels[PER_RANK:]}
-        )
+        others = torch.randn(batch - PER_RANK, DIM, generator=g).to(device)
+        self.world = EmulatedWorld(world_size, {torch.float32: others, torch.int64: labels[PER_RANK:]})
         with self.world.active():
             self.heads = {
                 name: PartialFC(
@@ -205,15 +224,19 @@ class HeadProblem:
                 )
                 for name in self.VARIANTS
             }
+        for head in self.heads.values():
+            head.to(device)
         self.num_local = self.heads["plain"].num_local
-        weight = torch.normal(0, 0.01, (self.num_local, DIM), generator=g)
+        weight = torch.normal(0, 0.01, (self.num_local, DIM), generator=g).to(device)
         for head in self.heads.values():
             with torch.no_grad():
                 head.weight.copy_(weight)
 
     def step(self, name: str) -> None:
         with self.world.active():
-            self.heads[name](self.local, self.local_labels).backward()
+            with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+                loss = self.heads[name](self.local, self.local_labels)
+            loss.backward()
 
     def clear(self) -> None:
         self.local.grad = None
@@ -221,8 +244,10 @@ class HeadProblem:
             head.weight.grad = None
 
 
-def measure_head(world_size: int, classes: int, repeats: int, budget: int) -> dict:
-    problem = HeadProblem(world_size, classes)
+def measure_head(
+    world_size: int, classes: int, repeats: int, budget: int, device: torch.device, amp: torch.dtype | None
+) -> dict:
+    problem = HeadProblem(world_size, classes, device=device, amp=amp)
     variants = list(HeadProblem.VARIANTS)
     if REPLICATED_BYTES_PER_ENTRY * problem.batch**2 > budget:
         variants.remove("replicated")
@@ -236,19 +261,19 @@ def measure_head(world_size: int, classes: int, repeats: int, budget: int) -> di
     }
     for name in variants:  # warm-up and memory, one step each
         problem.clear()
-        row["peak"][name] = peak_bytes(functools.partial(problem.step, name))
+        row["peak"][name] = peak_bytes(functools.partial(problem.step, name), device)
     for _ in range(repeats):
         for name in variants:
             problem.clear()
-            row["time"][name].append(seconds(functools.partial(problem.step, name)))
+            row["time"][name].append(seconds(functools.partial(problem.step, name), device))
     problem.clear()
     return row
 
 
-def print_head_table(rows: list[dict], repeats: int, threads: int, classes: int) -> None:
+def print_head_table(rows: list[dict], repeats: int, threads: int, classes: int, where: str = "CPU fp32") -> None:
     print(
         f"\nHead step per rank (forward + backward), b = {PER_RANK} per rank, D = {DIM}, C_local = {classes:,} / W, "
-        f"CPU fp32, {threads} thread(s); time: median (min-max) of {repeats} interleaved repeats; ratio: median over "
+        f"{where}, {threads} CPU thread(s); time: median (min-max) of {repeats} interleaved repeats; ratio: median over "
         f"repeats of UNPG / plain"
     )
     header = (
@@ -298,6 +323,13 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--head", action="store_true", help="measure the whole head step (part 2) instead of the term")
+    parser.add_argument("--device", default="cpu", help="head step (--head) on this device, e.g. cuda (default cpu)")
+    parser.add_argument(
+        "--amp",
+        choices=["none", "fp16", "bf16"],
+        default="none",
+        help="head step (--head) under autocast with this dtype (default none: fp32)",
+    )
     parser.add_argument(
         "--head-classes",
         type=int,
@@ -315,12 +347,20 @@ def main(argv=None) -> int:
         print("error: --worlds, --repeats and --threads must be >= 1", file=sys.stderr)
         return 1
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print(f"error: --device {args.device} but this torch sees no CUDA device; use --device cpu", file=sys.stderr)
+        return 1
+    amp = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}[args.amp]
     if args.head:
         head_rows = []
         for world_size in args.worlds:
             print(f"head, W = {world_size} ...", file=sys.stderr, flush=True)
-            head_rows.append(measure_head(world_size, args.head_classes, args.repeats, int(args.memory_budget * 2**30)))
-        print_head_table(head_rows, args.repeats, args.threads, args.head_classes)
+            head_rows.append(
+                measure_head(world_size, args.head_classes, args.repeats, int(args.memory_budget * 2**30), device, amp)
+            )
+        where = f"{device.type.upper()} {'fp32' if amp is None else args.amp + ' autocast'}"
+        print_head_table(head_rows, args.repeats, args.threads, args.head_classes, where)
         return 0
     rows = []
     for world_size in args.worlds:

@@ -39,7 +39,8 @@ class DistContext:
 
 
 def setup_distributed(timeout_s: float = 300.0) -> DistContext:
-    """nccl on CUDA, gloo on CPU; initialises a group only when torchrun set WORLD_SIZE > 1.
+    """nccl on CUDA, gloo on CPU; initialises a group whenever torchrun launched this process (also for one
+    rank, as upstream does), none for a plain `python train.py`.
     `timeout_s` bounds every collective (a group created by the caller keeps its own timeout)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -49,7 +50,8 @@ def setup_distributed(timeout_s: float = 300.0) -> DistContext:
         device = torch.device("cuda", local_rank)
     else:
         device = torch.device("cpu")
-    if world_size > 1 and not dist.is_initialized():
+    launched = "WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ  # torchrun sets both
+    if launched and not dist.is_initialized():
         dist.init_process_group(
             "nccl" if device.type == "cuda" else "gloo",
             rank=rank,

@@ -298,9 +298,10 @@ def _train(config, ctx, output: Path, lock, allow_config_change: bool) -> dict:
     verification = VerificationCallback(val_sets, config.verbose, output, summary_writer=writer, rank=ctx.rank)
     progress = ProgressLogger(config.frequent, last_step, config.batch_size * ctx.world_size, step, logger, writer)
     loss_meter, loss_history, results = AverageMeter(), [], {}
+    group = f" ({dist.get_backend()} group)" if dist.is_initialized() else ""
     logger.info(
         f"{config.config_name}: {config.network} + {config.loss} (margins {tuple(config.margin_list)}, s={config.scale}), "
-        f"{num_classes} classes, {len(dataset)} images, {ctx.world_size} rank(s) on {ctx.device}, "
+        f"{num_classes} classes, {len(dataset)} images, {ctx.world_size} rank(s) on {ctx.device}{group}, "
         f"{batches_per_epoch} batches/epoch, {last_step} steps (LR schedule: {warmup_steps} warmup, {total_steps} total)"
     )
 

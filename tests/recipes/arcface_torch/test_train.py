@@ -140,13 +140,23 @@ def test_torchrun_two_cpu_ranks(tmp_path):
     settings["synthetic"] = {"num_identities": 21, "images_per_identity": 4}
     result = torchrun_train(2, settings)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "2 rank(s)" in result.stdout
+    assert "2 rank(s) on cpu (gloo group)" in result.stdout
     for rank in (0, 1):
         state = load_checkpoint(output / f"checkpoint_rank{rank}.pt")
         assert state["global_step"] == 3 and state["world_size"] == 2
     # 21 classes over 2 ranks: shards of 11 and 10 centres
     assert load_checkpoint(output / "checkpoint_rank0.pt")["state_dict_softmax_fc"]["weight"].shape[0] == 11
     assert load_checkpoint(output / "checkpoint_rank1.pt")["state_dict_softmax_fc"]["weight"].shape[0] == 10
+
+
+@pytest.mark.slow
+def test_torchrun_one_rank_forms_a_group_as_upstream(tmp_path):
+    settings = {"output": str(tmp_path / "one"), "max_steps": 2, "num_workers": 0, "batch_size": 8, "val_targets": []}
+    settings["synthetic"] = {"num_identities": 6, "images_per_identity": 4}
+    result = torchrun_train(1, settings)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "1 rank(s) on cpu (gloo group)" in result.stdout
+    assert load_checkpoint(tmp_path / "one" / "checkpoint_rank0.pt")["global_step"] == 2
 
 
 def test_cli_reports_unreadable_checkpoint(tmp_path, capsys):
