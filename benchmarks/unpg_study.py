@@ -39,6 +39,7 @@ BASE = {
     "val_targets": [],
 }
 PAIR = ("arcface", "arcface+unpg")
+FEW_CLASSES = {"synthetic": {"num_identities": 100, "images_per_identity": 32}}  # 99 class negatives per row
 # (level name, factor, overrides on top of BASE, methods run at this level[, the level whose ArcFace is the
 # reference]); a level that runs only a UNPG variant is compared with the base level's ArcFace unless it names
 # another level (its overrides then repeat that level's).
@@ -55,19 +56,28 @@ LEVELS = [
         PAIR,
     ),
     ("2x steps", "training length", {"num_epoch": 6}, PAIR),
-    (
-        "100 ids x 32 img",
-        "classes vs batch pairs",
-        {"synthetic": {"num_identities": 100, "images_per_identity": 32}},
-        PAIR,
-    ),
+    ("100 ids x 32 img", "classes vs batch pairs", FEW_CLASSES, PAIR),
     ("no label noise", "label noise", {"synthetic": {"label_noise": 0.0}}, PAIR),
     ("warmup 1 epoch", "LR schedule", {"warmup_epoch": 1}, PAIR),
     ("classic task", "synthetic preset", {"synthetic": {"preset": "classic"}}, PAIR),
     ("wisk 0.5", "wisk", {}, ("unpg_wisk0.5",)),
-    # options beyond the paper, off by default: where UNPG lost, do they keep its wins and remove its losses?
+    # options beyond the paper, off by default: do they keep UNPG's wins (base) and remove its losses (100 x 32)?
     ("pair_weight 0.1", "option (not in the paper)", {}, ("unpg_pw0.1",)),
+    (
+        "100 ids x 32 img, pair_weight 0.1",
+        "option (not in the paper)",
+        FEW_CLASSES,
+        ("unpg_pw0.1",),
+        "100 ids x 32 img",
+    ),
     ("UNPG from epoch 1", "option (not in the paper)", {}, ("unpg_from1",)),
+    (
+        "100 ids x 32 img, UNPG from epoch 1",
+        "option (not in the paper)",
+        FEW_CLASSES,
+        ("unpg_from1",),
+        "100 ids x 32 img",
+    ),
     # the strongest baseline here (warmup), trained twice as long: does the gain shrink as the baseline learns?
     ("warmup 1 epoch, 2x steps", "LR schedule + length", {"warmup_epoch": 1, "num_epoch": 6}, PAIR),
 ]
