@@ -6,10 +6,12 @@
 Base setting: TinyFaceNet, batch 64, the "hard" synthetic task (head turns up to 40 degrees, masks,
 harsh light), 400 training identities x 8 images, 5% wrong labels, s = 32, 3 epochs = 150 steps,
 no warmup; scored over all pairs of 200 held-out identities x 4 images. Each level changes one thing
-(see LEVELS). Levels are run in the order listed, so a run cut short still holds the first factors;
-finished runs are reused when the command is repeated, and --no-run only summarises the finished ones. Writes, into --results: study.md (per level:
-mean accuracy and TAR of both losses and the paired difference with its spread and wins over seeds),
-study.json and study.png (the differences per level with their seed-to-seed spread).
+(see LEVELS); the last ones try UNPG's options beyond the paper (unpg.pair_weight, unpg.start_epoch) where the
+paper's UNPG won and where it lost. Levels are run in the order listed, so a run cut short still holds the
+first factors; finished runs are reused when the command is repeated, and --no-run only summarises the
+finished ones. Writes, into --results: study.md (per level: mean accuracy and TAR of both losses and the
+paired difference with its spread and wins over seeds), study.json and study.png (the differences per level
+with their seed-to-seed spread).
 """
 
 from __future__ import annotations
