@@ -7,7 +7,7 @@ and back; 20%: 3x3 Gaussian blur; 20%: hue + 0-20 deg, saturation x1-1.2; 10%: g
 and (x - 127.5) / 127.5 into float32 CHW. Two DALI threads, as upstream.
 
 Differences, all for the recipe's guarantees: only the image records are read (a header record 0 and the
-identity records after the images, which upstream's DALI path would feed to training, are left out of a
+identity records after the images, which upstream's DALI path reads with the images, are left out of a
 private copy of the index); every shard is padded to the same size and the last partial batch dropped, so
 all ranks run the same number of equal batches (sharded UNPG and the all-gathers need that); the pipeline is
 seeded from config.seed and the rank. Flips and the shuffle are DALI's, not the (seed, epoch, index) flips
