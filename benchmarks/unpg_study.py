@@ -63,6 +63,12 @@ LEVELS = [
     ("warmup 1 epoch", "LR schedule", {"warmup_epoch": 1}, PAIR),
     ("classic task", "synthetic preset", {"synthetic": {"preset": "classic"}}, PAIR),
     ("wisk 0.5", "wisk", {}, ("unpg_wisk0.5",)),
+    (
+        "batch 128, 800 ids x 8 img",
+        "classes vs batch pairs",
+        {"batch_size": 128, "synthetic": {"num_identities": 800, "images_per_identity": 8}},
+        PAIR,
+    ),
     # options beyond the paper, off by default: do they keep UNPG's wins (base) and remove its losses (100 x 32)?
     ("pair_weight 0.1", "option (not in the paper)", {}, ("unpg_pw0.1",)),
     (
