@@ -236,16 +236,7 @@ def _train(config, ctx, output: Path, lock, allow_config_change: bool) -> dict:
         step, epoch, start_batch = resume(
             config, current, ctx, output, backbone, head, optimizer, scheduler, scaler, allow_config_change, logger
         )
-        if ctx.is_main and allow_config_change:
-            write_run_config(
-                config,
-                output / "config.json",
-                num_classes=num_classes,
-                num_image=num_image,
-                world_size=ctx.world_size,
-                total_steps=total_steps,
-            )
-    elif ctx.is_main:
+    if ctx.is_main and (not config.resume or allow_config_change):  # a resumed run keeps its config.json
         write_run_config(
             config,
             output / "config.json",

@@ -6,10 +6,7 @@ import os
 import subprocess
 import sys
 
-from . import REPO_ROOT
-
-DEMO = "recipes/arcface_torch/configs/synthetic_unpg"
-
+from . import DEMO, REPO_ROOT
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread per rank
 

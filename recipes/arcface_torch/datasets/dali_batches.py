@@ -100,10 +100,11 @@ class DaliBatches:
         self.iterator = DALIGenericIterator(
             [self.pipeline], ["images", "labels"], reader_name=READER, last_batch_policy=LastBatchPolicy.DROP
         )
-        self.epoch, self.start_batch, self.started = 0, 0, False
+        self.start_batch, self.started = 0, False
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.epoch, self.start_batch = int(epoch), int(start_batch)
+        """Each epoch is DALI's next pass over its shuffle; only where to start within it is ours."""
+        self.start_batch = int(start_batch)
 
     def __len__(self) -> int:
         return self.batches_per_epoch - self.start_batch

@@ -11,9 +11,7 @@ from recipes.arcface_torch.datasets.build import build_val_sets
 from recipes.arcface_torch.losses import LOSSES, build_head, load_plugins
 from recipes.arcface_torch.registry import Registry, RegistryError
 from recipes.arcface_torch.train import main
-from tests.support import FIXTURES
-
-DEMO = "recipes/arcface_torch/configs/synthetic_unpg"
+from tests.support import DEMO, FIXTURES
 
 
 def test_demo_config_overlays_base():

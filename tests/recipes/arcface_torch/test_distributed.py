@@ -11,9 +11,9 @@ import pytest
 import torch.distributed as dist
 
 from recipes.arcface_torch.distributed import DistContext, RankError, agree
-from tests.support import REPO_ROOT
+from tests.support import DEMO, REPO_ROOT
 from tests.support.distributed_harness import run_on_ranks
-from tests.support.torchrun import DEMO, ENV, torchrun_command, torchrun_train
+from tests.support.torchrun import ENV, torchrun_command, torchrun_train
 
 ROOT = REPO_ROOT
 

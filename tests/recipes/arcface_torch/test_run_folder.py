@@ -10,8 +10,7 @@ import pytest
 from recipes.arcface_torch.config import get_config
 from recipes.arcface_torch.run_folder import LOCK_NAME, RunFolderError, RunFolderLock, check_run_folder
 from recipes.arcface_torch.train import main, train
-
-DEMO = "recipes/arcface_torch/configs/synthetic_unpg"
+from tests.support import DEMO
 
 
 def tiny(output, **overrides):

@@ -11,8 +11,8 @@ from recipes.arcface_torch.checkpoint import atomic_torch_save, load_checkpoint
 from recipes.arcface_torch.config import ConfigError, get_config
 from recipes.arcface_torch.datasets.build import build_train_dataset
 from recipes.arcface_torch.train import TrainingError, main, resolve_num_classes, train
-from tests.support import REPO_ROOT
-from tests.support.torchrun import DEMO, torchrun_train
+from tests.support import DEMO, REPO_ROOT
+from tests.support.torchrun import torchrun_train
 
 ROOT = REPO_ROOT
 
