@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tools import pack_rec
+from recipes.arcface_torch.cli import pack_rec
 
 IDENTITIES = ["bob", "alice", "carol"]  # sorted: alice=0, bob=1, carol=2
 

@@ -15,6 +15,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from recipes.arcface_torch.backbones import get_model
+from recipes.arcface_torch.cli import convert_onnx, verify_onnx
 from recipes.arcface_torch.export.onnx_inference import cpu_session, row_cosines, run_onnx
 from tests.support.onnx_models import (
     UpstreamFlatten,
@@ -22,7 +23,6 @@ from tests.support.onnx_models import (
     network_input,
     upstream_style_export,
 )
-from tools import convert_onnx, verify_onnx
 
 pytestmark = pytest.mark.slow  # exports, converts and verifies real backbones
 
@@ -193,10 +193,10 @@ def test_verify_compare_against_the_checkpoint_prints_the_side_by_side_table(fp3
 
 
 def test_briefly_trained_model_keeps_its_accuracy_on_synthetic_bin_in_fp16_and_int8(tmp_path, capsys):
+    from recipes.arcface_torch.cli import export_onnx
+    from recipes.arcface_torch.cli.synthetic_to_rec import main as synthetic_to_rec
     from recipes.arcface_torch.config import get_config
     from recipes.arcface_torch.train import train
-    from tools import export_onnx
-    from tools.synthetic_to_rec import main as synthetic_to_rec
 
     data = tmp_path / "rec"  # calibration faces (train.rec) and the demo's 2000 held-out pairs (synthetic.bin)
     assert (

@@ -1,7 +1,7 @@
 """inspect_rec: exit codes on good and broken folders; misuse is one line on stderr, no traceback."""
 
+from recipes.arcface_torch.cli import inspect_rec
 from tests.support import FIXTURES
-from tools import inspect_rec
 
 
 def test_negative_samples_is_one_line_error(tmp_path, capsys):

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from recipes.arcface_torch import atomic_file
+from recipes.arcface_torch.cli import make_bin
 from recipes.arcface_torch.evaluation import bin_file
 from recipes.arcface_torch.evaluation.bin_file import load_bin
 from recipes.arcface_torch.face_image import ARCFACE_DST
-from tools import make_bin
 
 
 @pytest.fixture()

@@ -3,8 +3,8 @@
 import cv2
 import numpy as np
 
+from recipes.arcface_torch.cli import make_bin, make_pairs
 from recipes.arcface_torch.evaluation.bin_file import load_bin
-from tools import make_bin, make_pairs
 
 
 def _folder(root, identities=4, per=3, size=112):

@@ -17,11 +17,11 @@ from onnx import helper, numpy_helper
 from torch import nn
 
 from recipes.arcface_torch.backbones import get_model
+from recipes.arcface_torch.cli import export_onnx, verify_onnx
 from recipes.arcface_torch.export.face_samples import builtin_faces, face_batch
 from recipes.arcface_torch.export.onnx_export import ExportError, _quiet_exporter, export_backbone
 from recipes.arcface_torch.export.onnx_inference import cpu_session, run_onnx
 from recipes.arcface_torch.face_image import to_network_input
-from tools import export_onnx, verify_onnx
 
 pytestmark = pytest.mark.slow  # trains, exports or spawns processes
 

@@ -3,10 +3,10 @@
 import cv2
 import numpy as np
 
+from recipes.arcface_torch.cli import pack_rec
 from recipes.arcface_torch.datasets.image_folder_faces import ImageFolderFaces
 from recipes.arcface_torch.datasets.recordio_faces import RecordIOFaces
 from recipes.arcface_torch.face_image import ARCFACE_DST
-from tools import pack_rec
 
 
 def _write(path, image):

@@ -2,11 +2,11 @@
 
 import pytest
 
+from recipes.arcface_torch.cli.synthetic_to_rec import main as synthetic_to_rec
 from recipes.arcface_torch.config import get_config
 from recipes.arcface_torch.datasets.recordio_faces import RecordIOFaces
 from recipes.arcface_torch.evaluation.bin_file import load_bin
 from recipes.arcface_torch.train import train
-from tools.synthetic_to_rec import main as synthetic_to_rec
 
 pytestmark = pytest.mark.slow  # trains, exports or spawns processes
 

@@ -104,7 +104,7 @@ def test_a_check_failing_on_one_rank_stops_every_rank():
 def test_an_error_on_one_rank_stops_the_whole_job_without_waiting_for_the_timeout(tmp_path):
     """One corrupt image, read by whichever rank's shard holds it: that rank exits with one line, and the other
     rank, waiting in a collective, is stopped long before dist_timeout."""
-    from tools.synthetic_to_rec import main as synthetic_to_rec
+    from recipes.arcface_torch.cli.synthetic_to_rec import main as synthetic_to_rec
 
     data = tmp_path / "rec"
     assert (

@@ -12,10 +12,10 @@ from onnx import TensorProto, helper, numpy_helper
 from skimage.transform import SimilarityTransform
 from torch import nn
 
+from recipes.arcface_torch.cli import eval_ijb
 from recipes.arcface_torch.evaluation.ijb import evaluate_ijb, load_ijb_protocol, template_features
 from recipes.arcface_torch.evaluation.tar_far import IJB_FARS
 from recipes.arcface_torch.face_image import ARCFACE_DST, align_face, similarity_transform
-from tools import eval_ijb
 
 NUM_TEMPLATES = 10  # templates 0..9; template t shows identity t // 2
 

@@ -7,9 +7,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from recipes.arcface_torch.cli import eval_ijb, verify_onnx
 from recipes.arcface_torch.export.onnx_checks import check_file, check_input, check_weights
 from recipes.arcface_torch.export.onnx_embedder import OnnxEmbedder
-from tools import eval_ijb, verify_onnx
 
 
 def _linear_model(dtype=TensorProto.FLOAT, weight_dtype=np.float32) -> onnx.ModelProto:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from recipes.arcface_torch.backbones import get_model
+from recipes.arcface_torch.cli.synthetic_to_rec import main as synthetic_to_rec
 from recipes.arcface_torch.export.calibration_faces import BUILTIN_COUNT, calibration_faces, user_faces
 from recipes.arcface_torch.export.onnx_export import export_backbone
 from recipes.arcface_torch.export.onnx_inference import cpu_session, row_cosines, run_onnx
@@ -15,7 +16,6 @@ from recipes.arcface_torch.export.onnx_int8 import Int8Error, quantize_int8
 from recipes.arcface_torch.export.onnx_opset import convert_opset
 from recipes.arcface_torch.export.onnx_precision import precision_of
 from tests.support.onnx_models import face_calibrated, network_input
-from tools.synthetic_to_rec import main as synthetic_to_rec
 
 SMALL = [
     "--set",
