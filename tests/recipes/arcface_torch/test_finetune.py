@@ -262,3 +262,18 @@ def test_imprint_needs_a_backbone(tmp_path):
 def test_finetune_keys_are_validated(tmp_path, key, value, pattern):
     with pytest.raises(ConfigError, match=pattern):
         get_config(DEMO, **{key: value, "output": str(tmp_path)})
+
+
+def test_synthetic_identity_offset_renders_other_people_and_stays_clear_of_the_held_out_ones(tmp_path):
+    from recipes.arcface_torch.datasets.build import build_train_dataset
+
+    base = dict(output=str(tmp_path), synthetic={"num_identities": 20, "images_per_identity": 2})
+    first = build_train_dataset(get_config(DEMO, **base))
+    moved = build_train_dataset(get_config(DEMO, **{**base, "synthetic": {**base["synthetic"], "identity_offset": 20}}))
+    first.flip = moved.flip = False
+    assert moved.identity_offset == 20 and not torch.equal(first[0][0], moved[0][0])
+    reference = type(first)(40, 2, seed=first.seed, flip=False)
+    assert torch.equal(moved[0][0], reference[40][0])  # class 0 of the moved set is identity 20 (sample 0)
+    too_far = {**base, "synthetic": {**base["synthetic"], "identity_offset": 999_990}}
+    with pytest.raises(ValueError, match=r"identity_offset=999990 with 20 identities reaches the held-out"):
+        build_train_dataset(get_config(DEMO, **too_far))
