@@ -169,8 +169,10 @@ def summarise_regime(regime: str, levels, plan: list[dict]) -> dict:
         row["d_tar_1e-3"] = [finals[(level, s)][1] - finals[(BASELINE, s)][1] for s in paired]
         for reference, key in ((RANDOM_HEAD, "reaches_random_head_final"), (BASELINE, "reaches_baseline_final")):
             row[key] = [
-                first_step_reaching(records[(level, s)]["curve"], finals[(reference, s)][0] / 100)
-                if (reference, s) in finals
+                first_step_reaching(
+                    records[(level, s)]["curve"], records[(reference, s)]["sets"][SYNTHETIC_TEST]["accuracy"]
+                )
+                if (reference, s) in records
                 else None
                 for s in seeds
             ]

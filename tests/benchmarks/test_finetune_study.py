@@ -71,3 +71,13 @@ def test_summary_pairs_by_seed_and_finds_the_step_reaching_the_random_heads_fina
     table = study.write_table([{"regime": REGIME, "rows": list(rows.values())}], "header", None)
     line = next(row for row in table.splitlines() if "| random head |" in row)
     assert "| -1.00 +- 2.00 | 1/2 |" in line
+
+
+def test_a_level_reaches_its_own_final_accuracy_at_its_last_step(tmp_path):
+    """0.9591666666666665 * 100 / 100 is not 0.9591666666666665: the comparison uses the recorded fractions."""
+    levels = study.LEVELS[:2]
+    plan = study.build_plan([REGIME], levels, [0], tmp_path / "start", tmp_path / "out", 25, {})
+    for entry in plan:
+        _write(entry, [0.80, 0.90, 0.9591666666666665], 0.5)
+    rows = study.summarise_regime(REGIME, levels, plan)["rows"]
+    assert [row["reaches_random_head_final"] for row in rows] == [[50], [50]]
