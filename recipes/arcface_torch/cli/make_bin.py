@@ -2,15 +2,17 @@
 
 Each line of the pairs file is `path1 path2 1` (same identity) or `path1 path2 0` (different); blank
 lines and lines starting with '#' are skipped; relative paths are resolved against --root (default:
-the pairs file's folder). The .bin is a pickle (protocol 4) of (list of encoded image bytes, list of
+the pairs file's folder). LFW's own pairs.txt (first line `10 300`) is read as it is, in LFW's fold order, so
+the .bin's 10-fold accuracy is LFW's view-2 protocol. The .bin is a pickle (protocol 4) of (list of encoded image bytes, list of
 bools), images 2k and 2k+1 forming pair k, exactly what insightface's `load_bin` reads. Images may be in
 any format OpenCV reads, colour or grey; `--resize 112` brings already-cropped faces of another size to
-112x112 and `--landmarks FILE` aligns the listed images (see tools/pack_rec.py). Every image is decoded
+112x112 (a non-square one centre-cropped first, or --resize-mode pad|stretch) and `--landmarks FILE` aligns the listed images (see tools/pack_rec.py). Every image is decoded
 once to check it; the file is written to a temp name and renamed, never left half-written.
 tools/make_pairs.py writes a pairs file from a folder of identities.
 
     python tools/make_pairs.py /data/my_faces pairs.txt --num-pairs 6000
     python tools/make_bin.py pairs.txt my_val.bin --root /data/my_faces --resize 112
+    python tools/make_bin.py lfw/pairs.txt lfw.bin --root lfw/aligned
 """
 
 from __future__ import annotations
@@ -22,13 +24,16 @@ from pathlib import Path
 from tqdm import tqdm
 
 from recipes.arcface_torch.evaluation.bin_file import save_bin
-from recipes.arcface_torch.face_files import prepare_face, read_landmarks
+from recipes.arcface_torch.evaluation.lfw_pairs import looks_like_lfw_pairs, read_lfw_pairs
+from recipes.arcface_torch.face_files import RESIZE_MODES, NoteOnce, prepare_face, read_landmarks
 
 
 def read_pairs(pairs_path: Path, root: Path) -> list[tuple[Path, Path, bool, int]]:
     """[(path1, path2, issame, line number)] from a pairs file; malformed lines raise naming the line."""
     if not pairs_path.is_file():
         raise FileNotFoundError(f"pairs file {pairs_path} not found; write one line 'path1 path2 0|1' per pair")
+    if looks_like_lfw_pairs(pairs_path):  # LFW's own pairs.txt, kept in its fold order
+        return [(pair.first, pair.second, pair.issame, pair.line) for pair in read_lfw_pairs(pairs_path, root)]
     pairs = []
     for number, line in enumerate(pairs_path.read_text().splitlines(), start=1):
         fields = line.split()
@@ -53,6 +58,8 @@ def make_bin(
     force: bool = False,
     resize: bool = False,
     landmarks: Path | None = None,
+    resize_mode: str = "crop",
+    note=None,
 ) -> int:
     """Write the .bin for `pairs_path` to `output`; return the number of pairs. An existing `output` is
     replaced only with `force`. Each distinct image is read once."""
@@ -74,7 +81,7 @@ def make_bin(
             key = path.resolve()
             if key not in prepared:
                 prepared[key] = prepare_face(
-                    path, image_size, resize, points.get(key), f"{pairs_path} line {number}: {path}"
+                    path, image_size, resize, points.get(key), f"{pairs_path} line {number}: {path}", resize_mode, note
                 )
             bins.append(prepared[key])
         issame.append(same)
@@ -101,6 +108,12 @@ def main(argv=None) -> int:
         "--resize", type=int, metavar="SIZE", help="resize faces of another size to SIZE x SIZE (already-cropped faces)"
     )
     parser.add_argument(
+        "--resize-mode",
+        choices=RESIZE_MODES,
+        default="crop",
+        help="--resize of a non-square image: centre-crop it to square (default), pad it, or stretch it",
+    )
+    parser.add_argument(
         "--landmarks", type=Path, help="file of 'path x1 y1 ... x5 y5' lines (relative to --root): align those images"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -120,6 +133,8 @@ def main(argv=None) -> int:
             force=args.force,
             resize=args.resize is not None,
             landmarks=args.landmarks,
+            resize_mode=args.resize_mode,
+            note=NoteOnce(lambda message: print(f"note: {message}", file=sys.stderr)),
         )
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -3,10 +3,12 @@
 Balanced (default): up to --num-pairs / 2 positive pairs (two images of one identity) drawn from all of
 them, and as many negative pairs (two identities) drawn at random, shuffled; fixed by --seed. --all: every
 pair of images once (the all-pairs protocol; the .bin then holds N(N-1)/2 pairs, so keep N small).
-Lines are `path1 path2 1|0` with paths relative to the image folder.
+--lfw-pairs FILE: LFW's own pairs.txt, row by row in its fold order (tools/make_bin.py also reads that file
+directly). Lines are `path1 path2 1|0` with paths relative to the image folder.
 
     python tools/make_pairs.py /data/test_faces /data/test_faces/pairs.txt --num-pairs 6000
     python tools/make_bin.py /data/test_faces/pairs.txt test_faces.bin --root /data/test_faces
+    python tools/make_pairs.py lfw/aligned lfw/pairs_in_fold_order.txt --lfw-pairs lfw/pairs.txt
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 from recipes.arcface_torch.atomic_file import write_bytes_atomically
 from recipes.arcface_torch.datasets.image_folder_faces import list_identity_folder
 from recipes.arcface_torch.evaluation.identity_set import balanced_pairs
+from recipes.arcface_torch.evaluation.lfw_pairs import read_lfw_pairs
 
 
 def make_pairs(image_root: Path, output: Path, num_pairs: int = 6000, all_pairs: bool = False, seed: int = 0) -> dict:
@@ -45,6 +48,23 @@ def make_pairs(image_root: Path, output: Path, num_pairs: int = 6000, all_pairs:
     return {"positive": int(issame.sum()), "negative": int((~issame).sum()), "available_positive": available}
 
 
+def lfw_pairs_file(image_root: Path, lfw_pairs: Path, output: Path) -> dict:
+    """Write LFW's pairs (read_lfw_pairs: fold order, images found under `image_root`) as a pairs file."""
+    image_root = Path(image_root)
+    pairs = read_lfw_pairs(lfw_pairs, image_root)
+    folds = pairs[-1].fold + 1
+    lines = [f"# LFW pairs from {Path(lfw_pairs).name}: {folds} fold(s), same-person rows then different-person rows"]
+    for pair in pairs:
+        first, second = (path.relative_to(image_root).as_posix() for path in (pair.first, pair.second))
+        lines.append(f"{first} {second} {int(pair.issame)}")
+    output = Path(output)
+    if not output.parent.is_dir():
+        raise FileNotFoundError(f"output folder {output.parent} does not exist; create it first")
+    write_bytes_atomically(output, ("\n".join(lines) + "\n").encode())
+    positive = sum(pair.issame for pair in pairs)
+    return {"positive": positive, "negative": len(pairs) - positive, "folds": folds}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("image_root", type=Path, help="folder with one sub-folder of face images per identity")
@@ -52,7 +72,19 @@ def main(argv=None) -> int:
     parser.add_argument("--num-pairs", type=int, default=6000, help="balanced pairs to draw (half positive)")
     parser.add_argument("--all", action="store_true", help="every pair of images once instead of balanced pairs")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random draw")
+    parser.add_argument("--lfw-pairs", type=Path, metavar="FILE", help="LFW's pairs.txt: its pairs in fold order")
     args = parser.parse_args(argv)
+    if args.lfw_pairs is not None:
+        try:
+            counts = lfw_pairs_file(args.image_root, args.lfw_pairs, args.output)
+        except (OSError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        print(
+            f"wrote {counts['positive']} positive and {counts['negative']} negative pairs in {counts['folds']} LFW "
+            f"folds to {args.output}"
+        )
+        return 0
     if args.num_pairs < 2:
         print(f"error: --num-pairs {args.num_pairs} must be >= 2 (one positive and one negative pair)", file=sys.stderr)
         return 1

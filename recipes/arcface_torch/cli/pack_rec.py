@@ -5,8 +5,9 @@ friends: key 0 is a header record (flag 2, label = [N+1, N+1+C]), keys 1..N the 
 encoded bytes stored as they are), keys N+1..N+C one record per identity (label = [first, end) of its
 image keys). Images may be in any format OpenCV reads, colour or grey; JPEG/PNG faces of the right size are
 stored as they are, others as JPEG. Faces of another size are an error unless `--resize 112` (already
-cropped faces) or `--landmarks FILE` (one line `path x1 y1 ... x5 y5` per image: 5-point alignment onto
-the arcface template) is given. Every image is decoded once to check it. Writing is atomic: temp files
+cropped faces; a non-square one is centre-cropped to square first, or --resize-mode pad|stretch) or
+`--landmarks FILE` (one line `path x1 y1 ... x5 y5` per image: 5-point alignment onto the arcface template;
+tools/align_faces.py writes it) is given. Every image is decoded once to check it. Writing is atomic: temp files
 in OUTPUT are renamed into place only after the last record, so an interrupted run leaves no half-written dataset.
 
     python tools/pack_rec.py /data/my_faces /data/my_faces_rec
@@ -26,7 +27,7 @@ from tqdm import tqdm
 from recipes.arcface_torch.atomic_file import write_bytes_atomically
 from recipes.arcface_torch.datasets.image_folder_faces import list_identity_folder
 from recipes.arcface_torch.datasets.recordio import IndexedRecordWriter, RecordIOError, pack_record
-from recipes.arcface_torch.face_files import prepare_face, read_landmarks
+from recipes.arcface_torch.face_files import RESIZE_MODES, NoteOnce, prepare_face, read_landmarks
 
 OUTPUT_NAMES = ("train.rec", "train.idx", "property")
 
@@ -39,9 +40,12 @@ def pack_folder(
     progress: bool = True,
     resize: bool = False,
     landmarks: Path | None = None,
+    resize_mode: str = "crop",
+    note=None,
 ) -> dict:
     """Pack `image_root` into `output`; return counts {'images', 'classes'}. `resize`: bring faces of another
-    size to `image_size`; `landmarks`: file of 5-point landmarks (see face_files) for alignment."""
+    size to `image_size` (a non-square one by `resize_mode`, said once through `note`); `landmarks`: file of 5-point
+    landmarks (see face_files) for alignment."""
     image_root, output = Path(image_root), Path(output)
     class_names, samples = list_identity_folder(image_root)
     points = read_landmarks(landmarks, image_root) if landmarks else {}
@@ -54,7 +58,7 @@ def pack_folder(
 
     def items():
         for path, label in samples:
-            yield label, prepare_face(path, image_size, resize, points.get(path.resolve()))
+            yield label, prepare_face(path, image_size, resize, points.get(path.resolve()), "", resize_mode, note)
 
     return write_face_records(output, items(), len(samples), len(class_names), image_size, progress)
 
@@ -100,6 +104,12 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--resize", type=int, metavar="SIZE", help="resize faces of another size to SIZE x SIZE (already-cropped faces)"
     )
+    parser.add_argument(
+        "--resize-mode",
+        choices=RESIZE_MODES,
+        default="crop",
+        help="--resize of a non-square image: centre-crop it to square (default), pad it, or stretch it",
+    )
     parser.add_argument("--landmarks", type=Path, help="file of 'path x1 y1 ... x5 y5' lines: align those images")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing train.rec/train.idx/property")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -117,6 +127,8 @@ def main(argv=None) -> int:
             progress=not args.quiet,
             resize=args.resize is not None,
             landmarks=args.landmarks,
+            resize_mode=args.resize_mode,
+            note=NoteOnce(lambda message: print(f"note: {message}", file=sys.stderr)),
         )
     except (OSError, ValueError, RecordIOError) as err:
         print(f"error: {err}", file=sys.stderr)
