@@ -62,3 +62,51 @@ def pasted_face_photo(
     alpha = (mask.astype(np.float32) / 255.0)[..., None]
     photo = (warped * alpha + background * (1.0 - alpha)).round().astype(np.uint8)
     return photo, apply(matrix, ARCFACE_DST)
+
+
+def scrfd_layout_model(path: Path, faces: list[dict], side: int = 640) -> Path:
+    """Write an ONNX graph with SCRFD's interface (input 1x3x`side`x`side`; 9 outputs: scores, box distances and
+    keypoint offsets at strides 8, 16, 32 with 2 anchors per cell, in stride units) whose outputs are constants
+    planting `faces` ({"stride", "row", "col", "score", "box": (x1, y1, x2, y2), "points": (5, 2)} in the
+    letterboxed input's pixels). It stands in for insightface's det_*.onnx, which is not redistributable: it
+    exercises insightface's routing and decoding and our use of it, not SCRFD's weights."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    strides, anchors = (8, 16, 32), 2
+    counts = {stride: (side // stride) ** 2 * anchors for stride in strides}
+    scores = {stride: np.zeros((counts[stride], 1), np.float32) for stride in strides}
+    boxes = {stride: np.zeros((counts[stride], 4), np.float32) for stride in strides}
+    points = {stride: np.zeros((counts[stride], 10), np.float32) for stride in strides}
+    for face in faces:
+        stride = face["stride"]
+        index = (face["row"] * (side // stride) + face["col"]) * anchors
+        centre = np.array([face["col"] * stride, face["row"] * stride], np.float32)
+        x1, y1, x2, y2 = face["box"]
+        scores[stride][index] = face["score"]
+        boxes[stride][index] = np.array([centre[0] - x1, centre[1] - y1, x2 - centre[0], y2 - centre[1]]) / stride
+        points[stride][index] = ((np.asarray(face["points"], np.float32) - centre) / stride).ravel()
+    nodes = [
+        helper.make_node("ReduceMean", ["input.1"], ["mean"], keepdims=0),
+        helper.make_node("Mul", ["mean", "zero"], ["nothing"]),  # ties the outputs to the input
+    ]
+    initializers = [numpy_helper.from_array(np.zeros((), np.float32), "zero")]
+    outputs = []
+    for kind, table in (("score", scores), ("bbox", boxes), ("kps", points)):
+        for stride in strides:
+            name = f"{kind}_{stride}"
+            initializers.append(numpy_helper.from_array(table[stride], f"{name}_value"))
+            nodes.append(helper.make_node("Add", [f"{name}_value", "nothing"], [name]))
+            outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(table[stride].shape)))
+    graph = helper.make_graph(
+        nodes,
+        "scrfd_layout",
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, side, side])],
+        outputs,
+        initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
