@@ -49,7 +49,9 @@ def _parser() -> argparse.ArgumentParser:
         help="face to keep when a photo has several (only: skip such photos as several_faces)",
     )
     parser.add_argument("--min-score", type=float, default=0.5, help="detector score below which a face is ignored")
-    parser.add_argument("--min-size", type=float, default=0.0, help="ignore faces whose box is narrower (pixels)")
+    parser.add_argument(
+        "--min-size", type=float, default=0.0, help="ignore faces whose box's shorter side is smaller (pixels)"
+    )
     parser.add_argument(
         "--fallback",
         default="none",
