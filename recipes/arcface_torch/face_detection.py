@@ -34,6 +34,10 @@ class DetectorError(ValueError):
     """The detector file is missing, of the wrong kind, or cannot run."""
 
 
+class DetectionFailed(RuntimeError):
+    """The detector raised on one image (the photo is reported, the run goes on)."""
+
+
 @dataclass(frozen=True)
 class Face:
     """One detection: box (x, y, width, height) and landmarks (5, 2) in input-image pixels, score in [0, 1]."""
@@ -107,7 +111,7 @@ class YuNetDetector:
             ) from error
         try:  # a foreign ONNX file may load and only fail on the first image
             self.detect(np.zeros((64, 64, 3), np.uint8))
-        except cv2.error as error:
+        except DetectionFailed as error:
             raise DetectorError(
                 f"{path} loads but does not run as YuNet ({_first_line(error)}); get the model from {YUNET_SOURCE}"
             ) from error
@@ -115,13 +119,16 @@ class YuNetDetector:
     def detect(self, image_bgr: np.ndarray) -> list[Face]:
         """Faces in a uint8 (H, W, 3) BGR image, highest score first."""
         small, factor = _downscale(image_bgr, self.spec.detection_side)
-        self.net.setInputSize((small.shape[1], small.shape[0]))
-        _, rows = self.net.detect(small)
+        try:
+            self.net.setInputSize((small.shape[1], small.shape[0]))
+            _, rows = self.net.detect(small)
+        except cv2.error as error:
+            raise DetectionFailed(_first_line(error)) from error
         if rows is None:
             return []
         rows = rows.astype(np.float64)
         if rows.ndim != 2 or rows.shape[1] < 15:
-            raise cv2.error(f"YuNet returned rows of shape {rows.shape}, expected (N, 15)")
+            raise DetectionFailed(f"YuNet returned rows of shape {rows.shape}, expected (N, 15)")
         faces = [
             Face(tuple((row[:4].reshape(2, 2) * factor).ravel()), float(row[14]), row[4:14].reshape(5, 2) * factor)
             for row in rows
@@ -162,13 +169,18 @@ class ScrfdDetector:
             )
         self.spec = spec
         self.path = path
-        self.input_size = (spec.detection_side, spec.detection_side)
+        shape = model.session.get_inputs()[0].shape  # a model exported at a fixed size runs only at that size
+        fixed = all(isinstance(side, int) and side > 0 for side in shape[2:4])
+        self.input_size = (shape[3], shape[2]) if fixed else (spec.detection_side, spec.detection_side)
         model.prepare(-1, det_thresh=spec.min_score, nms_thresh=spec.nms_threshold, input_size=self.input_size)
         self.model = model
 
     def detect(self, image_bgr: np.ndarray) -> list[Face]:
         """Faces in a uint8 (H, W, 3) BGR image, highest score first (SCRFD letterboxes to its input size)."""
-        boxes, keypoints = self.model.detect(image_bgr, input_size=self.input_size)
+        try:
+            boxes, keypoints = self.model.detect(image_bgr, input_size=self.input_size)
+        except Exception as error:  # onnxruntime raises its own types
+            raise DetectionFailed(f"{type(error).__name__}: {_first_line(error)}") from error
         faces = []
         for (x1, y1, x2, y2, score), points in zip(boxes.tolist(), keypoints, strict=True):
             if score >= self.spec.min_score:

@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from .atomic_file import write_bytes_atomically
-from .face_detection import CHOICES, DetectorSpec, choose_face, open_detector
+from .face_detection import CHOICES, DetectionFailed, DetectorSpec, choose_face, open_detector
 from .face_files import IMAGE_SUFFIXES
 from .face_image import align_face
 
@@ -164,11 +164,10 @@ def align_photo(photo: Photo, detector, settings: AlignSettings) -> dict:
         return row | {"status": "unreadable", "message": f"not an image OpenCV can decode ({len(data)} bytes)"}
     try:
         faces = detector.detect(image)
-    except cv2.error as error:
-        message = str(error).strip().splitlines()[-1] if str(error).strip() else "cv2.error"
+    except DetectionFailed as error:
         return row | {
             "status": "failed",
-            "message": f"the detector failed on this {image.shape[1]}x{image.shape[0]} image: {message}",
+            "message": f"the detector failed on this {image.shape[1]}x{image.shape[0]} image: {error}",
         }
     chosen, kept = choose_face(faces, image.shape, settings.choose, settings.min_size)
     row["faces"] = len(kept)

@@ -331,3 +331,22 @@ def test_help_answers_without_importing_torch_or_opencv():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert "unpg-align-faces /data/photos /data/aligned --yunet" in result.stdout
     assert result.stdout.rstrip().endswith("[]")
+
+
+def test_a_photo_the_detector_fails_on_is_reported_and_the_run_goes_on(photos, tmp_path, capsys, monkeypatch):
+    from recipes.arcface_torch import face_detection
+
+    root, _ = photos
+    real = face_detection.YuNetDetector.detect
+
+    def fails_on_wide(self, image):
+        if image.shape[:2] == (300, 400):  # bob/wall.png
+            raise face_detection.DetectionFailed("Layer 'conv1' failed")
+        return real(self, image)
+
+    monkeypatch.setattr(face_detection.YuNetDetector, "detect", fails_on_wide)
+    code, out, _ = run(base_args(root, tmp_path / "aligned"), capsys)
+    assert code == 0 and "; detector failed 1;" in out and "aligned 4 of 6" in out
+    row = read_report(tmp_path / "aligned" / "align_report.csv")["bob/wall.png"]
+    assert row["status"] == "failed"
+    assert row["message"] == "the detector failed on this 400x300 image: Layer 'conv1' failed"

@@ -170,9 +170,9 @@ def test_scrfd_through_insightface_model_zoo_gives_boxes_and_points_in_photo_pix
         np.testing.assert_allclose(face.box, (x1, y1, x2 - x1, y2 - y1), rtol=1e-5, atol=1e-3)
         np.testing.assert_allclose(face.landmarks, np.asarray(planted["points"]) * 2, rtol=1e-5, atol=1e-3)
     assert choose_face(faces, (960, 1280, 3))[0] is faces[1]  # the central face, not the sharper corner one
-    assert open_detector(DetectorSpec("scrfd", str(scrfd_model), min_score=0.9)).detect(
-        np.zeros((960, 1280, 3), np.uint8)
-    )[0].score == pytest.approx(0.95)
+    sure = open_detector(DetectorSpec("scrfd", str(scrfd_model), min_score=0.9, detection_side=320))
+    assert sure.input_size == (640, 640)  # the model's fixed input size wins over --detection-size
+    assert [face.score for face in sure.detect(np.zeros((960, 1280, 3), np.uint8))] == [pytest.approx(0.95)]
 
 
 def test_scrfd_model_folders_and_foreign_models(scrfd_model, tmp_path):
