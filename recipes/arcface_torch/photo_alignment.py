@@ -191,7 +191,8 @@ def align_photo(photo: Photo, detector, settings: AlignSettings) -> dict:
         )
         if len(kept) > 1:
             row["message"] = f"chose 1 of {len(kept)} faces by --choose {settings.choose}"
-    write_bytes_atomically(photo.output, _encode(face, settings))  # a full disk stops the run
+    # renamed into place, not fsynced one by one (that costs more than the alignment); a full disk stops the run
+    write_bytes_atomically(photo.output, _encode(face, settings), durable=False)
     row["output"] = Path(photo.relative).parent.joinpath(photo.output.name).as_posix()
     return row
 
@@ -253,7 +254,10 @@ def _is_done(row: dict | None, photo: Photo) -> bool:
             return False
     except OSError:
         return False
-    return row["status"] not in WRITTEN or photo.output.is_file()
+    try:  # an empty face file is what a power cut can leave of an unsynced write: redo it
+        return row["status"] not in WRITTEN or photo.output.stat().st_size > 0
+    except OSError:
+        return False
 
 
 def format_report(rows: list[dict], suffix: str) -> bytes:

@@ -181,14 +181,16 @@ def test_resume_keeps_finished_photos_and_redoes_changed_or_missing_ones(photos,
     assert second["processed"] == 0 and second["kept"] == 6 and second["counts"] == first["counts"]
     assert (output / "align_report.csv").read_bytes() == report
     assert (output / "alice" / "a_small.jpg").stat().st_mtime_ns == stamp
-    # a killed run: one face never written, the state's last line torn; a photo replaced since
+    # a killed run: one face never written, one left empty by a power cut, the state's last line torn; a photo
+    # replaced since
     (output / "alice" / "b_turned.jpg").unlink()
+    (output / "alice" / "c_grey.jpg").write_bytes(b"")
     with open(output / photo_alignment.STATE_NAME, "a") as state:
         state.write('{"path": "alice/c_gr')
     os.utime(root / "bob" / "group.jpg", ns=(1, 1))
     third = json.loads(run(args, capsys)[1])
-    assert third["processed"] == 2 and third["kept"] == 4 and third["counts"] == first["counts"]
-    assert (output / "alice" / "b_turned.jpg").is_file()
+    assert third["processed"] == 3 and third["kept"] == 3 and third["counts"] == first["counts"]
+    assert (output / "alice" / "b_turned.jpg").is_file() and (output / "alice" / "c_grey.jpg").stat().st_size > 0
     assert (output / "align_report.csv").read_bytes() == report
 
 
@@ -285,10 +287,10 @@ def test_a_full_disk_is_one_line_and_the_finished_photos_resume(photos, tmp_path
     output = tmp_path / "aligned"
     real = photo_alignment.write_bytes_atomically
 
-    def full(path, data):
+    def full(path, data, durable=True):
         if path.suffix == ".jpg" and path.parent.name == "bob":
             raise DiskFullError(28, f"no space left on the device while writing {path}; free space there and run again")
-        return real(path, data)
+        return real(path, data, durable)
 
     monkeypatch.setattr(photo_alignment, "write_bytes_atomically", full)
     code, out, err = run(base_args(root, output), capsys)
