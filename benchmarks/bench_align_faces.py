@@ -53,8 +53,10 @@ def stage_times(root: Path, spec, settings) -> dict[str, list[float]]:
     stages = ("read", "decode", "detect", "align", "encode", "write")
     times: dict[str, list[float]] = {name: [] for name in stages}
     durable: list[float] = []
+    cpu = 0.0
     with tempfile.TemporaryDirectory() as out:
         for index, relative in enumerate(list_photos(root)):
+            cpu_start = time.process_time()
             clock = [time.perf_counter()]
             data = (root / relative).read_bytes()
             clock.append(time.perf_counter())
@@ -71,12 +73,13 @@ def stage_times(root: Path, spec, settings) -> dict[str, list[float]]:
             clock.append(time.perf_counter())
             write_bytes_atomically(Path(out) / f"{index}.jpg", encoded, durable=False)  # as the tool writes
             clock.append(time.perf_counter())
+            cpu += time.process_time() - cpu_start
             for name, start, end in zip(times, clock[:-1], clock[1:], strict=True):
                 times[name].append(end - start)
             start = time.perf_counter()
             write_bytes_atomically(Path(out) / f"{index}_durable.jpg", encoded)  # with an fsync, for comparison
             durable.append(time.perf_counter() - start)
-    return times, durable
+    return times, durable, cpu
 
 
 def throughput(root: Path, spec, settings, workers: int) -> float:
@@ -94,7 +97,7 @@ def main(argv=None) -> int:
     parser.add_argument("--yunet", type=Path, required=True, help="YuNet ONNX model")
     parser.add_argument("--limit", type=int, default=600, help="photos to time")
     parser.add_argument("--workers", type=int, nargs="+", default=[2], help="process counts to compare with 1")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of part 2")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of part 2 (0: part 1 only)")
     parser.add_argument("--detection-size", type=int, default=640)
     args = parser.parse_args(argv)
 
@@ -105,7 +108,7 @@ def main(argv=None) -> int:
     settings = AlignSettings()
     with tempfile.TemporaryDirectory() as scratch:
         root = subset_folder(args.photos, args.limit, Path(scratch) / "photos")
-        times, durable = stage_times(root, spec, settings)
+        times, durable, cpu = stage_times(root, spec, settings)
         count = len(times["read"])
         total = sum(sum(values) for values in times.values())
         print(f"part 1: stages of one photo, {count} photos aligned in one process (OpenCV 1 thread)")
@@ -116,8 +119,14 @@ def main(argv=None) -> int:
         write = sum(times["write"])
         print(
             f"(write with an fsync per face instead: {1e3 * sum(durable) / count:.2f} ms/photo, "
-            f"{sum(durable) / write:.1f}x the rename-only write)\n"
+            f"{sum(durable) / write:.1f}x the rename-only write)"
         )
+        print(
+            f"CPU time of the whole: {1e3 * cpu / count:.2f} ms/photo = {count / cpu:.0f} photos/s per busy core "
+            f"(wall time above includes waiting for a core and for the disk)\n"
+        )
+        if args.rounds < 1:
+            return 0
 
         counts = [1] + [value for value in args.workers if value != 1]
         speeds: dict[int, list[float]] = {value: [] for value in counts}
