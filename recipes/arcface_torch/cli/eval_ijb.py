@@ -19,16 +19,14 @@ import math
 import sys
 from pathlib import Path
 
-from torch import nn
-
-from recipes.arcface_torch.evaluation.ijb import evaluate_ijb, format_tar_table
-from recipes.arcface_torch.export.backbone_checkpoint import build_backbone, resolve_checkpoint
-from recipes.arcface_torch.export.onnx_embedder import OnnxEmbedder
+from recipes.arcface_torch.cli.common import fail
 
 
-def load_torch_model(path: Path, network: str | None, embedding_size: int | None, device: str) -> nn.Module:
-    """The backbone in checkpoint `path` (a model.pt or a training folder), in eval mode on `device`;
-    network and embedding size default to the training config.json beside it."""
+def load_torch_model(path: Path, network: str | None, embedding_size: int | None, device: str):
+    """The backbone (torch.nn.Module) in checkpoint `path` (a model.pt or a training folder), in eval mode on
+    `device`; network and embedding size default to the training config.json beside it."""
+    from recipes.arcface_torch.export.backbone_checkpoint import build_backbone, resolve_checkpoint
+
     source = resolve_checkpoint(path)
     backbone = build_backbone(source.network(network), source.embedding_size(embedding_size), source.state_dict())
     return backbone.to(device)
@@ -65,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from recipes.arcface_torch.evaluation.ijb import evaluate_ijb, format_tar_table
+    from recipes.arcface_torch.export.onnx_embedder import OnnxEmbedder
+
     try:
         if not args.model.exists():
             raise FileNotFoundError(f"model file {args.model} does not exist; pass an .onnx file or a model.pt")
@@ -87,8 +88,7 @@ def main(argv=None) -> int:
             progress=not args.quiet,
         )
     except (OSError, ValueError, KeyError, ImportError) as error:
-        print(f"eval_ijb: error: {error}", file=sys.stderr)
-        return 1
+        return fail(error)
     tars = results["tar_at_far"]
     if args.json:
         payload = {
@@ -111,8 +111,7 @@ def main(argv=None) -> int:
         for far, note in results["tar_at_far_notes"].items():
             if note:
                 print(f"TAR@FAR={far:g} is nan: {note}")
-        for path in results["files"]:
-            print(f"wrote {path}")
+        print(f"wrote {' and '.join(str(path) for path in results['files'])}")
     return 0
 
 
