@@ -80,3 +80,12 @@ def test_data_tools_work_without_torch(identity_folder, blocked, tmp_path):
         assert done.returncode == 0, f"{' '.join(step)}: {done.stderr}"
         assert done.stdout.strip().splitlines()[-1].startswith(("wrote ", "status       OK")), done.stdout
     assert (rec / "train.rec").is_file() and (tmp_path / "val.bin").is_file()
+
+
+WRITERS = ["pack_rec", "make_pairs", "make_bin", "synthetic_to_rec", "export_onnx", "convert_onnx", "eval_ijb"]
+
+
+@pytest.mark.parametrize("tool", WRITERS)
+def test_force_is_in_the_help_of_every_writer(tool, blocked, tmp_path):
+    done = run_tool([str(REPO_ROOT / "tools" / f"{tool}.py"), "--help"], blocked(HEAVY), tmp_path)
+    assert done.returncode == 0 and "--force" in done.stdout, done.stdout

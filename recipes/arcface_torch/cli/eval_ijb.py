@@ -56,8 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-flip", action="store_true", help="embed without the flipped image")
     parser.add_argument("--no-faceness", action="store_true", help="do not weight images by their faceness score")
     parser.add_argument("--keep-norm", action="store_true", help="do not L2-normalise image features before pooling")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON (no progress bar)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--force", action="store_true", help="replace results of the same name in --output")
     return parser
 
 
@@ -66,6 +67,14 @@ def main(argv=None) -> int:
     from recipes.arcface_torch.evaluation.ijb import evaluate_ijb, format_tar_table
     from recipes.arcface_torch.export.onnx_embedder import OnnxEmbedder
 
+    name = args.name or args.model.stem
+    existing = [
+        p
+        for p in (args.output / f"{name}_{args.target}_scores.npy", args.output / f"{name}_{args.target}_roc.png")
+        if p.exists()
+    ]
+    if existing and not args.force:
+        return fail(f"{existing[0]} already exists; pass --force to replace it, or --name / --output to keep it")
     try:
         if not args.model.exists():
             raise FileNotFoundError(f"model file {args.model} does not exist; pass an .onnx file or a model.pt")
@@ -73,7 +82,6 @@ def main(argv=None) -> int:
             model = OnnxEmbedder(args.model)
         else:
             model = load_torch_model(args.model, args.network, args.embedding_size, args.device)
-        name = args.name or args.model.stem
         results = evaluate_ijb(
             model,
             args.root,
@@ -85,7 +93,7 @@ def main(argv=None) -> int:
             output_dir=args.output,
             name=name,
             num_workers=args.workers,
-            progress=not args.quiet,
+            progress=not (args.quiet or args.json),
         )
     except (OSError, ValueError, KeyError, ImportError) as error:
         return fail(error)

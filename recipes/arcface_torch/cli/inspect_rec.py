@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     parser.add_argument("root", type=Path, help="folder with train.rec, train.idx and property")
     parser.add_argument("--samples", type=int, default=8, help="images to decode without --full (default 8)")
     parser.add_argument("--full", action="store_true", help="read and decode every image and count the labels used")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON (no progress bars)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     if args.samples < 1:
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
         return fail(f"{args.root} is not a folder; pass the folder that holds train.rec, train.idx and property")
     from recipes.arcface_torch.datasets.recordio_inspection import inspect
 
-    report = inspect(args.root, args.samples, args.full, progress=not args.quiet)
+    report = inspect(args.root, args.samples, args.full, progress=not (args.quiet or args.json))
     if args.json:
         print(json.dumps(report, indent=1))
     else:
