@@ -144,7 +144,7 @@ def test_lfw_pairs_file_is_read_as_it_is_in_fold_order(tmp_path, capsys):
     pairs.write_text("2\t1\nAnn_Lee\t1\t2\nAnn_Lee\t1\tCy_Young\t1\nBo_Lu\t1\t2\nBo_Lu\t2\tCy_Young\t1\n")
     out = tmp_path / "lfw.bin"
     assert make_bin.main([str(pairs), str(out), "--root", str(tmp_path / "lfw"), "--quiet"]) == 0
-    assert capsys.readouterr().out == f"wrote 4 pairs to {out}\n"
+    assert capsys.readouterr().out == f"wrote {out}: 4 pairs\n"
     vset = load_bin(out)
     assert list(vset.issame) == [True, False, True, False]
     expected = ["Ann_Lee_0001", "Ann_Lee_0002", "Ann_Lee_0001", "Cy_Young_0001", "Bo_Lu_0001", "Bo_Lu_0002"]

@@ -21,6 +21,8 @@ import os
 import sys
 from pathlib import Path
 
+from recipes.arcface_torch.cli.common import fail
+
 
 def _default_workers() -> int:
     try:
@@ -70,14 +72,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--landmarks", type=Path, help="landmarks file to write (default OUTPUT/landmarks.txt)")
     parser.add_argument("--force", action="store_true", help="redo every photo, replacing earlier outputs")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON instead of a line")
+    parser.add_argument(
+        "--json", action="store_true", help="print the summary as JSON instead of a line (no progress bar)"
+    )
     return parser
 
 
 def summary_line(summary: dict) -> str:
     counts = summary["counts"]
     line = (
-        f"aligned {counts['aligned']} of {summary['photos']} photos into {summary['output']} "
+        f"wrote {summary['output']}: aligned {counts['aligned']} of {summary['photos']} photos "
         f"({summary['chosen_among_several']} chosen among several faces)"
     )
     line += f"; fallback {counts['fallback']}; no face {counts['no_face']}; several faces {counts['several_faces']}"
@@ -94,13 +98,11 @@ def summary_line(summary: dict) -> str:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if args.yunet is None and args.scrfd is None:
-        print(
-            "error: no face detector given; pass --yunet face_detection_yunet_2023mar.onnx (from "
+        return fail(
+            "no face detector given; pass --yunet face_detection_yunet_2023mar.onnx (from "
             "https://github.com/opencv/opencv_zoo/tree/main/models/face_detection_yunet) or --scrfd with insightface's "
-            "det_10g.onnx or a buffalo_l folder",
-            file=sys.stderr,
+            "det_10g.onnx or a buffalo_l folder"
         )
-        return 1
 
     from tqdm import tqdm
 
@@ -115,7 +117,7 @@ def main(argv=None) -> int:
     )
 
     def progress(total: int):
-        return tqdm(total=total, desc="aligning", unit="photo", file=sys.stderr, disable=args.quiet)
+        return tqdm(total=total, desc="aligning", unit="photo", file=sys.stderr, disable=args.quiet or args.json)
 
     try:
         summary = align_folder(
@@ -125,8 +127,7 @@ def main(argv=None) -> int:
         print("interrupted; the photos finished so far are kept: run the same command to resume", file=sys.stderr)
         return 130
     except (DetectorError, DiskFullError, OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return fail(error)
     print(json.dumps(summary) if args.json else summary_line(summary))
     return 0
 
