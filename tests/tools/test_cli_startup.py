@@ -15,6 +15,7 @@ import pytest
 from tests.support import REPO_ROOT
 
 TOOLS = [
+    "align_faces",
     "pack_rec",
     "inspect_rec",
     "make_pairs",
@@ -82,7 +83,16 @@ def test_data_tools_work_without_torch(identity_folder, blocked, tmp_path):
     assert (rec / "train.rec").is_file() and (tmp_path / "val.bin").is_file()
 
 
-WRITERS = ["pack_rec", "make_pairs", "make_bin", "synthetic_to_rec", "export_onnx", "convert_onnx", "eval_ijb"]
+WRITERS = [
+    "align_faces",
+    "pack_rec",
+    "make_pairs",
+    "make_bin",
+    "synthetic_to_rec",
+    "export_onnx",
+    "convert_onnx",
+    "eval_ijb",
+]
 
 
 @pytest.mark.parametrize("tool", WRITERS)
