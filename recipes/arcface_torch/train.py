@@ -16,8 +16,6 @@ run out while one is writing.
 
 from __future__ import annotations
 
-import argparse
-import ast
 import json
 import math
 import os
@@ -34,7 +32,7 @@ from recipes.arcface_torch.atomic_file import write_bytes_atomically
 from recipes.arcface_torch.backbone_training import backbone_frozen, backbone_parameter_group, embed
 from recipes.arcface_torch.backbones import get_model
 from recipes.arcface_torch.checkpoint import CheckpointError
-from recipes.arcface_torch.config import ConfigError, config_warnings, get_config
+from recipes.arcface_torch.config import ConfigError, config_warnings, get_config, nest, parse_override
 from recipes.arcface_torch.datasets.build import build_train_dataset, build_train_loader, build_val_sets
 from recipes.arcface_torch.distributed import (
     Heartbeat,
@@ -288,29 +286,6 @@ def optimisation_step(config, model, state: TrainingState, images, labels, step:
     return loss_value
 
 
-def parse_override(text: str) -> tuple[str, object]:
-    if "=" not in text:
-        raise ConfigError(f"--set {text!r} is not KEY=VALUE; write e.g. --set loss=unpg or --set unpg.wisk=1.0")
-    key, raw = text.split("=", 1)
-    try:
-        value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        value = raw  # a bare word such as unpg or r50
-    return key.strip(), value
-
-
-def nest(pairs) -> dict:
-    """[("unpg.wisk", 1.0)] -> {"unpg": {"wisk": 1.0}}"""
-    tree: dict = {}
-    for key, value in pairs:
-        node = tree
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return tree
-
-
 def first_cause(error: BaseException) -> str:
     """One line for a user-facing error; an error re-raised from a DataLoader worker shows its original last line."""
     text = str(error)
@@ -321,18 +296,13 @@ def first_cause(error: BaseException) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Partial-FC face recognition training (arcface_torch conventions).")
-    parser.add_argument("config", help="config file, e.g. recipes/arcface_torch/configs/synthetic_unpg")
-    parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)"
-    )
-    parser.add_argument("--force", action="store_true", help="train into an output folder that already holds a run")
-    parser.add_argument(
-        "--allow-config-change",
-        action="store_true",
-        help="resume although run-defining keys (lr, batch_size, ...) changed since the checkpoint",
-    )
-    args = parser.parse_args(argv)
+    from recipes.arcface_torch.cli.train import build_parser
+
+    return run_parsed(build_parser().parse_args(argv))
+
+
+def run_parsed(args) -> int:
+    """Train with the parsed command line (cli/train.py's parser); one line and exit status 1 on a known error."""
     try:
         config = get_config(args.config, **nest(parse_override(item) for item in args.set))
         train(config, force=args.force, allow_config_change=args.allow_config_change)
