@@ -493,7 +493,7 @@ def main(argv=None) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 1
-    output = Path(args.output)
+    output = Path(args.output).resolve()  # the runs start in the repository root
     tests = [str(Path(path).resolve()) for path in args.test]
     plan = [
         {

@@ -300,7 +300,7 @@ def main(argv=None) -> int:
     from recipes.arcface_torch.config import ConfigError, get_config
     from recipes.arcface_torch.train import nest, parse_override
 
-    output, started = Path(args.output), time.time()
+    output, started = Path(args.output).resolve(), time.time()  # the runs start in the repository root
 
     def log(line: str) -> None:
         print(f"[{(time.time() - started) / 60:5.1f} min] {line}", flush=True)
