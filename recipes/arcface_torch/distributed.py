@@ -152,9 +152,14 @@ def explain_collective_failure(ctx: DistContext, step: int, error: BaseException
         )
     else:
         who = "another rank (it failed or was stopped; see its log)"
+    text = str(error).lower()
+    if any(marker in text for marker in ("connection closed", "connection reset", "broken pipe")):
+        how = "left the job (its connection closed: it failed or was killed, see its own error line)"
+    else:
+        how = f"did not answer within dist_timeout={ctx.timeout_s:g}s"
     return RankError(
-        f"rank {ctx.rank} stopped at step {step}: {who} did not answer within dist_timeout="
-        f"{ctx.timeout_s:g}s ({str(error).splitlines()[0][:200]}); the job stops, resume from the last checkpoint"
+        f"rank {ctx.rank} stopped at step {step}: {who} {how} ({str(error).splitlines()[0][:200]}); "
+        f"the job stops, resume from the last checkpoint"
     )
 
 
