@@ -157,6 +157,28 @@ def test_data_loading_workers_ignore_the_stop_signals():
     assert [float(value) for value in loader] == [1.0, 1.0]
 
 
+def test_leaving_the_heartbeat_joins_its_thread_even_mid_store_call():
+    """A heartbeat thread still inside store.set (C++, GIL released) when the interpreter exits ends in
+    std::terminate and SIGABRT; leaving the `with` block must wait for it."""
+    import threading
+
+    from recipes.arcface_torch.distributed import DistContext, Heartbeat
+
+    class SlowStore:
+        def __init__(self):
+            self.inside = threading.Event()
+
+        def set(self, key, value):
+            self.inside.set()
+            time.sleep(0.3)
+
+    heartbeat = Heartbeat(DistContext(rank=0, local_rank=0, world_size=2, device=torch.device("cpu")), 0.0)
+    heartbeat.store = SlowStore()
+    with heartbeat:
+        assert heartbeat.store.inside.wait(10)
+    assert not heartbeat._thread.is_alive()
+
+
 # --------------------------------------------------------------------------- one process: saves and resumes
 
 
