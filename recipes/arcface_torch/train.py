@@ -57,9 +57,13 @@ from recipes.arcface_torch.distributed import (
 from recipes.arcface_torch.evaluation.callback import VerificationCallback
 from recipes.arcface_torch.losses import build_head
 from recipes.arcface_torch.lr_scheduler import PolynomialLRWarmup
+from recipes.arcface_torch.recognisability_file import FILE_NAME as RECOGNISABILITY_FILE
+from recipes.arcface_torch.recognisability_file import from_head as recognisability_of
+from recipes.arcface_torch.recognisability_file import save_recognisability
 from recipes.arcface_torch.registry import RegistryError
 from recipes.arcface_torch.run_folder import RunFolderError, RunFolderLock, check_run_folder
 from recipes.arcface_torch.training_log import AverageMeter, ProgressLogger, setup_logging
+from recipes.arcface_torch.unrecognisable_faces import refresh_unrecognisable_centres
 
 
 class TrainingError(RuntimeError):
@@ -263,6 +267,9 @@ def _train(config, ctx, output: Path, lock, allow_config_change: bool) -> dict:
         )
         if ctx.is_main:
             atomic_torch_save(backbone.state_dict(), output / "model.pt")
+            record = recognisability_of(head, epoch)  # the "ri" loss's centre and regressor, beside model.pt
+            if record is not None:
+                save_recognisability(record, output / RECOGNISABILITY_FILE)
         if config.save_all_states:
             atomic_torch_save(
                 {
@@ -303,6 +310,10 @@ def _train(config, ctx, output: Path, lock, allow_config_change: bool) -> dict:
                 if hasattr(dataset, "set_epoch"):
                     dataset.set_epoch(epoch)  # new flips every epoch, a function of (seed, epoch, index)
                 head.set_epoch(epoch)  # losses that start at an epoch (USS) learn it here
+                if start_batch == 0:  # a run resumed mid-epoch has the epoch's centre in its checkpoint
+                    refresh_unrecognisable_centres(
+                        head, backbone, dataset, epoch, config.seed, ctx.rank, ctx.world_size, ctx.device
+                    )
                 model.train()
                 for batch, (images, labels) in enumerate(loader, start=start_batch):
                     post_progress(ctx, step + 1)

@@ -25,7 +25,7 @@ config.sample_rate = 1.0  # partial FC: fraction of class centres sampled per st
 config.interclass_filtering_threshold = 0.0  # > 0: non-target cosines above it are set to 0 (upstream's option)
 config.margin_gradient = "straight_through"  # target-logit gradient: "straight_through" (upstream) | "exact"
 config.loss = "margin_softmax"  # a registered loss or a list composed in order, e.g. ["magface", "unpg"]
-config.plugins = ["plugins.unpg", "plugins.magface", "plugins.npcface", "plugins.uss"]
+config.plugins = ["plugins.unpg", "plugins.magface", "plugins.npcface", "plugins.uss", "plugins.ri"]
 # modules whose register(registry) adds losses; each loss's options
 # (config.<loss name>, e.g. config.unpg.wisk) default to its plugin's values
 

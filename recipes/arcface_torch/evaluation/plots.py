@@ -155,3 +155,32 @@ def plot_loss_curves(
     axes.grid(alpha=0.3)
     axes.legend(loc="upper right")
     return _save(figure, path)
+
+
+def plot_error_versus_reject(
+    curves: dict[str, tuple[Sequence[float], Sequence[float]]],
+    path: PathLike,
+    title: str = "error versus reject",
+    fmr: float | None = None,
+) -> Path:
+    """Save FNMR against the fraction of images rejected for each name -> (fractions, fnmr); a name starting
+    with "random" is drawn dashed (the yardstick). The legend gives each curve's area (mean FNMR over the range)."""
+    if not curves:
+        raise ValueError("plot_error_versus_reject got no curves; pass {name: (fractions, fnmr)}")
+    figure = Figure(figsize=(7, 4.5))
+    axes = figure.add_subplot(1, 1, 1)
+    for name, (fractions, fnmr) in curves.items():
+        fractions = _as_values(fractions, f"fractions of curve {name!r}")
+        fnmr = _as_values(fnmr, f"FNMR of curve {name!r}")
+        if fractions.shape != fnmr.shape or fractions.size < 2:
+            raise ValueError(f"curve {name!r} needs as many FNMR values as fractions (at least 2 of each)")
+        area = float(np.trapezoid(fnmr, fractions) / (fractions[-1] - fractions[0]))
+        style = {"linestyle": "--", "color": "grey"} if name.startswith("random") else {}
+        axes.plot(100 * fractions, 100 * fnmr, linewidth=1.5, label=f"{name} (area {100 * area:.2f})", **style)
+    axes.set_xlabel("images rejected, lowest quality first (%)")
+    axes.set_ylabel("FNMR (%)" + (f" at FMR {fmr:g}" if fmr else ""))
+    axes.set_ylim(bottom=0.0)
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="upper right")
+    return _save(figure, path)
