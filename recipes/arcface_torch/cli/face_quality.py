@@ -127,15 +127,11 @@ def _progress(quiet: bool):
     return wrap
 
 
-def _build_centre(args, model_arg: Path, faces, names: str) -> str:
+def _centre_backbone(args, model_arg: Path):
+    """(backbone, target file) for --build-centre, checked before any face is read."""
     from recipes.arcface_torch.export.backbone_checkpoint import build_backbone, resolve_checkpoint
     from recipes.arcface_torch.face_quality import check_fp32
-    from recipes.arcface_torch.recognisability_file import (
-        Recognisability,
-        recognisability_path,
-        save_recognisability,
-    )
-    from recipes.arcface_torch.unrecognisable_faces import centre_of_faces
+    from recipes.arcface_torch.recognisability_file import recognisability_path
 
     source = resolve_checkpoint(model_arg)
     state = source.state_dict()
@@ -146,6 +142,13 @@ def _build_centre(args, model_arg: Path, faces, names: str) -> str:
         raise UsageError(
             f"{target} already exists (it may hold the RI regressor of 'ri' training); pass --force to replace it"
         )
+    return backbone, target
+
+
+def _build_centre(backbone, target: Path, faces, names: str) -> str:
+    from recipes.arcface_torch.recognisability_file import Recognisability, save_recognisability
+    from recipes.arcface_torch.unrecognisable_faces import centre_of_faces
+
     centre = centre_of_faces(backbone, faces)
     save_recognisability(Recognisability(centre=centre, source=f"built from {len(faces)} faces of {names}"), target)
     return f"wrote {target} (unrecognisable-identity centre of {len(faces)} faces, {centre.numel()}-d)"
@@ -196,6 +199,17 @@ def run(args) -> int:
     image_paths, bin_paths = collect_inputs(args.inputs)
     if args.erc and not bin_paths:
         raise UsageError("--erc needs a .bin input (pairs with same/different labels); add one, e.g. lfw.bin")
+    if args.build_centre:
+        backbone, target = _centre_backbone(args, Path(args.model))
+    else:  # the model, its centre and the scores asked for are checked before any face is read
+        scores_wanted = None if args.scores is None else tuple(n.strip() for n in args.scores.split(",") if n.strip())
+        model = load_quality_model(
+            Path(args.model),
+            args.network,
+            args.embedding_size,
+            Path(args.centre) if args.centre else None,
+            scores_wanted,
+        )
     bin_sets = [load_bin(path) for path in bin_paths]
     names = [str(path) for path in image_paths]
     parts = [read_faces(image_paths, progress)] if image_paths else []
@@ -204,12 +218,8 @@ def run(args) -> int:
         names += [f"{path}#{index}" for index in range(vset.images.shape[0])]
     faces = np.concatenate(parts)
     if args.build_centre:
-        print(_build_centre(args, Path(args.model), faces, ", ".join(args.inputs)))
+        print(_build_centre(backbone, target, faces, ", ".join(args.inputs)))
         return 0
-    scores_wanted = None if args.scores is None else tuple(n.strip() for n in args.scores.split(",") if n.strip())
-    model = load_quality_model(
-        Path(args.model), args.network, args.embedding_size, Path(args.centre) if args.centre else None, scores_wanted
-    )
     erc_rows = []
     if args.erc:  # the first .bin's images are scored from the embeddings its pair scores are made of
         erc_rows, bin_scores = _erc_report(model, bin_sets[0], args)
