@@ -4,6 +4,7 @@ error-versus-reject on held-out faces, clean and degraded on purpose; and whethe
     python benchmarks/quality_study.py                        # 3 methods x 3 seeds, 2 runs at a time
     python benchmarks/quality_study.py --seeds 0 --no-run     # summarise the finished runs only
     python benchmarks/quality_study.py --bin /work/scratch/lfw/lfw.bin   # also an insightface .bin (e.g. LFW)
+    python benchmarks/quality_study.py --bin /work/scratch/lfw/lfw.bin --rescore   # add it to finished runs
 
 Training: config synthetic_compare (TinyFaceNet, batch 64, s = 32) on the "classic" synthetic task (its faces
 already vary: 30% at low resolution, half of them blurred, 15% occluded) with 400 identities x 8 images, no wrong
@@ -109,20 +110,14 @@ def score_set(model, vset, severity) -> dict:
     return {"accuracy": accuracy, "accuracy_std": accuracy_std, "curves": curves}
 
 
-def run_one(spec_path: Path) -> int:
-    """Child process: train one (method, seed), build the quality model, score every set, write result.json."""
-    from recipes.arcface_torch.config import get_config
+def quality_model_of(cfg):
+    """The trained run's QualityModel: its backbone, a centre built after training from CENTRE_FACES training
+    faces (the same way for every method) and, for the "ri" run, its trained regressor."""
     from recipes.arcface_torch.datasets.build import build_train_dataset
     from recipes.arcface_torch.face_quality import QualityModel, load_quality_model
     from recipes.arcface_torch.recognisability_file import Recognisability, load_recognisability
-    from recipes.arcface_torch.train import train
     from recipes.arcface_torch.unrecognisable_faces import centre_indices, centre_of_faces, tensor_to_face
 
-    spec = json.loads(spec_path.read_text())
-    cfg = get_config(spec["config"], **spec["overrides"])
-    started = time.time()
-    result = train(cfg, force=True)
-    train_seconds = time.time() - started
     model = load_quality_model(Path(cfg.output), scores=("norm",))
     dataset = build_train_dataset(cfg)
     indices = centre_indices(len(dataset), CENTRE_FACES, cfg.seed, cfg.num_epoch, 0, 1)
@@ -131,12 +126,22 @@ def run_one(spec_path: Path) -> int:
     saved = Path(cfg.output) / "recognisability.pt"
     if saved.is_file():  # the "ri" run: its regressor, with the centre built the same way as for the others
         trained = load_recognisability(saved)
-        record.regressor_weight, record.regressor_bias, record.ui_level = (
-            trained.regressor_weight,
-            trained.regressor_bias,
-            trained.ui_level,
-        )
-    model = QualityModel(model.backbone, record).eval()
+        record.regressor_weight, record.regressor_bias = trained.regressor_weight, trained.regressor_bias
+        record.ui_level = trained.ui_level
+    return QualityModel(model.backbone, record).eval()
+
+
+def run_one(spec_path: Path) -> int:
+    """Child process: train one (method, seed), build the quality model, score every set, write result.json."""
+    from recipes.arcface_torch.config import get_config
+    from recipes.arcface_torch.train import train
+
+    spec = json.loads(spec_path.read_text())
+    cfg = get_config(spec["config"], **spec["overrides"])
+    started = time.time()
+    result = train(cfg, force=True)
+    train_seconds = time.time() - started
+    model = quality_model_of(cfg)
     sets = held_out_sets(cfg, spec["bins"], Path(spec["cache"]))
     output = {
         "method": spec["method"],
@@ -149,20 +154,40 @@ def run_one(spec_path: Path) -> int:
     return 0
 
 
-def launch(plan: list[dict], jobs: int) -> None:
+def score_bins(spec_path: Path) -> int:
+    """Child process: score a finished run on the --bin sets its result.json lacks (no training)."""
+    from recipes.arcface_torch.config import get_config
+
+    spec = json.loads(spec_path.read_text())
+    cfg = get_config(spec["config"], **spec["overrides"])
+    record = json.loads((spec_path.parent / "result.json").read_text())
+    model = quality_model_of(cfg)
+    for name, vset, severity in held_out_sets(cfg, spec["bins"], Path(spec["cache"]))[2:]:
+        record["sets"][name] = score_set(model, vset, severity)
+    write_bytes_atomically(spec_path.parent / "result.json", json.dumps(record).encode())
+    return 0
+
+
+def launch(plan: list[dict], jobs: int, rescore: bool = False) -> None:
+    """Train and score each run (reusing finished ones); with `rescore`, score finished runs on their --bin sets."""
     threads = max(1, (os.cpu_count() or 1) // jobs)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads)), "PYTHONUNBUFFERED": "1"}
 
     def one(entry: dict) -> None:
         run_dir = Path(entry["run_dir"])
-        if (run_dir / "result.json").is_file():
+        done = run_dir / "result.json"
+        if rescore:
+            names = [Path(b).stem for b in entry["bins"]]
+            if not done.is_file() or all(n in json.loads(done.read_text())["sets"] for n in names):
+                return
+        elif done.is_file():
             return
         run_dir.mkdir(parents=True, exist_ok=True)
         spec = {k: entry[k] for k in ("config", "method", "seed", "overrides", "bins", "cache")}
         (run_dir / "spec.json").write_text(json.dumps(spec))
-        with open(run_dir / "stdout.log", "w") as handle:
+        with open(run_dir / ("score.log" if rescore else "stdout.log"), "w") as handle:
             code = subprocess.run(
-                [sys.executable, __file__, "--run-one", str(run_dir / "spec.json")],
+                [sys.executable, __file__, "--score-bins" if rescore else "--run-one", str(run_dir / "spec.json")],
                 cwd=ROOT,
                 env=env,
                 stdout=handle,
@@ -255,10 +280,14 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", default="/work/scratch/quality_study", help="folder for the training runs")
     parser.add_argument("--results", default=str(ROOT / "benchmarks/results/quality_study"))
     parser.add_argument("--no-run", action="store_true", help="only summarise the runs that finished")
+    parser.add_argument("--rescore", action="store_true", help="score finished runs on the --bin sets they lack")
     parser.add_argument("--run-one", help=argparse.SUPPRESS)
+    parser.add_argument("--score-bins", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.run_one:
         return run_one(Path(args.run_one))
+    if args.score_bins:
+        return score_bins(Path(args.score_bins))
     for path in args.bin:
         if not Path(path).is_file():
             print(f"error: --bin {path} does not exist; pass an insightface .bin such as lfw.bin", file=sys.stderr)
@@ -283,7 +312,7 @@ def main(argv=None) -> int:
             plan.append({**entry, "run_dir": overrides["output"]})
     started = time.time()
     if not args.no_run:
-        launch(plan, args.jobs)
+        launch(plan, args.jobs, rescore=args.rescore)
     records = [
         json.loads((Path(e["run_dir"]) / "result.json").read_text())
         for e in plan

@@ -1,4 +1,4 @@
-"""Face image files on disk -> the encoded faces a .rec or .bin stores (used by pack_rec and make_bin).
+"""Face image files on disk: identity folders, landmarks files, and the encoded faces a .rec or .bin stores.
 
 Any format OpenCV reads (JPEG, PNG, BMP, PGM/PPM, TIFF, WebP, ...), colour or grey. A face already at the
 training size whose file is JPEG or PNG is stored byte for byte; any other face is decoded, brought to
@@ -45,6 +45,32 @@ IMAGE_SUFFIXES = (
     ".pic",
 )
 _STORED_AS_IS = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")  # JPEG and PNG signatures
+
+
+def list_identity_folder(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    """(class names, [(image path, label)]) of an identity-per-folder tree, in sorted order."""
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"image folder {root} does not exist; pass a folder with one sub-folder of face images per identity"
+        )
+    class_names = sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith("."))
+    if not class_names:
+        raise ValueError(
+            f"{root} has no identity sub-folders; put each identity's images in its own sub-folder (root/<identity>/<image>.jpg)"
+        )
+    samples = []
+    for label, name in enumerate(class_names):
+        files = sorted(
+            entry.name
+            for entry in os.scandir(root / name)
+            if entry.is_file() and entry.name.lower().endswith(IMAGE_SUFFIXES)
+        )
+        if not files:
+            raise ValueError(
+                f"identity folder {root / name} holds no images ({' '.join(IMAGE_SUFFIXES)}); add images or remove the folder"
+            )
+        samples.extend((root / name / file, label) for file in files)
+    return class_names, samples
 
 
 def read_landmarks(path: str | os.PathLike, root: str | os.PathLike) -> dict[Path, np.ndarray]:

@@ -67,7 +67,7 @@ def recognisability_path(model_path: str | Path) -> Path:
     return (model_path if model_path.is_dir() else model_path.parent) / FILE_NAME
 
 
-def from_head(head, epoch: int) -> Recognisability | None:
+def from_head(head) -> Recognisability | None:
     """The centre and regressor of the head's "ri" loss once it has a centre; None without one."""
     for loss in getattr(head, "losses", []):
         if getattr(loss, "needs_unrecognisable_centre", False) and bool(loss.has_centre):
@@ -76,7 +76,7 @@ def from_head(head, epoch: int) -> Recognisability | None:
                 ui_level=float(loss.ui_level),
                 regressor_weight=loss.regressor.weight.detach().float().cpu().reshape(-1).clone(),
                 regressor_bias=float(loss.regressor.bias.detach().reshape(())),
-                source=f"ri loss, centre of epoch {int(epoch)}",
+                source=f"ri loss, centre of epoch {int(loss.epoch)}",
             )
     return None
 

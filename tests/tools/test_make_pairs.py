@@ -27,9 +27,12 @@ def test_balanced_pairs_file_is_half_positive_and_labels_match_folders(tmp_path,
     assert len(rows) == 20 and sum(r[2] == "1" for r in rows) == 10
     assert all((r[0].split("/")[0] == r[1].split("/")[0]) == (r[2] == "1") for r in rows)
     assert len({(r[0], r[1]) for r in rows}) == 20
-    assert "wrote 10 positive and 10 negative pairs" in capsys.readouterr().out
+    assert capsys.readouterr().out == f"wrote {out}: 10 positive and 10 negative pairs\n"
+    # an existing pairs file is kept unless --force
+    assert make_pairs.main([str(tmp_path / "faces"), str(out), "--num-pairs", "100"]) == 1
+    assert "already exists; pass --force" in capsys.readouterr().err and len(_read(out)) == 20
     # 4 identities x 3 faces hold 12 positive pairs: asking for 100 says so
-    assert make_pairs.main([str(tmp_path / "faces"), str(out), "--num-pairs", "100"]) == 0
+    assert make_pairs.main([str(tmp_path / "faces"), str(out), "--num-pairs", "100", "--force"]) == 0
     assert "only 12 positive pairs" in capsys.readouterr().out and len(_read(out)) == 24
 
 

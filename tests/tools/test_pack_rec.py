@@ -59,8 +59,11 @@ def test_resize_and_landmarks_bring_every_face_to_112(tmp_path, capsys):
 
 def test_pack_rec_refuses_to_overwrite(identity_folder, identity_rec, capsys):
     assert pack_rec.main([str(identity_folder), str(identity_rec), "--quiet"]) == 1
-    assert "already exists; pass --overwrite" in capsys.readouterr().err
-    assert pack_rec.main([str(identity_folder), str(identity_rec), "--quiet", "--overwrite"]) == 0
+    assert "already exists; pass --force" in capsys.readouterr().err
+    assert pack_rec.main([str(identity_folder), str(identity_rec), "--quiet", "--force"]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {identity_rec}/train.rec, train.idx and property: 9 images")
+    assert pack_rec.main([str(identity_folder), str(identity_rec), "--quiet", "--overwrite"]) == 0  # deprecated alias
+    assert "note: --overwrite is deprecated; use --force" in capsys.readouterr().err
 
 
 def test_pack_rec_bad_image_leaves_nothing(tmp_path, capsys):

@@ -6,8 +6,8 @@ centre, the embedding norm); judge the scores with error-versus-reject curves on
     python tools/face_quality.py work_dirs/synthetic_arcface train_faces/ --build-centre
 
 MODEL is a training output folder (model.pt, config.json, recognisability.pt) or a model.pt. INPUT is any mix
-of face images, folders of them (searched recursively) and insightface .bin files; faces are aligned crops,
-resized to 112x112 when they have another size. Scores, higher = more recognisable: ri (needs a model trained
+of face images, folders of them (flat or one sub-folder per identity), RecordIO folders and insightface .bin
+files; faces are aligned crops, resized to 112x112 when they have another size. Scores, higher = more recognisable: ri (needs a model trained
 with the "ri" loss), ers = 1 - cos(embedding, centre) (needs the centre: saved by "ri" training, or built for
 any model from faces with --build-centre, which shrinks each face to 8x8 pixels, blurs it and averages the
 unit embeddings), norm = |embedding| (MagFace's quality). --erc (for .bin inputs) rejects the lowest-quality
@@ -23,7 +23,8 @@ import json
 import sys
 from pathlib import Path
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+from recipes.arcface_torch.cli.common import fail, force_argument, warn_deprecated_overwrite
+
 SHOW_ROWS = 40  # images listed one per line before the report switches to a summary
 
 
@@ -48,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--fmr", type=float, default=1e-3, help="FMR the --erc threshold is fixed at (default 1e-3)")
     parser.add_argument("--csv", help="write every image's scores to this CSV file")
     parser.add_argument("--json", action="store_true", help="print a JSON report instead of the text one")
-    parser.add_argument("--force", action="store_true", help="replace an existing --csv, --erc or centre file")
+    force_argument(parser, "replace an existing --csv, --erc or centre file")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -77,54 +78,40 @@ def _argument_error(args) -> str | None:
     return None
 
 
-def collect_inputs(inputs: list[str]) -> tuple[list[Path], list[Path]]:
-    """(image files, .bin files) named by `inputs`; folders are searched recursively."""
-    images, bins = [], []
-    for item in inputs:
-        path = Path(item)
-        if not path.exists():
-            raise UsageError(f"input {path} does not exist; pass face images, folders of them or .bin files")
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise UsageError(
-                    f"folder {path} holds no {'/'.join(IMAGE_SUFFIXES)} images; pass a folder of aligned face crops"
-                )
-            images += found
-        elif path.suffix.lower() == ".bin":
-            bins.append(path)
-        elif path.suffix.lower() in IMAGE_SUFFIXES:
-            images.append(path)
-        else:
-            raise UsageError(f"input {path} is not an image ({', '.join(IMAGE_SUFFIXES)}), a folder or a .bin")
-    return images, bins
-
-
-def read_faces(paths: list[Path], progress):
-    """uint8 (N, 112, 112, 3) RGB faces of image files (resized when needed)."""
+def read_inputs(inputs: list[str]):
+    """(names, uint8 (N, 112, 112, 3) RGB faces, [(path, VerificationSet)] of the .bin inputs); folders, RecordIO
+    folders and .bin files go through face_sources (the one face reader of every tool), single images are read here."""
     import cv2
     import numpy as np
 
-    faces = []
-    for path in progress(paths, "reading faces"):
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise UsageError(f"cannot decode {path}; re-encode it or remove it from the input")
-        if image.shape[:2] != (112, 112):
-            shrink = image.shape[0] > 112
-            image = cv2.resize(image, (112, 112), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-        faces.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
-    return np.stack(faces)
+    from recipes.arcface_torch.evaluation.bin_file import load_bin
+    from recipes.arcface_torch.face_files import IMAGE_SUFFIXES
+    from recipes.arcface_torch.face_sources import read_faces
 
-
-def _progress(quiet: bool):
-    """A wrapper showing a tqdm bar on stderr unless `quiet`."""
-    from tqdm import tqdm
-
-    def wrap(items, what):
-        return tqdm(items, desc=what, disable=quiet, file=sys.stderr, leave=False)
-
-    return wrap
+    names, parts, bins = [], [], []
+    for item in inputs:
+        path = Path(item)
+        if not path.exists():
+            raise UsageError(f"input {path} does not exist; pass face images, folders of them, a RecordIO or a .bin")
+        if path.is_file() and path.suffix.lower() == ".bin":
+            vset = load_bin(path)
+            bins.append((path, vset))
+            names += [f"{path}#{index}" for index in range(vset.images.shape[0])]
+            parts.append(vset.images)
+        elif path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is None:
+                raise UsageError(f"cannot decode {path}; re-encode it or remove it from the input")
+            if image.shape[:2] != (112, 112):
+                shrink = image.shape[0] > 112
+                image = cv2.resize(image, (112, 112), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+            names.append(str(path))
+            parts.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)[None])
+        else:
+            found, faces = read_faces(path, size=112)  # BGR
+            names += [f"{path}/{name}" for name in found]
+            parts.append(np.ascontiguousarray(faces[..., ::-1]))
+    return names, np.concatenate(parts), bins
 
 
 def _centre_backbone(args, model_arg: Path):
@@ -192,12 +179,9 @@ def _erc_report(model, vset, args) -> tuple[list[dict], dict]:
 def run(args) -> int:
     import numpy as np
 
-    from recipes.arcface_torch.evaluation.bin_file import load_bin
     from recipes.arcface_torch.face_quality import load_quality_model, score_faces
 
-    progress = _progress(args.quiet or args.json)
-    image_paths, bin_paths = collect_inputs(args.inputs)
-    if args.erc and not bin_paths:
+    if args.erc and not any(item.lower().endswith(".bin") for item in args.inputs):
         raise UsageError("--erc needs a .bin input (pairs with same/different labels); add one, e.g. lfw.bin")
     if args.build_centre:
         backbone, target = _centre_backbone(args, Path(args.model))
@@ -210,21 +194,16 @@ def run(args) -> int:
             Path(args.centre) if args.centre else None,
             scores_wanted,
         )
-    bin_sets = [load_bin(path) for path in bin_paths]
-    names = [str(path) for path in image_paths]
-    parts = [read_faces(image_paths, progress)] if image_paths else []
-    for path, vset in zip(bin_paths, bin_sets, strict=True):
-        parts.append(vset.images)
-        names += [f"{path}#{index}" for index in range(vset.images.shape[0])]
-    faces = np.concatenate(parts)
+    names, faces, bins = read_inputs(args.inputs)
     if args.build_centre:
         print(_build_centre(backbone, target, faces, ", ".join(args.inputs)))
         return 0
     erc_rows = []
     if args.erc:  # the first .bin's images are scored from the embeddings its pair scores are made of
-        erc_rows, bin_scores = _erc_report(model, bin_sets[0], args)
-        first = len(image_paths)
-        other = np.concatenate([faces[:first], faces[first + bin_sets[0].images.shape[0] :]])
+        bin_path, vset = bins[0]
+        erc_rows, bin_scores = _erc_report(model, vset, args)
+        first = names.index(f"{bin_path}#0")
+        other = np.concatenate([faces[:first], faces[first + vset.images.shape[0] :]])
         rest = score_faces(model, other)[1] if len(other) else {k: np.empty(0) for k in bin_scores}
         scores = {k: np.concatenate([rest[k][:first], bin_scores[k], rest[k][first:]]) for k in bin_scores}
     else:
@@ -258,7 +237,7 @@ def run(args) -> int:
         + "; ".join(f"{k} mean {s['mean']:.4f} (min {s['min']:.4f}, max {s['max']:.4f})" for k, s in summary.items())
     )
     if erc_rows:
-        print(f"error versus reject on {bin_paths[0].name} (FNMR at FMR {args.fmr:g}, threshold fixed on all pairs):")
+        print(f"error versus reject on {bins[0][0].name} (FNMR at FMR {args.fmr:g}, threshold fixed on all pairs):")
         print("  score    FNMR 0%   FNMR 20%  FNMR 40%  area (mean FNMR, lower is better)")
         for row in erc_rows:
             fnmr, fractions = row["fnmr"], row["fractions"]
@@ -275,17 +254,16 @@ def run(args) -> int:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    warn_deprecated_overwrite(args)
     problem = _argument_error(args)
     if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 1
+        return fail(problem)
     from recipes.arcface_torch.checkpoint import CheckpointError
 
     try:
         return run(args)
     except (UsageError, CheckpointError, ValueError, OSError) as error:
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
-        return 1
+        return fail(error)
 
 
 if __name__ == "__main__":

@@ -33,14 +33,14 @@ from .backbone_checkpoint import CheckpointError, build_backbone, resolve_checkp
 from .calibration_faces import calibration_faces
 from .onnx_batch_repair import BatchRepairError, fix_frozen_batch
 from .onnx_checks import check_file
-from .onnx_comparison import DEFAULT_MAX_ACCURACY_DROP
-from .onnx_export import DEFAULT_OPSET, ExportError, check_output_path, export_backbone, set_metadata, simplify_model
+from .onnx_export import ExportError, check_output_path, export_backbone, set_metadata, simplify_model
 from .onnx_fp16 import Fp16Error, convert_to_fp16
 from .onnx_int8 import Int8Error, quantize_int8
 from .onnx_opset import OpsetError, convert_opset, opset_of
 from .onnx_precision import FP16, FP32, INT8
 from .onnx_preprocessing import expected_preprocessing
 from .onnx_verification import Report, verify
+from .options import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_OPSET
 
 
 class ConversionError(RuntimeError):

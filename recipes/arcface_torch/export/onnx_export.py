@@ -52,10 +52,8 @@ from .onnx_quality import (
     run_quality,
     torch_quality,
 )
+from .options import DEFAULT_OPSET, DYNAMO_MIN_OPSET, MIN_OPSET
 
-DEFAULT_OPSET = 18
-MIN_OPSET = 11
-DYNAMO_MIN_OPSET = 18  # below this the TorchScript exporter writes the requested opset natively
 INPUT_NAME = "input.1"
 OUTPUT_NAME = "embedding"
 INPUT_SIZE = 112

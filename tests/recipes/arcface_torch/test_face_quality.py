@@ -89,9 +89,10 @@ def test_recognisability_file_round_trip_and_bad_files(tmp_path):
 def test_from_head_holds_the_loss_buffers_once_a_centre_is_set():
     loss = RI()
     head = make_head([loss], 5, DIM, 32.0)
-    assert from_head(head, 0) is None
+    assert from_head(head) is None
     loss.set_centre(torch.randn(DIM, dtype=torch.float64), 0.25)
-    record = from_head(head, 3)
+    head.set_epoch(3)
+    record = from_head(head)
     assert torch.allclose(record.centre.double(), loss.centre) and record.ui_level == 0.25
     assert record.regressor_weight.shape == (DIM,) and record.source == "ri loss, centre of epoch 3"
 
