@@ -4,7 +4,7 @@ error-versus-reject on held-out faces, clean and degraded on purpose; and whethe
     python benchmarks/quality_study.py                        # 3 methods x 3 seeds, 2 runs at a time
     python benchmarks/quality_study.py --seeds 0 --no-run     # summarise the finished runs only
     python benchmarks/quality_study.py --bin /work/scratch/lfw/lfw.bin   # also an insightface .bin (e.g. LFW)
-    python benchmarks/quality_study.py --bin /work/scratch/lfw/lfw.bin --rescore   # add it to finished runs
+    python benchmarks/quality_study.py --bin /work/scratch/lfw/lfw.bin --rescore   # score finished runs again
 
 Training: config synthetic_compare (TinyFaceNet, batch 64, s = 32) on the "classic" synthetic task (its faces
 already vary: 30% at low resolution, half of them blurred, 15% occluded) with 400 identities x 8 images, no wrong
@@ -13,7 +13,7 @@ epoch 1, tau 0.2); "magface" is MagFace with its defaults. Test: 2000 pairs (hal
 training never saw (rendered once per seed); "degraded" is the same
 pairs with every image, independently with probability 1/2, shrunk to 32, 24 or 16 pixels and back, blurred
 (sigma 2.5 px) or occluded (degradations.LEVELS). Per model and set: 10-fold accuracy (flip test), and the
-error-versus-reject curve (FNMR at the threshold of FMR 1e-2 fixed on all pairs, 0-40% of images rejected,
+error-versus-reject curve (FNMR at FMR 1e-2 on the pairs left, 0-40% of images rejected,
 evaluation/error_versus_reject.py) of each score: ri (the RI regressor, arcface+ri only), ers (1 - cosine to
 the unrecognisable-identity centre; for every model built after training from 1024 training faces shrunk to
 8x8 px and blurred, face_quality.py), norm; on the degraded set also "oracle" (minus the degradation level: a
@@ -107,7 +107,12 @@ def score_set(model, vset, severity) -> dict:
         qualities["oracle"] = -severity.astype(np.float64)
     curves = {name: error_versus_reject(pair_scores, vset.issame, q, FMR).as_dict() for name, q in qualities.items()}
     curves["random"] = random_rejection(pair_scores, vset.issame, FMR, draws=10).as_dict()
-    return {"accuracy": accuracy, "accuracy_std": accuracy_std, "curves": curves}
+    fixed = {
+        name: error_versus_reject(pair_scores, vset.issame, q, FMR, threshold="fixed").as_dict()
+        for name, q in qualities.items()
+    }
+    fixed["random"] = random_rejection(pair_scores, vset.issame, FMR, draws=10, threshold="fixed").as_dict()
+    return {"accuracy": accuracy, "accuracy_std": accuracy_std, "curves": curves, "fixed_threshold_curves": fixed}
 
 
 def quality_model_of(cfg):
@@ -154,16 +159,19 @@ def run_one(spec_path: Path) -> int:
     return 0
 
 
-def score_bins(spec_path: Path) -> int:
-    """Child process: score a finished run on the --bin sets its result.json lacks (no training)."""
+def score_again(spec_path: Path) -> int:
+    """Child process: score a finished run on every set it lacks in the current form, --bin sets included."""
     from recipes.arcface_torch.config import get_config
 
     spec = json.loads(spec_path.read_text())
     cfg = get_config(spec["config"], **spec["overrides"])
     record = json.loads((spec_path.parent / "result.json").read_text())
     model = quality_model_of(cfg)
-    for name, vset, severity in held_out_sets(cfg, spec["bins"], Path(spec["cache"]))[2:]:
-        record["sets"][name] = score_set(model, vset, severity)
+    old = record["sets"]
+    record["sets"] = {
+        name: old[name] if "fixed_threshold_curves" in old.get(name, {}) else score_set(model, vset, severity)
+        for name, vset, severity in held_out_sets(cfg, spec["bins"], Path(spec["cache"]))
+    }
     write_bytes_atomically(spec_path.parent / "result.json", json.dumps(record).encode())
     return 0
 
@@ -176,9 +184,10 @@ def launch(plan: list[dict], jobs: int, rescore: bool = False) -> None:
     def one(entry: dict) -> None:
         run_dir = Path(entry["run_dir"])
         done = run_dir / "result.json"
-        if rescore:
-            names = [Path(b).stem for b in entry["bins"]]
-            if not done.is_file() or all(n in json.loads(done.read_text())["sets"] for n in names):
+        if rescore:  # finished runs scored before the --bin sets or the current scoring
+            names = ["clean", "degraded"] + [Path(b).stem for b in entry["bins"]]
+            sets = json.loads(done.read_text())["sets"] if done.is_file() else None
+            if sets is None or all(n in sets and "fixed_threshold_curves" in sets[n] for n in names):
                 return
         elif done.is_file():
             return
@@ -187,7 +196,7 @@ def launch(plan: list[dict], jobs: int, rescore: bool = False) -> None:
         (run_dir / "spec.json").write_text(json.dumps(spec))
         with open(run_dir / ("score.log" if rescore else "stdout.log"), "w") as handle:
             code = subprocess.run(
-                [sys.executable, __file__, "--score-bins" if rescore else "--run-one", str(run_dir / "spec.json")],
+                [sys.executable, __file__, "--score-again" if rescore else "--run-one", str(run_dir / "spec.json")],
                 cwd=ROOT,
                 env=env,
                 stdout=handle,
@@ -210,25 +219,33 @@ def summarise(records: list[dict], header: str) -> str:
     """Markdown: per set, accuracy and ERC areas per method (mean +- std over seeds); RI's accuracy cost."""
     lines = [header, ""]
     sets = list(dict.fromkeys(name for r in records for name in r["sets"]))
+    kinds = (
+        ("curves", "threshold found again at FMR {fmr:g} on the pairs left"),
+        ("fixed_threshold_curves", "threshold fixed at FMR {fmr:g} on all pairs (ISO/IEC 29794-1)"),
+    )
     for name in sets:
-        scores = list(dict.fromkeys(s for r in records for s in r["sets"].get(name, {}).get("curves", {})))
-        lines += [
-            f"### {name}: accuracy (%) and error-versus-reject area (mean FNMR (%) at FMR {FMR:g} over 0-40% rejected; "
-            "lower is better)",
-            "",
-            "| method | accuracy | " + " | ".join(f"area {s}" for s in scores) + " |",
-            "|---|---|" + "---|" * len(scores),
-        ]
-        for method in METHODS:
-            runs = [r for r in records if r["method"] == method and name in r["sets"]]
-            if not runs:
+        for key, how in kinds:
+            scores = list(dict.fromkeys(s for r in records for s in r["sets"].get(name, {}).get(key, {})))
+            if not scores:
                 continue
-            row = [f"{method} ({len(runs)} seeds)", _mean_std([r["sets"][name]["accuracy"] for r in runs])]
-            for score in scores:
-                areas = [r["sets"][name]["curves"][score]["area"] for r in runs if score in r["sets"][name]["curves"]]
-                row.append(_mean_std(areas) if areas else "")
-            lines.append("| " + " | ".join(row) + " |")
-        lines.append("")
+            lines += [
+                f"### {name}: error-versus-reject area, mean FNMR (%) over 0-40% of images rejected, "
+                f"{how.format(fmr=FMR)}; lower is better",
+                "",
+                "| method | accuracy (%) | FNMR at 0% | " + " | ".join(f"area {s}" for s in scores) + " |",
+                "|---|---|---|" + "---|" * len(scores),
+            ]
+            for method in METHODS:
+                runs = [r for r in records if r["method"] == method and key in r["sets"].get(name, {})]
+                if not runs:
+                    continue
+                row = [f"{method} ({len(runs)} seeds)", _mean_std([r["sets"][name]["accuracy"] for r in runs])]
+                row.append(_mean_std([r["sets"][name][key]["random"]["fnmr"][0] for r in runs]))
+                for score in scores:
+                    areas = [r["sets"][name][key][score]["area"] for r in runs if score in r["sets"][name][key]]
+                    row.append(_mean_std(areas) if areas else "")
+                lines.append("| " + " | ".join(row) + " |")
+            lines.append("")
     lines += ["### Does RI training change verification accuracy? (arcface+ri - arcface, paired by seed, points)", ""]
     lines += ["| set | difference (mean +- std) | per seed |", "|---|---|---|"]
     base = {r["seed"]: r for r in records if r["method"] == "arcface"}
@@ -280,14 +297,16 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", default="/work/scratch/quality_study", help="folder for the training runs")
     parser.add_argument("--results", default=str(ROOT / "benchmarks/results/quality_study"))
     parser.add_argument("--no-run", action="store_true", help="only summarise the runs that finished")
-    parser.add_argument("--rescore", action="store_true", help="score finished runs on the --bin sets they lack")
+    parser.add_argument(
+        "--rescore", action="store_true", help="score finished runs again where --bin sets or current scores lack"
+    )
     parser.add_argument("--run-one", help=argparse.SUPPRESS)
-    parser.add_argument("--score-bins", help=argparse.SUPPRESS)
+    parser.add_argument("--score-again", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.run_one:
         return run_one(Path(args.run_one))
-    if args.score_bins:
-        return score_bins(Path(args.score_bins))
+    if args.score_again:
+        return score_again(Path(args.score_again))
     for path in args.bin:
         if not Path(path).is_file():
             print(f"error: --bin {path} does not exist; pass an insightface .bin such as lfw.bin", file=sys.stderr)

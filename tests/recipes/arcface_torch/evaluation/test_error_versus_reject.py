@@ -37,10 +37,21 @@ def test_readout_by_hand():
 
 def test_threshold_is_tar_far_readout_so_fnmr_at_zero_is_one_minus_tar():
     scores, issame, _ = degraded_pairs(pairs=2000)
-    curve = error_versus_reject(scores, issame, np.zeros(4000), fmr=1e-2)
+    rng = np.random.default_rng(3)
+    quality = rng.random(4000)
+    curve = error_versus_reject(scores, issame, quality, fmr=1e-2, fractions=[0.0, 0.2])
     detail = tar_at_far_details(scores, issame, [1e-2])[1e-2]
-    assert curve.threshold == detail["threshold"]
+    assert curve.thresholds[0] == detail["threshold"]
     assert curve.fnmr[0] == pytest.approx(1 - detail["tar"])
+    # at 20% rejected: the readout again, on the pairs left
+    rank = np.empty(4000, dtype=np.int64)
+    rank[np.argsort(quality, kind="stable")] = np.arange(4000)
+    keep = np.minimum(rank[0::2], rank[1::2]) >= 800
+    again = tar_at_far_details(scores[keep], issame[keep], [1e-2])[1e-2]
+    assert curve.thresholds[1] == again["threshold"] and curve.fnmr[1] == pytest.approx(1 - again["tar"])
+    fixed = error_versus_reject(scores, issame, quality, fmr=1e-2, fractions=[0.0, 0.2], threshold="fixed")
+    assert list(fixed.thresholds) == [detail["threshold"]] * 2
+    assert fixed.fnmr[1] == pytest.approx(np.mean(scores[keep & issame] < detail["threshold"]))
 
 
 def test_perfect_score_beats_random_rejection_and_a_random_score_does_not():
@@ -49,13 +60,33 @@ def test_perfect_score_beats_random_rejection_and_a_random_score_does_not():
     perfect = error_versus_reject(scores, issame, np.where(degraded, 0.0, 1.0), fmr=1e-2)
     rng = np.random.default_rng(5)
     guesses = [error_versus_reject(scores, issame, rng.random(scores.size * 2), fmr=1e-2) for _ in range(3)]
-    assert perfect.fnmr[0] == pytest.approx(baseline.fnmr[0]) and perfect.threshold == baseline.threshold
+    assert perfect.fnmr[0] == pytest.approx(baseline.fnmr[0]) and perfect.thresholds[0] == pytest.approx(
+        baseline.thresholds[0]
+    )
     assert perfect.area < 0.75 * baseline.area and perfect.fnmr[-1] < 0.3 * perfect.fnmr[0]
     for guess in guesses:  # within the spread of random rejection: no better, no worse
         assert abs(guess.area - baseline.area) < 0.1 * baseline.area
     # the inverted score rejects the good images first: worse than random
     inverted = error_versus_reject(scores, issame, np.where(degraded, 1.0, 0.0), fmr=1e-2)
     assert inverted.area > baseline.area
+
+
+def test_refit_threshold_credits_the_false_matches_rejection_removes():
+    """Degraded faces that look alike across identities (false matches) but keep their genuine scores: only the
+    threshold found again on the pairs left sees the gain of rejecting them."""
+    rng = np.random.default_rng(1)
+    pairs = 2000
+    issame = np.arange(pairs) % 2 == 0
+    degraded = rng.random(2 * pairs) < 0.2
+    both = degraded[0::2] & degraded[1::2]
+    scores = np.where(issame, rng.normal(0.6, 0.1, pairs), rng.normal(0.0, 0.1, pairs) + 0.55 * both)
+    quality = np.where(degraded, 0.0, 1.0)
+    refit = error_versus_reject(scores, issame, quality, fmr=1e-2)
+    random_refit = random_rejection(scores, issame, fmr=1e-2, draws=5)
+    assert refit.area < 0.7 * random_refit.area
+    fixed = error_versus_reject(scores, issame, quality, fmr=1e-2, threshold="fixed")
+    random_fixed = random_rejection(scores, issame, fmr=1e-2, draws=5, threshold="fixed")
+    assert abs(fixed.area - random_fixed.area) < 0.15 * random_fixed.area
 
 
 def test_accuracy_is_the_ten_fold_accuracy_of_the_pairs_left():
@@ -85,6 +116,7 @@ def test_degraded_set_has_the_known_ordering():
 def test_plot_and_bad_inputs(tmp_path):
     scores, issame, degraded = degraded_pairs(pairs=400)
     curve = error_versus_reject(scores, issame, -degraded.astype(float), fmr=1e-2)
+    assert np.isnan(curve.fnmr[-1]) and np.isnan(curve.area)  # too few impostors left for FMR 1e-2
     path = plot_error_versus_reject(
         {"oracle": (curve.fractions, curve.fnmr), "random": (curve.fractions, curve.fnmr[::-1])}, tmp_path / "e.png"
     )
