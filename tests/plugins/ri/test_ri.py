@@ -223,3 +223,14 @@ def test_two_ranks_equal_one_process():
             assert_close(w_grad, ref[2][start : start + w_grad.shape[0]], f"{where}: centre grad")
             for key in ref[3]:  # the replicated regressor: the full one-process gradient on every rank
                 assert_close(params[key], ref[3][key], f"{where}: grad of {key}")
+
+
+def test_config_section_is_checked_by_the_loss():
+    from recipes.arcface_torch.config import ConfigError, get_config
+
+    cfg = get_config("recipes/arcface_torch/configs/synthetic_arcface", loss=["ri", "unpg"])
+    assert cfg.ri == RI.DEFAULTS
+    with pytest.raises(ConfigError, match=r"config.ri: tau=-1 must be a number >= 0"):
+        get_config("recipes/arcface_torch/configs/synthetic_arcface", loss="ri", ri={"tau": -1})
+    with pytest.raises(ConfigError, match="unknown config key 'ri.taus'; did you mean 'ri.tau'"):
+        get_config("recipes/arcface_torch/configs/synthetic_arcface", loss="ri", ri={"taus": 0.1})
