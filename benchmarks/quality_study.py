@@ -230,7 +230,8 @@ def summarise(records: list[dict], header: str) -> str:
                 continue
             lines += [
                 f"### {name}: error-versus-reject area, mean FNMR (%) over 0-40% of images rejected, "
-                f"{how.format(fmr=FMR)}; lower is better",
+                f"{how.format(fmr=FMR)}; lower is better; (in brackets: the area over random rejection's, the mean "
+                "of the per-seed ratios)",
                 "",
                 "| method | accuracy (%) | FNMR at 0% | " + " | ".join(f"area {s}" for s in scores) + " |",
                 "|---|---|---|" + "---|" * len(scores),
@@ -242,8 +243,14 @@ def summarise(records: list[dict], header: str) -> str:
                 row = [f"{method} ({len(runs)} seeds)", _mean_std([r["sets"][name]["accuracy"] for r in runs])]
                 row.append(_mean_std([r["sets"][name][key]["random"]["fnmr"][0] for r in runs]))
                 for score in scores:
-                    areas = [r["sets"][name][key][score]["area"] for r in runs if score in r["sets"][name][key]]
-                    row.append(_mean_std(areas) if areas else "")
+                    pairs = [
+                        (r["sets"][name][key][score]["area"], r["sets"][name][key]["random"]["area"])
+                        for r in runs
+                        if score in r["sets"][name][key]
+                    ]
+                    ratio = np.mean([a / b for a, b in pairs]) if pairs else np.nan
+                    cell = f"{_mean_std([a for a, _ in pairs])} ({ratio:.2f})" if pairs else ""
+                    row.append(cell if score != "random" else _mean_std([a for a, _ in pairs]))
                 lines.append("| " + " | ".join(row) + " |")
             lines.append("")
     lines += ["### Does RI training change verification accuracy? (arcface+ri - arcface, paired by seed, points)", ""]
@@ -352,7 +359,7 @@ def main(argv=None) -> int:
     header = (
         f"`{command}` | config {CONFIG} + {json.dumps(BASE)} | {len(records)} of {len(plan)} runs finished, "
         f"{args.jobs} at a time on {os.cpu_count()} CPU cores, mean train time per run {minutes:.1f} min"
-        + (f", wall time {(time.time() - started) / 60:.0f} min" if not args.no_run else "")
+        + (f", wall time of this invocation {(time.time() - started) / 60:.0f} min" if not args.no_run else "")
     )
     write_bytes_atomically(results / "study.md", (summarise(records, header) + "\n").encode())
     write_bytes_atomically(results / "study.json", json.dumps(records).encode())

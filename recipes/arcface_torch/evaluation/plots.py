@@ -168,7 +168,7 @@ def plot_error_versus_reject(
     n/a when some FNMR is NaN: too few pairs left to read it, and those points are not drawn)."""
     if not curves:
         raise ValueError("plot_error_versus_reject got no curves; pass {name: (fractions, fnmr)}")
-    figure = Figure(figsize=(7, 4.5))
+    figure = Figure(figsize=(8, 4.5))
     axes = figure.add_subplot(1, 1, 1)
     for name, (fractions, fnmr) in curves.items():
         fractions = _as_values(fractions, f"fractions of curve {name!r}")
@@ -187,5 +187,5 @@ def plot_error_versus_reject(
     axes.set_ylim(bottom=0.0)
     axes.set_title(title)
     axes.grid(alpha=0.3)
-    axes.legend(loc="upper right")
+    axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")  # beside the curves, not on them
     return _save(figure, path)
