@@ -286,6 +286,8 @@ def plot(records: list[dict], results: Path) -> list[Path]:
                 label = score if score in ("random", "oracle") else f"{method}: {score}"
                 curve = [r["sets"][name]["curves"][score] for r in runs]
                 curves[label] = (curve[0]["fractions"], np.mean([c["fnmr"] for c in curve], axis=0))
+        if "oracle" in curves:
+            curves["oracle (arcface)"] = curves.pop("oracle")
         if "random" in curves:  # drawn last, dashed
             curves["random (arcface)"] = curves.pop("random")
         path = results / f"erc_{name}.png"
