@@ -7,14 +7,17 @@ Per size (B, C_local), on the same embeddings (B, D), labels (two images per ide
     chunk N    PartialFC(head_chunk=N, head_chunk_budget=--budget): classes in chunks of N (--chunk, several
                values allowed, "auto" among them); the kept exps are bounded by the budget, chunks beyond it are
                recomputed in backward
-    floor      the three B x D x C_local products a head step cannot avoid -- the cosines X^ W^T, dX = G W and
-               dW = G^T X^ -- with preallocated outputs, timed two ways in every round: whole (three torch.mm
-               over (B, C_local)) and in the first chunked variant's chunks; the floor is the faster of the two
+    floor      the three B x D x K products a head step cannot avoid (K = C_local, or the sampled centres with
+               --sample-rate) -- the cosines X^ W^T, dX = G W and dW = G^T X^ -- with preallocated outputs, timed
+               two ways in every round: whole (three torch.mm over (B, K)) and in the first chunked variant's
+               chunks; the floor is the faster of the two
 
 Time: one untimed warm-up step per variant (it doubles as the memory measurement), then --repeats rounds in which
 every variant runs once, the order rotating each round; per round each variant's ratio to that round's floor
 (and chunked / dense), medians over rounds. One intra-op thread by default (--threads): on a shared CPU, multi-
-threaded ops wait on descheduled threads and the comparison drowns in scheduling noise.
+threaded ops wait on descheduled threads and the comparison drowns in scheduling noise. A chunked head keeps its
+exps buffer from step to step, as in training; where those buffers and the dense step would not fit in memory
+together (or with --fresh-buffers) every chunked step allocates its buffer afresh, which the table says.
 
 Memory: the peak of live allocator bytes above the step's start (torch.profiler's memory records on CPU,
 max_memory_allocated on CUDA), inputs and weights excluded, gradients cleared before; BLAS scratch is not
@@ -127,19 +130,25 @@ class Problem:
             head.weight = torch.nn.Parameter(weight)  # the very same centres for every head
             self.heads[name] = head
         self.weight = weight
+        self.columns = classes  # K, the centres a step uses (fewer when sampled): the floor's width
+        self.fresh_buffers = args.fresh_buffers
 
     def clear(self) -> None:
+        """Free the last step's gradients (and, with fresh_buffers, every kept exps buffer): call it outside the
+        measured region, so that no step is charged for freeing another's memory."""
         self.embeddings.grad = None
         for head in self.heads.values():
             head.weight.grad = None
+            if self.fresh_buffers:
+                head._workspace = None
 
     def synchronize(self) -> None:
         if self.device.type == "cuda":
             self.torch.cuda.synchronize(self.device)
 
     def step(self, name: str) -> None:
+        """One forward + backward of head `name` (clear() first)."""
         torch = self.torch
-        self.clear()
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
             loss = self.heads[name](self.embeddings, self.labels)
         loss.backward()
@@ -149,13 +158,13 @@ class Problem:
         torch = self.torch
         dtype = self.amp or torch.float32
         unit = torch.nn.functional.normalize(self.embeddings.detach()).to(dtype)
-        return unit, torch.nn.functional.normalize(self.weight).to(dtype)
+        return unit, torch.nn.functional.normalize(self.weight[: self.columns]).to(dtype)
 
     def floor_whole(self) -> float:
         """Seconds of the three products over the whole (B, C_local), outputs allocated (and touched) first."""
         torch = self.torch
         unit, centres = self.floor_operands()
-        logits = torch.zeros(self.batch, self.classes, dtype=unit.dtype, device=self.device)
+        logits = torch.zeros(self.batch, self.columns, dtype=unit.dtype, device=self.device)
         grad_unit, grad_centres = torch.zeros_like(unit), torch.zeros_like(centres)
         self.synchronize()
         start = time.perf_counter()
@@ -173,8 +182,8 @@ class Problem:
         grad_unit, grad_centres = torch.zeros_like(unit), torch.zeros_like(centres)
         self.synchronize()
         start = time.perf_counter()
-        for first in range(0, self.classes, width):
-            last = min(first + width, self.classes)
+        for first in range(0, self.columns, width):
+            last = min(first + width, self.columns)
             part = block[:, : last - first] if last - first < width else block
             rows = centres[first:last]
             torch.mm(unit, rows.t(), out=part)
@@ -220,9 +229,14 @@ def measure_in_process(batch: int, classes: int, args) -> dict:
     args.budget_of = {f"chunk {args.chunk[0]} @{budget:g}": budget for budget in args.budget[1:]}
     row: dict = {"B": batch, "C": classes, "skipped": {}}
     dense_need = DENSE_BYTES_PER_ENTRY * batch * classes
-    if args.device == "cpu" and dense_need > 0.8 * mem_available_bytes():
+    available = 0.8 * mem_available_bytes()
+    if args.device == "cpu" and dense_need > available:
         variants.remove("dense")
         row["skipped"]["dense"] = f"does not fit (needs ~{fmt_bytes(dense_need)})"
+    kept_need = min(max(args.budget) * GIB, 4 * batch * classes) * (len(variants) - 2)
+    if args.device == "cpu" and "dense" in variants and dense_need + kept_need > available and not args.fresh_buffers:
+        args.fresh_buffers = True  # the chunked heads' kept buffers and the dense step would not fit together
+        row["fresh_buffers"] = True
     problem = Problem(batch, classes, args, variants)
     heads = [name for name in variants if name != "floor"]
     row["peak"], row["chunking"] = {}, {}
@@ -233,6 +247,7 @@ def measure_in_process(batch: int, classes: int, args) -> dict:
         print(f"    warm-up {name}: peak {fmt_bytes(row['peak'][name])}", file=sys.stderr, flush=True)
     first_chunked = next((name for name in heads if name != "dense"), None)
     width = row["chunking"][first_chunked]["width"] if first_chunked else None
+    problem.columns = row["K"] = int(problem.heads[heads[0]].weight_index.numel())  # sampled: the floor's K
     problem.clear()
     problem.floor_whole()  # warm-up
     samples: dict[str, list[float]] = {name: [] for name in variants}
@@ -242,16 +257,18 @@ def measure_in_process(batch: int, classes: int, args) -> dict:
         shift = repetition % len(timed)
         for name in timed[shift:] + timed[:shift]:
             if name == "floor":
+                problem.clear()
                 samples["floor whole"].append(problem.floor_whole())
                 chunks = problem.floor_chunks(width) if width else float("inf")
                 samples["floor chunks"].append(chunks)
                 samples["floor"].append(min(samples["floor whole"][-1], chunks))
             else:
+                problem.clear()
                 samples[name].append(problem.seconds(lambda name=name: problem.step(name)))
         print(f"    round {repetition + 1}/{args.repeats} done", file=sys.stderr, flush=True)
     row["samples"] = samples
     row["variants"] = heads
-    row["entry_bytes"] = batch * classes * 4
+    row["entry_bytes"] = batch * row["K"] * 4
     return row
 
 
@@ -314,14 +331,14 @@ def print_table(rows: list[dict], args, torch) -> None:
             peak = row["peak"][name]
             peak_ratio = f"{peak / row['peak']['dense']:.3f}" if "dense" in row["peak"] and name != "dense" else "-"
             rss = row.get("rss", {})
-            rss_extra = (
-                fmt_bytes(rss[name] - rss["inputs"]) if rss.get(name) is not None and rss.get("inputs") else "-"
-            )
+            rss_extra = fmt_bytes(rss[name] - rss["inputs"]) if rss.get(name) is not None and rss.get("inputs") else "-"
             print(
                 f"{row['B']:>6} {row['C']:>8} | {name:<16} | {width:>6} {kept:>9} | {statistics.median(times):>9.3f} | "
                 f"{median_ratio(times, floor):>7.3f} | {over_dense:>7} | {fmt_bytes(peak):>10} | {peak_ratio:>10} | "
                 f"{rss_extra:>10}"
             )
+        if row.get("fresh_buffers"):
+            print(f"{row['B']:>6} {row['C']:>8} | (chunked heads allocated their exps buffer every step: memory)")
         for name, why in row["skipped"].items():
             print(f"{row['B']:>6} {row['C']:>8} | {name:<16} | {why}")
         whole, chunks = row["samples"]["floor whole"], row["samples"]["floor chunks"]
@@ -329,7 +346,7 @@ def print_table(rows: list[dict], args, torch) -> None:
         print(
             f"{row['B']:>6} {row['C']:>8} | {'floor':<16} | {'':>6} {'':>9} | {statistics.median(floor):>9.3f} | "
             f"{1.0:>7.3f} | {'':>7} | (whole {statistics.median(whole):.3f} s, in chunks {chunk_text} s; one fp32 "
-            f"(B, C_local) copy = {fmt_bytes(row['entry_bytes'])})"
+            f"(B, K) copy = {fmt_bytes(row['entry_bytes'])}; K = {row['K']} centres used per step)"
         )
     print(
         "width: classes per chunk; kept: chunks whose exps stay in the buffer / chunks (the rest are recomputed); "
@@ -338,7 +355,11 @@ def print_table(rows: list[dict], args, torch) -> None:
     )
 
 
-def check_targets(rows: list[dict]) -> list[tuple[str, bool | None]]:
+def check_targets(rows: list[dict], args) -> list[tuple[str, bool | None]]:
+    """The targets hold for the plain margin softmax over every centre (no --unpg, sample_rate 1): UNPG's own
+    B x B term and the sampling gathers are not part of the three products."""
+    if args.unpg or args.sample_rate != 1.0:
+        return [("targets (defined for the plain head at sample_rate 1; this run adds UNPG or sampling)", None)]
     results = []
     batch, classes, limit = TIME_TARGET
     row = next((r for r in rows if (r["B"], r["C"]) == (batch, classes)), None)
@@ -387,6 +408,12 @@ def main(argv=None) -> int:
     parser.add_argument("--unpg", action="store_true", help="both heads with UNPG (replicated) as a loss")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--amp", action="store_true", help="heads under autocast (fp16 on CUDA, bf16 on CPU)")
+    parser.add_argument(
+        "--fresh-buffers",
+        action="store_true",
+        help="chunked heads allocate their exps buffer every step instead of keeping it (on by itself where the "
+        "kept buffers and the dense step would not fit in memory together)",
+    )
     parser.add_argument("--rss", action="store_true", help="also the peak RSS of each variant in a fresh process")
     parser.add_argument("--rss-worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -410,13 +437,15 @@ def main(argv=None) -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), device {args.device}")
     rows = []
     started = time.perf_counter()
+    fresh = args.fresh_buffers
     for batch, classes in args.sizes:
         print(f"  B={batch} C_local={classes} ...", file=sys.stderr, flush=True)
+        args.fresh_buffers = fresh
         rows.append(measure(batch, classes, args))
     print_table(rows, args, torch)
     print()
     failed = False
-    for name, passed in check_targets(rows):
+    for name, passed in check_targets(rows, args):
         print(f"{'SKIP' if passed is None else 'PASS' if passed else 'FAIL'} {name}")
         failed |= passed is False
     print(f"total {time.perf_counter() - started:.0f} s")

@@ -277,7 +277,9 @@ class PartialFC(nn.Module):
         )
         target_cos, token = chunked_target_cosines(unit, self.weight, index if self.sample_rate < 1.0 else None, step)
         if step.buffer is not None and step.buffer.numel():
-            self._workspace, self._last_step = step.buffer, step
+            reused = step.workspace is not None and step.buffer.data_ptr() == step.workspace.data_ptr()
+            self._workspace = step.workspace if reused else step.buffer  # a reused one keeps its full size
+            self._last_step = step
         ctx = LossContext(logits=None, shard_target_cos=target_cos, head_chunk=self.head_chunk, **context)
         replicated, partial, auxiliary = self._loss_terms(ctx)
         defining = [loss for loss in self.losses if loss.defines_target_logit]
