@@ -12,7 +12,7 @@ DEMO_CONFIG ?= recipes/arcface_torch/configs/synthetic_unpg
 DEMO_OUT ?= work_dirs/synthetic_unpg
 DEMO_DATA ?= work_dirs/synthetic_rec
 
-.PHONY: demo test lint fast bench clean-venv
+.PHONY: demo test lint docs fast bench clean-venv
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+
+docs: $(VENV)/.installed
+	$(PY) -m mkdocs build --strict --quiet
 
 fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow" tests

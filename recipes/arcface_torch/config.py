@@ -5,6 +5,7 @@ cfg = get_config("recipes/arcface_torch/configs/ms1mv3_r50_unpg")   # ".py" opti
 
 from __future__ import annotations
 
+import ast
 import copy
 import difflib
 import importlib.util
@@ -292,3 +293,26 @@ def config_warnings(cfg: edict) -> list[str]:
             "training.log and TensorBoard in config.output"
         )
     return notes
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r} is not KEY=VALUE; write e.g. --set loss=unpg or --set unpg.wisk=1.0")
+    key, raw = text.split("=", 1)
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw  # a bare word such as unpg or r50
+    return key.strip(), value
+
+
+def nest(pairs) -> dict:
+    """[("unpg.wisk", 1.0)] -> {"unpg": {"wisk": 1.0}}"""
+    tree: dict = {}
+    for key, value in pairs:
+        node = tree
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree

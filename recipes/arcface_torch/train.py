@@ -16,8 +16,6 @@ run out while one is writing.
 
 from __future__ import annotations
 
-import argparse
-import ast
 import json
 import math
 import os
@@ -32,18 +30,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from recipes.arcface_torch.atomic_file import write_bytes_atomically
 from recipes.arcface_torch.backbones import get_model
-from recipes.arcface_torch.checkpoint import (
-    CheckpointError,
-    atomic_torch_save,
-    check_checkpoint_keys,
-    checkpoint_path,
-    find_checkpoint,
-    load_checkpoint,
-    non_finite_tensors,
-    rng_state,
-    set_rng_state,
-)
-from recipes.arcface_torch.config import ConfigError, config_warnings, get_config
+from recipes.arcface_torch.checkpoint import CheckpointError
+from recipes.arcface_torch.config import ConfigError, config_warnings, get_config, nest, parse_override
 from recipes.arcface_torch.datasets.build import build_train_dataset, build_train_loader, build_val_sets
 from recipes.arcface_torch.distributed import (
     Heartbeat,
@@ -59,39 +47,11 @@ from recipes.arcface_torch.losses import build_head
 from recipes.arcface_torch.lr_scheduler import PolynomialLRWarmup
 from recipes.arcface_torch.registry import RegistryError
 from recipes.arcface_torch.run_folder import RunFolderError, RunFolderLock, check_run_folder
+from recipes.arcface_torch.run_start import start_run
+from recipes.arcface_torch.run_stop import RunStop
 from recipes.arcface_torch.training_log import AverageMeter, ProgressLogger, setup_logging
+from recipes.arcface_torch.training_state import TrainingError, TrainingState
 
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (non-finite loss or weights, mismatched resume state)."""
-
-
-# config keys that define a run: changing one between a checkpoint and its resume is refused unless allowed
-RUN_DEFINING_KEYS = (
-    "network",
-    "embedding_size",
-    "margin_list",
-    "scale",
-    "margin_gradient",
-    "sample_rate",
-    "interclass_filtering_threshold",
-    "loss",
-    "optimizer",
-    "lr",
-    "lr_power",
-    "momentum",
-    "weight_decay",
-    "batch_size",
-    "gradient_acc",
-    "clip_grad_norm",
-    "num_epoch",
-    "warmup_epoch",
-    "num_image",
-    "rec",
-    "seed",
-    "fp16",
-    "amp_dtype",
-)
 _COLLECTIVE_FAILURE = ("timed out", "timeout", "connection closed by peer", "connection reset", "broken pipe", "nccl")
 
 
@@ -142,21 +102,6 @@ def write_run_config(config, path: Path, **extra) -> None:
     record = {key: value for key, value in config.items()}
     record.update(extra)
     write_bytes_atomically(path, json.dumps(record, indent=2, default=list).encode())
-
-
-def changed_run_keys(current: dict, saved: dict) -> list[str]:
-    """'key old -> new' for every run-defining key whose value differs from the saved config.json
-    (`current` as config.json records it: the config with the resolved num_image)."""
-    changes = []
-    for key in RUN_DEFINING_KEYS:
-        if key not in saved:
-            continue
-        old, new = saved[key], current[key]
-        if isinstance(new, tuple):
-            new = list(new)
-        if old != new:
-            changes.append(f"{key} {old!r} -> {new!r}")
-    return changes
 
 
 def _is_collective_failure(error: BaseException) -> bool:
@@ -214,28 +159,10 @@ def _train(config, ctx, output: Path, lock, allow_config_change: bool) -> dict:
     run_steps = batches_per_epoch * config.num_epoch
     last_step = min(run_steps, config.max_steps) if config.max_steps else run_steps
 
-    torch.manual_seed(config.seed)  # identical backbone initialisation on every rank
-    backbone = get_model(
-        config.network,
-        dropout=config.dropout,
-        fp16=amp_dtype is not None,
-        num_features=config.embedding_size,
-        amp_dtype=amp_dtype,
-    ).to(ctx.device)
-    torch.manual_seed(config.seed + ctx.rank)
-    head = build_head(config, num_classes, fp16=False).to(ctx.device)  # fp32 head, as upstream's train_v2
+    state = build_training_state(config, ctx, num_classes, amp_dtype, warmup_steps, total_steps)
+    backbone, head = state.backbone, state.head
+    position = start_run(config, {**config, "num_image": num_image}, ctx, output, state, allow_config_change, logger)
     model = DistributedDataParallel(backbone, broadcast_buffers=False) if ctx.world_size > 1 else backbone
-    optimizer = build_optimizer(config, [{"params": backbone.parameters()}, *head.parameter_groups()])
-    scheduler = PolynomialLRWarmup(optimizer, warmup_steps, total_steps, power=config.lr_power)
-    scaler = torch.amp.GradScaler(ctx.device.type, enabled=amp_dtype == torch.float16, growth_interval=100)
-
-    step, epoch, start_batch = 0, 0, 0
-    ckpt_file = checkpoint_path(output, ctx.rank)
-    if config.resume:
-        current = {**config, "num_image": num_image}
-        step, epoch, start_batch = resume(
-            config, current, ctx, output, backbone, head, optimizer, scheduler, scaler, allow_config_change, logger
-        )
     if ctx.is_main and (not config.resume or allow_config_change):  # a resumed run keeps its config.json
         write_run_config(
             config,
@@ -245,41 +172,7 @@ def _train(config, ctx, output: Path, lock, allow_config_change: bool) -> dict:
             world_size=ctx.world_size,
             total_steps=total_steps,
         )
-
-    saved_step = None
-
-    def save(next_epoch: int, next_batch: int) -> None:
-        """model.pt (rank 0) and each rank's checkpoint, only when every rank's weights are finite."""
-        nonlocal saved_step
-        bad = non_finite_tensors(backbone.state_dict(), head.state_dict())
-        agree(
-            ctx,
-            TrainingError(
-                f"weights hold NaN/Inf ({', '.join(bad[:3])}) at step {step}; nothing was saved and "
-                f"the last checkpoint is kept; lower config.lr or keep clip_grad_norm > 0"
-            )
-            if bad
-            else None,
-        )
-        if ctx.is_main:
-            atomic_torch_save(backbone.state_dict(), output / "model.pt")
-        if config.save_all_states:
-            atomic_torch_save(
-                {
-                    "epoch": next_epoch,
-                    "global_step": step,
-                    "state_dict_backbone": backbone.state_dict(),
-                    "state_dict_softmax_fc": head.state_dict(),
-                    "state_optimizer": optimizer.state_dict(),
-                    "state_lr_scheduler": scheduler.state_dict(),
-                    "next_batch": next_batch,
-                    "world_size": ctx.world_size,
-                    "state_scaler": scaler.state_dict(),
-                    "rng": rng_state(),
-                },
-                ckpt_file,
-            )
-        saved_step = step
+    stop = RunStop(config, ctx, output, state, last_step, batches_per_epoch)
 
     writer = None
     if ctx.is_main:
@@ -287,6 +180,7 @@ def _train(config, ctx, output: Path, lock, allow_config_change: bool) -> dict:
 
         writer = SummaryWriter(log_dir=str(output / "tensorboard"))
     verification = VerificationCallback(val_sets, config.verbose, output, summary_writer=writer, rank=ctx.rank)
+    step, epoch, start_batch = position.step, position.epoch, position.batch
     progress = ProgressLogger(config.frequent, last_step, config.batch_size * ctx.world_size, step, logger, writer)
     loss_meter, loss_history, results = AverageMeter(), [], {}
     group = f" ({dist.get_backend()} group)" if dist.is_initialized() else ""
@@ -308,51 +202,24 @@ def _train(config, ctx, output: Path, lock, allow_config_change: bool) -> dict:
                     post_progress(ctx, step + 1)
                     head.collect_diagnostics = (step + 1) % config.frequent == 0
                     images, labels = images.to(ctx.device, non_blocking=True), labels.to(ctx.device, non_blocking=True)
-                    loss = head(model(images).float(), labels)  # the backbone autocasts its own trunk
-                    loss_value = loss.item()
-                    if not math.isfinite(loss_value):
-                        kept = (
-                            f"the last good checkpoint {ckpt_file} is kept"
-                            if ckpt_file.exists()
-                            else "no checkpoint was written"
-                        )
-                        raise TrainingError(
-                            f"loss is {loss_value} at step {step + 1} (epoch {epoch}); training stopped and {kept}; "
-                            f"lower config.lr, keep clip_grad_norm > 0 or check the data"
-                        )
-                    scaler.scale(loss / config.gradient_acc).backward()
+                    loss_value = optimisation_step(config, model, state, images, labels, step, epoch, stop)
                     step += 1
-                    if step % config.gradient_acc == 0:  # upstream: one optimizer step per gradient_acc batches
-                        scaler.unscale_(optimizer)
-                        if config.clip_grad_norm > 0:
-                            torch.nn.utils.clip_grad_norm_(backbone.parameters(), config.clip_grad_norm)
-                        scaler.step(optimizer)
-                        scaler.update()
-                        optimizer.zero_grad(set_to_none=True)
-                    with (
-                        warnings.catch_warnings()
-                    ):  # with gradient_acc > 1 torch warns that no optimizer step came first
-                        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
-                        scheduler.step()  # every batch, as upstream's train_v2
                     loss_meter.update(loss_value)
                     loss_history.append((step, loss_value))
                     progress(
                         step,
                         epoch,
                         loss_meter,
-                        scheduler.get_last_lr()[0],
-                        scaler.get_scale() if scaler.is_enabled() else None,
+                        state.scheduler.get_last_lr()[0],
+                        state.scaler.get_scale() if state.scaler.is_enabled() else None,
                         head.last_diagnostics if step % config.frequent == 0 else {},
                     )
                     results = verification(step, backbone) or results
-                    if step >= last_step:
-                        next_epoch, next_batch = (epoch, batch + 1) if batch + 1 < batches_per_epoch else (epoch + 1, 0)
-                        save(next_epoch, next_batch)
+                    if stop.after_step(step, epoch, batch):
                         break
                 else:
                     epoch, start_batch = epoch + 1, 0
-                    if step % config.gradient_acc == 0:
-                        save(epoch, 0)
+                    stop.at_epoch_end(step, epoch)
                     continue
                 break
     except RuntimeError as error:
@@ -360,8 +227,7 @@ def _train(config, ctx, output: Path, lock, allow_config_change: bool) -> dict:
             raise explain_collective_failure(ctx, step + 1, error) from error
         raise
 
-    if saved_step != step:
-        save(epoch, 0)
+    stop.finish(step, epoch)
     results = verification(step, backbone, force=True) or results
     if writer is not None:
         writer.close()
@@ -369,102 +235,52 @@ def _train(config, ctx, output: Path, lock, allow_config_change: bool) -> dict:
     return {"step": step, "loss_history": loss_history, "verification": results, "output": str(output)}
 
 
-def resume(
-    config,
-    current: dict,
-    ctx,
-    output: Path,
-    backbone,
-    head,
-    optimizer,
-    scheduler,
-    scaler,
-    allow_config_change: bool,
-    logger,
-) -> tuple[int, int, int]:
-    """Load this rank's checkpoint (ours or upstream's) after every rank agrees it can; returns (step, epoch, batch)."""
-    problem, state, path = None, None, None
-    try:
-        path = find_checkpoint(output, ctx.rank)
-        state = load_checkpoint(path)
-        check_checkpoint_keys(state, path)
-        written_by = state.get("world_size", len(list(output.glob("checkpoint_gpu_*.pt"))) or None)
-        if written_by is not None and written_by != ctx.world_size:
-            problem = TrainingError(
-                f"{path} was written by {written_by} ranks but this run has {ctx.world_size}; the class "
-                f"centres are sharded per rank, so resume with {written_by} processes (reshard the "
-                f"centres to change it)"
-            )
-    except (FileNotFoundError, CheckpointError) as error:
-        problem = error
-    if problem is None and ctx.is_main and (output / "config.json").is_file():
-        changes = changed_run_keys(current, json.loads((output / "config.json").read_text()))
-        if changes and not allow_config_change:
-            problem = TrainingError(
-                f"the config changed since the checkpoint ({'; '.join(changes)}); restore those values, "
-                f"or pass --allow-config-change to continue the run with the new ones"
-            )
-        elif changes:
-            logger.warning(f"resuming with changed config values: {'; '.join(changes)}")
-    agree(ctx, problem)
+def build_training_state(config, ctx, num_classes: int, amp_dtype, warmup_steps: int, total_steps: int):
+    """The backbone (identical initialisation on every rank), this rank's fp32 head, optimizer, scheduler, scaler."""
+    torch.manual_seed(config.seed)  # identical backbone initialisation on every rank
+    backbone = get_model(
+        config.network,
+        dropout=config.dropout,
+        fp16=amp_dtype is not None,
+        num_features=config.embedding_size,
+        amp_dtype=amp_dtype,
+    ).to(ctx.device)
+    torch.manual_seed(config.seed + ctx.rank)
+    head = build_head(config, num_classes, fp16=False).to(ctx.device)  # fp32 head, as upstream's train_v2
+    optimizer = build_optimizer(config, [{"params": backbone.parameters()}, *head.parameter_groups()])
+    scheduler = PolynomialLRWarmup(optimizer, warmup_steps, total_steps, power=config.lr_power)
+    scaler = torch.amp.GradScaler(ctx.device.type, enabled=amp_dtype == torch.float16, growth_interval=100)
+    return TrainingState(backbone, head, optimizer, scheduler, scaler)
 
-    position = [int(state["global_step"]), int(state["epoch"]), int(state.get("next_batch", 0))]
-    positions = [position] * ctx.world_size
-    if ctx.world_size > 1:
-        dist.all_gather_object(positions, position)  # collective: every rank's (step, epoch, batch)
-    if any(p != positions[0] for p in positions):
-        raise TrainingError(
-            f"rank checkpoints disagree on (step, epoch, batch): "
-            f"{', '.join(f'rank {r} {tuple(p)}' for r, p in enumerate(positions))}; a save was interrupted, "
-            f"restore one consistent set of checkpoint files"
+
+def optimisation_step(config, model, state: TrainingState, images, labels, step: int, epoch: int, stop) -> float:
+    """Forward, backward and (every gradient_acc batches) one optimizer step, then the per-batch scheduler
+    step, as upstream's train_v2; returns the batch's loss. A non-finite loss stops the run with nothing saved."""
+    loss = state.head(model(images).float(), labels)  # the backbone autocasts its own trunk
+    loss_value = loss.item()
+    if not math.isfinite(loss_value):
+        kept = (
+            f"the last good checkpoint {stop.checkpoint_file} is kept"
+            if stop.checkpoint_file.exists()
+            else "no checkpoint was written"
         )
-    try:
-        backbone.load_state_dict(state["state_dict_backbone"])
-        head.load_state_dict(state["state_dict_softmax_fc"])
-        optimizer.load_state_dict(state["state_optimizer"])
-    except (RuntimeError, ValueError) as error:
-        raise CheckpointError(
-            f"{path} does not fit this run ({str(error).splitlines()[0][:200]}); resume with the "
-            f"network, embedding_size, num_classes and world size that wrote it"
-        ) from error
-    warmup, total, power = scheduler.warmup_iters, scheduler.total_iters, scheduler.power
-    scheduler.load_state_dict(state["state_lr_scheduler"])
-    scheduler.warmup_iters, scheduler.total_iters, scheduler.power = warmup, total, power  # the current config's
-    scheduler.base_lrs = [config.lr for _ in scheduler.base_lrs]
-    for group, lr in zip(optimizer.param_groups, scheduler.get_lr(), strict=False):
-        group["lr"] = lr
-    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
-    if "state_scaler" in state:
-        scaler.load_state_dict(state["state_scaler"])
-    if "rng" in state:
-        set_rng_state(state["rng"])
-    step, epoch, batch = position
-    exact = "" if "next_batch" in state else " (an upstream checkpoint: at its epoch boundary)"
-    logger.info(f"resumed from {path} at step {step} (epoch {epoch}, batch {batch}){exact}")
-    return step, epoch, batch
-
-
-def parse_override(text: str) -> tuple[str, object]:
-    if "=" not in text:
-        raise ConfigError(f"--set {text!r} is not KEY=VALUE; write e.g. --set loss=unpg or --set unpg.wisk=1.0")
-    key, raw = text.split("=", 1)
-    try:
-        value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        value = raw  # a bare word such as unpg or r50
-    return key.strip(), value
-
-
-def nest(pairs) -> dict:
-    """[("unpg.wisk", 1.0)] -> {"unpg": {"wisk": 1.0}}"""
-    tree: dict = {}
-    for key, value in pairs:
-        node = tree
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return tree
+        raise TrainingError(
+            f"loss is {loss_value} at step {step + 1} (epoch {epoch}); training stopped and {kept}; "
+            f"lower config.lr, keep clip_grad_norm > 0 or check the data"
+        )
+    optimizer, scaler = state.optimizer, state.scaler
+    scaler.scale(loss / config.gradient_acc).backward()
+    if (step + 1) % config.gradient_acc == 0:  # upstream: one optimizer step per gradient_acc batches
+        scaler.unscale_(optimizer)
+        if config.clip_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(state.backbone.parameters(), config.clip_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+    with warnings.catch_warnings():  # with gradient_acc > 1 torch warns that no optimizer step came first
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+        state.scheduler.step()  # every batch, as upstream's train_v2
+    return loss_value
 
 
 def first_cause(error: BaseException) -> str:
@@ -477,18 +293,13 @@ def first_cause(error: BaseException) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Partial-FC face recognition training (arcface_torch conventions).")
-    parser.add_argument("config", help="config file, e.g. recipes/arcface_torch/configs/synthetic_unpg")
-    parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)"
-    )
-    parser.add_argument("--force", action="store_true", help="train into an output folder that already holds a run")
-    parser.add_argument(
-        "--allow-config-change",
-        action="store_true",
-        help="resume although run-defining keys (lr, batch_size, ...) changed since the checkpoint",
-    )
-    args = parser.parse_args(argv)
+    from recipes.arcface_torch.cli.train import build_parser
+
+    return run_parsed(build_parser().parse_args(argv))
+
+
+def run_parsed(args) -> int:
+    """Train with the parsed command line (cli/train.py's parser); one line and exit status 1 on a known error."""
     try:
         config = get_config(args.config, **nest(parse_override(item) for item in args.set))
         train(config, force=args.force, allow_config_change=args.allow_config_change)

@@ -21,16 +21,8 @@ import json
 import sys
 from pathlib import Path
 
-from recipes.arcface_torch.export.backbone_checkpoint import CheckpointError, build_backbone, resolve_checkpoint
-from recipes.arcface_torch.export.insightface_package import PackageError, model_id_from, write_package
-from recipes.arcface_torch.export.onnx_export import (
-    DEFAULT_OPSET,
-    MIN_OPSET,
-    ExportError,
-    check_output_path,
-    export_backbone,
-)
-from recipes.arcface_torch.export.progress import stderr_progress
+from recipes.arcface_torch.cli.common import fail
+from recipes.arcface_torch.export.options import DEFAULT_OPSET, MIN_OPSET
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    from recipes.arcface_torch.export.backbone_checkpoint import CheckpointError, build_backbone, resolve_checkpoint
+    from recipes.arcface_torch.export.insightface_package import PackageError, model_id_from, write_package
+    from recipes.arcface_torch.export.onnx_export import ExportError, check_output_path, export_backbone
+    from recipes.arcface_torch.export.progress import stderr_progress
+
     try:
         source = resolve_checkpoint(args.source)
         output = Path(args.output) if args.output else source.model_path.with_suffix(".onnx")
@@ -89,24 +86,24 @@ def main(argv=None) -> int:
             progress=stderr_progress(args.quiet),
         )
         print(
-            f"wrote {report.path} ({report.size_bytes / 2**20:.1f} MiB, opset {report.opset}, "
-            f"{network}, {embedding_size}-d{', simplified' if report.simplified else ''})"
-        )
-        print(
             f"parity with PyTorch on {report.faces} real faces at batch sizes "
             f"{', '.join(map(str, report.batch_sizes))}: min cosine {report.parity.min_cosine:.7f}, "
             f"max abs diff {report.parity.max_abs_diff:.3g} (relative {report.parity.relative_diff:.2g})"
         )
         for path in report.removed_stale:
             print(f"removed stale external-data file {path}")
+        wrote = (
+            f"wrote {report.path} ({report.size_bytes / 2**20:.1f} MiB, opset {report.opset}, "
+            f"{network}, {embedding_size}-d{', simplified' if report.simplified else ''})"
+        )
         if args.package:
             package = write_package(
                 report.path, Path(args.package), model_id=model_id, embedding_size=embedding_size, force=args.force
             )
-            print(f"wrote insightface model package {package.folder} (model_id {package.model_id})")
+            wrote += f" and the insightface model package {package.folder} (model_id {package.model_id})"
+        print(wrote)
     except (CheckpointError, ExportError, PackageError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return fail(error)
     return 0
 
 

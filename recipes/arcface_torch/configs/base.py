@@ -3,9 +3,10 @@
 Key names, meanings and defaults follow upstream arcface_torch. Keys added by this recipe: `loss`, `plugins`
 (and one section per registered loss, e.g. `unpg`, with its plugin's defaults), `scale`, `dropout`, `clip_grad_norm`,
 `max_steps`, `synthetic`, `nan_policy`, `lr_power`, `margin_gradient`, `amp_dtype`, `dist_timeout`, `head_chunk`,
-`head_chunk_budget` (the chunked head; 0, upstream's whole-matrix head, by default). Upstream keys for features this
-recipe does not have (DALI, Weights & Biases) are accepted so upstream config files load unchanged; asking for them
-warns.
+`head_chunk_budget` (the chunked head; 0, upstream's whole-matrix head, by default). DALI input (`dali`,
+`dali_aug`) works as upstream's when NVIDIA DALI is installed (datasets/dali_batches.py; without it, a warning and
+the PyTorch DataLoader). Upstream's Weights & Biases keys are accepted so upstream config files load unchanged;
+asking for W&B warns and training logs to TensorBoard.
 """
 
 from easydict import EasyDict as edict
@@ -73,9 +74,10 @@ config.save_all_states = False  # per-rank checkpoints (optimizer, scheduler, sc
 config.nan_policy = "stop"  # "stop": a non-finite loss stops training, keeping the last good checkpoint
 config.dist_timeout = 300  # seconds a collective may wait for another rank before the job stops
 
-# upstream keys for features this recipe does not have: accepted; True asks for them and gets a warning
+# upstream's DALI input: used when NVIDIA DALI is installed and rec is a RecordIO folder, else a warning
 config.dali = False
 config.dali_aug = False
+# upstream's Weights & Biases keys: accepted so upstream configs load; True gets a warning (TensorBoard is used)
 config.using_wandb = False
 config.wandb_key = "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
 config.wandb_entity = "entity"

@@ -22,7 +22,7 @@ from .onnx_inference import ORT_ERRORS, compare, run_onnx, run_torch
 from .onnx_precision import BATCH_MAX_RELATIVE_DIFF, BATCH_MIN_COSINE, FP16, FP32, INT8, precision_of
 from .onnx_preprocessing import ARCFACE_MEAN, ARCFACE_STD, Preprocessing, same_preprocessing
 
-PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
+PASS, FAIL, SKIP, INFO = "PASS", "FAIL", "SKIP", "INFO"  # INFO: measured and reported, not a gate
 MIN_INPUT_SIZE = 112
 BATCH_SIZES = (1, 8, 32)
 FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}

@@ -42,10 +42,8 @@ from ..face_image import to_network_input
 from .face_samples import builtin_faces, face_batch
 from .onnx_inference import ORT_ERRORS, Agreement, compare, cpu_session, run_onnx, run_torch
 from .onnx_preprocessing import ARCFACE_MEAN, ARCFACE_STD
+from .options import DEFAULT_OPSET, DYNAMO_MIN_OPSET, MIN_OPSET
 
-DEFAULT_OPSET = 18
-MIN_OPSET = 11
-DYNAMO_MIN_OPSET = 18  # below this the TorchScript exporter writes the requested opset natively
 INPUT_NAME = "input.1"
 OUTPUT_NAME = "embedding"
 INPUT_SIZE = 112

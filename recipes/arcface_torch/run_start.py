@@ -1,0 +1,115 @@
+"""Where a run starts: from its initial weights, or from a checkpoint of the same run (resume).
+
+One decision, made in one place before DistributedDataParallel wraps the backbone. `start_run` returns the
+RunPosition training continues from. With `config.resume` every rank loads its own checkpoint after all ranks
+agree they can (same world size, same position, unchanged run-defining config keys unless allowed).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch.distributed as dist
+
+from .checkpoint import CheckpointError, check_checkpoint_keys, find_checkpoint, load_checkpoint
+from .distributed import agree
+from .training_state import RunPosition, TrainingError, TrainingState
+
+# config keys that define a run: changing one between a checkpoint and its resume is refused unless allowed
+RUN_DEFINING_KEYS = (
+    "network",
+    "embedding_size",
+    "margin_list",
+    "scale",
+    "margin_gradient",
+    "sample_rate",
+    "interclass_filtering_threshold",
+    "loss",
+    "optimizer",
+    "lr",
+    "lr_power",
+    "momentum",
+    "weight_decay",
+    "batch_size",
+    "gradient_acc",
+    "clip_grad_norm",
+    "num_epoch",
+    "warmup_epoch",
+    "num_image",
+    "rec",
+    "seed",
+    "fp16",
+    "amp_dtype",
+)
+
+
+def changed_run_keys(current: dict, saved: dict) -> list[str]:
+    """'key old -> new' for every run-defining key whose value differs from the saved config.json
+    (`current` as config.json records it: the config with the resolved num_image)."""
+    changes = []
+    for key in RUN_DEFINING_KEYS:
+        if key not in saved:
+            continue
+        old, new = saved[key], current[key]
+        if isinstance(new, tuple):
+            new = list(new)
+        if old != new:
+            changes.append(f"{key} {old!r} -> {new!r}")
+    return changes
+
+
+def start_run(
+    config, current: dict, ctx, output: Path, state: TrainingState, allow_config_change: bool, logger
+) -> RunPosition:
+    """The position training starts from: step 0 for a new run, the checkpoint's position on resume.
+    `current` is the config as config.json records it (with the resolved num_image)."""
+    if not config.resume:
+        return RunPosition()
+    return resume(config, current, ctx, output, state, allow_config_change, logger)
+
+
+def resume(
+    config, current: dict, ctx, output: Path, state: TrainingState, allow_config_change: bool, logger
+) -> RunPosition:
+    """Load this rank's checkpoint (ours or upstream's) after every rank agrees it can."""
+    problem, saved, path = None, None, None
+    try:
+        path = find_checkpoint(output, ctx.rank)
+        saved = load_checkpoint(path)
+        check_checkpoint_keys(saved, path)
+        written_by = saved.get("world_size", len(list(output.glob("checkpoint_gpu_*.pt"))) or None)
+        if written_by is not None and written_by != ctx.world_size:
+            problem = TrainingError(
+                f"{path} was written by {written_by} ranks but this run has {ctx.world_size}; the class "
+                f"centres are sharded per rank, so resume with {written_by} processes (reshard the "
+                f"centres to change it)"
+            )
+    except (FileNotFoundError, CheckpointError) as error:
+        problem = error
+    if problem is None and ctx.is_main and (output / "config.json").is_file():
+        changes = changed_run_keys(current, json.loads((output / "config.json").read_text()))
+        if changes and not allow_config_change:
+            problem = TrainingError(
+                f"the config changed since the checkpoint ({'; '.join(changes)}); restore those values, "
+                f"or pass --allow-config-change to continue the run with the new ones"
+            )
+        elif changes:
+            logger.warning(f"resuming with changed config values: {'; '.join(changes)}")
+    agree(ctx, problem)
+
+    position = [int(saved["global_step"]), int(saved["epoch"]), int(saved.get("next_batch", 0))]
+    positions = [position] * ctx.world_size
+    if ctx.world_size > 1:
+        dist.all_gather_object(positions, position)  # collective: every rank's (step, epoch, batch)
+    if any(p != positions[0] for p in positions):
+        raise TrainingError(
+            f"rank checkpoints disagree on (step, epoch, batch): "
+            f"{', '.join(f'rank {r} {tuple(p)}' for r, p in enumerate(positions))}; a save was interrupted, "
+            f"restore one consistent set of checkpoint files"
+        )
+    state.restore(saved, path, config.lr)
+    step, epoch, batch = position
+    exact = "" if "next_batch" in saved else " (an upstream checkpoint: at its epoch boundary)"
+    logger.info(f"resumed from {path} at step {step} (epoch {epoch}, batch {batch}){exact}")
+    return RunPosition(step, epoch, batch)
