@@ -424,3 +424,24 @@ def test_ranks_chunked_equals_dense_and_one_process(rank_results):
                 centres = ref[2][start : start + mine[2].shape[0]]
                 assert relative_error(mine[2], centres) <= 1e-12, f"{where}, step {step}: centre grad"
         assert (results["K = 0 shards"][3] == 0) == (rank > 0), "only rank 0 holds the batch's classes"
+
+
+@pytest.mark.slow
+def test_torchrun_training_with_the_chunked_head_tracks_the_dense_head(tmp_path):
+    """The recipe end to end: 2 gloo ranks, the embedded UNPG config, head_chunk "auto" vs 0, same seed."""
+    import re
+
+    from tests.support.torchrun import torchrun_train
+
+    losses = {}
+    for chunk in (0, "auto"):
+        settings = {"output": str(tmp_path / f"run_{chunk}"), "max_steps": 4, "frequent": 1, "num_workers": 0}
+        settings.update(batch_size=8, val_targets=[], lr=0.001, head_chunk=chunk)
+        settings["synthetic"] = {"num_identities": 40, "images_per_identity": 8}
+        result = torchrun_train(2, settings)
+        assert result.returncode == 0, result.stderr[-2000:]
+        found = re.findall(r"Loss (\S+) .*Global Step: (\d+)", result.stdout + result.stderr)
+        losses[chunk] = {int(step): float(value) for value, step in found}
+    assert sorted(losses[0]) == sorted(losses["auto"]) == [1, 2, 3, 4]
+    for step, value in losses[0].items():  # float32 head, another summation order: the logged 4 decimals
+        assert abs(losses["auto"][step] - value) <= 1e-4 * abs(value), (step, losses)
