@@ -15,6 +15,7 @@ import pytest
 from tests.support import REPO_ROOT
 
 TOOLS = [
+    "align_faces",
     "pack_rec",
     "inspect_rec",
     "make_pairs",
@@ -84,6 +85,7 @@ def test_data_tools_work_without_torch(identity_folder, blocked, tmp_path):
 
 
 WRITERS = [
+    "align_faces",
     "pack_rec",
     "make_pairs",
     "make_bin",

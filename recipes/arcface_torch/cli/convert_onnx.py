@@ -88,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
 def _argument_error(args) -> str | None:
     if args.opset is not None and args.opset < MIN_OPSET:
         return f"--opset {args.opset} is older than {MIN_OPSET}; pass --opset {MIN_OPSET} or newer"
+    if args.int8 and args.opset is not None and args.opset < 13:
+        return f"--int8 needs opset 13 or newer (per-channel weights), not --opset {args.opset}; pass --opset 13 or drop --opset"
     if args.calibration and not args.int8:
         return "--calibration only applies to --int8; add --int8 or drop --calibration"
     if args.runs < 1:

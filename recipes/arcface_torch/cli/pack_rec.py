@@ -5,8 +5,9 @@ friends: key 0 is a header record (flag 2, label = [N+1, N+1+C]), keys 1..N the 
 encoded bytes stored as they are), keys N+1..N+C one record per identity (label = [first, end) of its
 image keys). Images may be in any format OpenCV reads, colour or grey; JPEG/PNG faces of the right size are
 stored as they are, others as JPEG. Faces of another size are an error unless `--resize 112` (already
-cropped faces) or `--landmarks FILE` (one line `path x1 y1 ... x5 y5` per image: 5-point alignment onto
-the arcface template) is given. Every image is decoded once to check it. Writing is atomic: temp files
+cropped faces; a non-square one is centre-cropped to square first, or --resize-mode pad|stretch) or
+`--landmarks FILE` (one line `path x1 y1 ... x5 y5` per image: 5-point alignment onto the arcface template;
+tools/align_faces.py writes it) is given. Every image is decoded once to check it. Writing is atomic: temp files
 in OUTPUT are renamed into place only after the last record, so an interrupted run leaves no half-written dataset.
 
     python tools/pack_rec.py /data/my_faces /data/my_faces_rec
@@ -34,6 +35,12 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--resize", type=int, metavar="SIZE", help="resize faces of another size to SIZE x SIZE (already-cropped faces)"
     )
+    parser.add_argument(
+        "--resize-mode",
+        choices=("crop", "pad", "stretch"),
+        default="crop",
+        help="--resize of a non-square image: centre-crop it to square (default), pad it, or stretch it",
+    )
     parser.add_argument("--landmarks", type=Path, help="file of 'path x1 y1 ... x5 y5' lines: align those images")
     force_argument(parser, "replace an existing train.rec/train.idx/property")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -43,6 +50,7 @@ def main(argv=None) -> int:
         return fail(f"--resize {args.resize} must be a positive size in pixels, e.g. 112")
     from recipes.arcface_torch.datasets.recordio import RecordIOError
     from recipes.arcface_torch.datasets.recordio_packing import pack_folder
+    from recipes.arcface_torch.face_files import NoteOnce
 
     size = (args.resize, args.resize) if args.resize else tuple(args.image_size)
     try:
@@ -54,6 +62,8 @@ def main(argv=None) -> int:
             progress=not args.quiet,
             resize=args.resize is not None,
             landmarks=args.landmarks,
+            resize_mode=args.resize_mode,
+            note=NoteOnce(lambda message: print(f"note: {message}", file=sys.stderr)),
         )
     except (OSError, ValueError, RecordIOError) as err:
         return fail(err)

@@ -2,10 +2,11 @@
 
 Key names, meanings and defaults follow upstream arcface_torch. Keys added by this recipe: `loss`, `plugins`
 (and one section per registered loss, e.g. `unpg`, with its plugin's defaults), `scale`, `dropout`, `clip_grad_norm`,
-`max_steps`, `synthetic`, `nan_policy`, `lr_power`, `margin_gradient`, `amp_dtype`, `dist_timeout`. DALI input
-(`dali`, `dali_aug`) works as upstream's when NVIDIA DALI is installed (datasets/dali_batches.py; without it, a
-warning and the PyTorch DataLoader). Upstream's Weights & Biases keys are accepted so upstream config files load
-unchanged; asking for W&B warns and training logs to TensorBoard.
+`max_steps`, `synthetic`, `nan_policy`, `lr_power`, `margin_gradient`, `amp_dtype`, `dist_timeout`, `head_chunk`,
+`head_chunk_budget` (the chunked head; 0, upstream's whole-matrix head, by default). DALI input (`dali`,
+`dali_aug`) works as upstream's when NVIDIA DALI is installed (datasets/dali_batches.py; without it, a warning and
+the PyTorch DataLoader). Upstream's Weights & Biases keys are accepted so upstream config files load unchanged;
+asking for W&B warns and training logs to TensorBoard.
 """
 
 from easydict import EasyDict as edict
@@ -25,6 +26,10 @@ config.scale = 64.0  # s
 config.sample_rate = 1.0  # partial FC: fraction of class centres sampled per step (0: the batch's positives only)
 config.interclass_filtering_threshold = 0.0  # > 0: non-target cosines above it are set to 0 (upstream's option)
 config.margin_gradient = "straight_through"  # target-logit gradient: "straight_through" (upstream) | "exact"
+config.head_chunk = (
+    0  # 0: the whole (B, C_local) logit matrix (upstream's head) | N > 0: classes in chunks of N | "auto"
+)
+config.head_chunk_budget = 4.0  # GiB per rank the chunked head may keep its exps in; chunks beyond are recomputed
 config.loss = "margin_softmax"  # a registered loss or a list composed in order, e.g. ["magface", "unpg"]
 config.plugins = ["plugins.unpg", "plugins.magface", "plugins.npcface", "plugins.uss", "plugins.ri"]
 # modules whose register(registry) adds losses; each loss's options

@@ -27,9 +27,12 @@ def pack_folder(
     progress: bool = True,
     resize: bool = False,
     landmarks: Path | None = None,
+    resize_mode: str = "crop",
+    note=None,
 ) -> dict:
     """Pack `image_root` into `output`; return counts {'images', 'classes'}. `resize`: bring faces of another
-    size to `image_size`; `landmarks`: file of 5-point landmarks (see face_files) for alignment."""
+    size to `image_size` (a non-square one by `resize_mode`, said once through `note`); `landmarks`: file of 5-point
+    landmarks (see face_files) for alignment."""
     image_root, output = Path(image_root), Path(output)
     class_names, samples = list_identity_folder(image_root)
     points = read_landmarks(landmarks, image_root) if landmarks else {}
@@ -42,7 +45,7 @@ def pack_folder(
 
     def items():
         for path, label in samples:
-            yield label, prepare_face(path, image_size, resize, points.get(path.resolve()))
+            yield label, prepare_face(path, image_size, resize, points.get(path.resolve()), "", resize_mode, note)
 
     return write_face_records(output, items(), len(samples), len(class_names), image_size, progress)
 
