@@ -47,6 +47,7 @@ class RI(PartialFCLoss):
 
     name = "ri"
     needs_unrecognisable_centre = True  # the recipe builds the centre with the backbone (train.py)
+    reads_all_logits = "the nearest negative prototype of every face"  # so the chunked head refuses it
     DEFAULTS = {
         "tau": 0.2,
         "diversion_weight": 1.0,

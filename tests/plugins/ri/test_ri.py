@@ -7,8 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from plugins.magface import MagFace
+from plugins.partial_fc import PartialFC
 from plugins.ri import RI, nearest_negative_cosine
 from plugins.unpg import UNPG
+from recipes.arcface_torch.margin_loss import CombinedMarginLoss
 from tests.support.distributed_harness import run_on_ranks
 from tests.support.naive_partial_fc_losses import naive_loss, naive_unrecognisable_centre
 from tests.support.partial_fc_runs import (
@@ -234,3 +236,10 @@ def test_config_section_is_checked_by_the_loss():
         get_config("recipes/arcface_torch/configs/synthetic_arcface", loss="ri", ri={"tau": -1})
     with pytest.raises(ConfigError, match="unknown config key 'ri.taus'; did you mean 'ri.tau'"):
         get_config("recipes/arcface_torch/configs/synthetic_arcface", loss="ri", ri={"taus": 0.1})
+
+
+def test_the_chunked_head_refuses_ri_in_one_line():
+    with pytest.raises(
+        ValueError, match="loss 'ri' reads every \\(B, K\\) cosine \\(the nearest negative prototype.*head_chunk = 0"
+    ):
+        PartialFC(CombinedMarginLoss(32.0, *ARCFACE), DIM, CLASSES, losses=[RI()], head_chunk=4)
