@@ -78,6 +78,7 @@ class PartialFCLoss(nn.Module):
 
     name: str = "loss"
     defines_target_logit: bool = False
+    reads_all_logits: str = ""  # what a loss reads the whole (B, K) cosines for; the chunked head refuses it
     DEFAULTS: dict = {}  # the loss's options and their defaults (the recipe's config.<name> section)
 
     @classmethod
@@ -121,7 +122,13 @@ def has_target_logit(loss: PartialFCLoss) -> bool:
 
 def chunked_refusal(loss: PartialFCLoss) -> str | None:
     """Why `loss` cannot run on the chunked head (one sentence naming the loss and the fix), or None if it can:
-    its logit rewrite must be the target logit alone (target_logit), never the other (B, K) logits."""
+    its logit rewrite must be the target logit alone (target_logit), never the other (B, K) logits, and it
+    must not read them (reads_all_logits)."""
+    if loss.reads_all_logits:
+        return (
+            f"loss {loss.name!r} reads every (B, K) cosine ({loss.reads_all_logits}), which the chunked head never "
+            f"holds; set head_chunk = 0 to train it"
+        )
     if has_target_logit(loss) and loss.defines_target_logit:
         return None
     if overrides_rewrite(loss) or loss.defines_target_logit:

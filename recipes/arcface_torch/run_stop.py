@@ -2,8 +2,9 @@
 
 RunStop is asked at every step boundary (`after_step`) and at every epoch end (`at_epoch_end`) whether to save
 and whether to stop. Today a run saves at each epoch end and at its last step (`max_steps` or the end of the
-schedule). Every save writes model.pt (rank 0) and, with `save_all_states`, each rank's exact checkpoint, and only
-when every rank's weights are finite (agreed across ranks), so the files kept are always the last good ones.
+schedule). Every save writes model.pt (rank 0; with the "ri" loss also recognisability.pt beside it) and, with
+`save_all_states`, each rank's exact checkpoint, and only when every rank's weights are finite (agreed across
+ranks), so the files kept are always the last good ones.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from pathlib import Path
 
 from .checkpoint import atomic_torch_save, checkpoint_path, non_finite_tensors
 from .distributed import agree
+from .recognisability_file import FILE_NAME as RECOGNISABILITY_FILE
+from .recognisability_file import from_head as recognisability_of
+from .recognisability_file import save_recognisability
 from .training_state import RunPosition, TrainingError, TrainingState
 
 
@@ -60,6 +64,9 @@ class RunStop:
         )
         if ctx.is_main:
             atomic_torch_save(state.backbone.state_dict(), self.output / "model.pt")
+            record = recognisability_of(state.head)  # the "ri" loss's centre and regressor, beside model.pt
+            if record is not None:
+                save_recognisability(record, self.output / RECOGNISABILITY_FILE)
         if self.config.save_all_states:
             atomic_torch_save(state.checkpoint(position, ctx.world_size), self.checkpoint_file)
         self.saved_step = position.step

@@ -51,6 +51,7 @@ from recipes.arcface_torch.run_start import start_run
 from recipes.arcface_torch.run_stop import RunStop
 from recipes.arcface_torch.training_log import AverageMeter, ProgressLogger, setup_logging
 from recipes.arcface_torch.training_state import TrainingError, TrainingState
+from recipes.arcface_torch.unrecognisable_faces import refresh_unrecognisable_centres
 
 _COLLECTIVE_FAILURE = ("timed out", "timeout", "connection closed by peer", "connection reset", "broken pipe", "nccl")
 
@@ -197,6 +198,10 @@ def _train(config, ctx, output: Path, lock, allow_config_change: bool) -> dict:
                 if hasattr(dataset, "set_epoch"):
                     dataset.set_epoch(epoch)  # new flips every epoch, a function of (seed, epoch, index)
                 head.set_epoch(epoch)  # losses that start at an epoch (USS) learn it here
+                if start_batch == 0:  # a run resumed mid-epoch has the epoch's centre in its checkpoint
+                    refresh_unrecognisable_centres(
+                        head, backbone, dataset, epoch, config.seed, ctx.rank, ctx.world_size, ctx.device
+                    )
                 model.train()
                 for batch, (images, labels) in enumerate(loader, start=start_batch):
                     post_progress(ctx, step + 1)

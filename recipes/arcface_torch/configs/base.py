@@ -31,7 +31,7 @@ config.head_chunk = (
 )
 config.head_chunk_budget = 4.0  # GiB per rank the chunked head may keep its exps in; chunks beyond are recomputed
 config.loss = "margin_softmax"  # a registered loss or a list composed in order, e.g. ["magface", "unpg"]
-config.plugins = ["plugins.unpg", "plugins.magface", "plugins.npcface", "plugins.uss"]
+config.plugins = ["plugins.unpg", "plugins.magface", "plugins.npcface", "plugins.uss", "plugins.ri"]
 # modules whose register(registry) adds losses; each loss's options
 # (config.<loss name>, e.g. config.unpg.wisk) default to its plugin's values
 
