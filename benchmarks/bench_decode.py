@@ -38,10 +38,10 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, default_collate
 from tqdm import tqdm
 
-from recipes.arcface_torch.cli.pack_rec import pack_folder
 from recipes.arcface_torch.datasets.face_batches import FaceBatches, NormalisedBatches
 from recipes.arcface_torch.datasets.recordio import unpack_record
 from recipes.arcface_torch.datasets.recordio_faces import RecordIOFaces
+from recipes.arcface_torch.datasets.recordio_packing import pack_folder
 from recipes.arcface_torch.face_image import decode_face, face_into, face_pixels_into, face_to_tensor, normalise_faces
 
 

@@ -27,9 +27,11 @@ def _umask() -> int:
     return mask
 
 
-def write_atomically(path: PathLike, write: Callable[[BinaryIO], None]) -> Path:
+def write_atomically(path: PathLike, write: Callable[[BinaryIO], None], durable: bool = True) -> Path:
     """Call `write(handle)` on a temp file next to `path`, fsync it, then os.replace it onto `path`.
-    On any error (or interrupt) the temp file is removed and `path` keeps its previous content."""
+    On any error (or interrupt) the temp file is removed and `path` keeps its previous content.
+    durable=False skips the fsync: still never half a file for a killed process, but a power cut may lose the
+    newest files (for many small files that a resumable job can redo, where one fsync each costs more than the work)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(path)
@@ -39,7 +41,8 @@ def write_atomically(path: PathLike, write: Callable[[BinaryIO], None]) -> Path:
         with os.fdopen(handle, "wb") as temp:
             write(temp)
             temp.flush()
-            os.fsync(temp.fileno())
+            if durable:
+                os.fsync(temp.fileno())
         os.chmod(temp_name, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(temp_name, path)
         done = True
@@ -87,8 +90,8 @@ def remove_stale_temp_files(path: PathLike) -> list[Path]:
     return removed
 
 
-def write_bytes_atomically(path: PathLike, data: bytes) -> Path:
-    return write_atomically(path, lambda stream: stream.write(data))
+def write_bytes_atomically(path: PathLike, data: bytes, durable: bool = True) -> Path:
+    return write_atomically(path, lambda stream: stream.write(data), durable)
 
 
 def staging_folder(target: PathLike) -> Path:

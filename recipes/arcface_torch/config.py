@@ -5,6 +5,7 @@ cfg = get_config("recipes/arcface_torch/configs/ms1mv3_r50_unpg")   # ".py" opti
 
 from __future__ import annotations
 
+import ast
 import copy
 import difflib
 import importlib.util
@@ -97,15 +98,26 @@ def _add_loss_defaults(cfg: dict, plugins) -> None:
 
 
 def _validate_losses(cfg: edict) -> None:
-    """config.loss names registered losses, and each builds from its config.<name> section."""
+    """config.loss names registered losses, and each builds from its config.<name> section (and, with
+    head_chunk, can run on the chunked head)."""
+    from plugins.partial_fc.protocol import chunked_refusal
+
     from .losses import LOSSES, loss_names
 
     for loss_name in loss_names(cfg):
         builder = LOSSES.get(loss_name)
         try:
-            builder(cfg)
+            loss = builder(cfg)
         except (ValueError, TypeError) as error:
             raise ConfigError(f"config.{loss_name}: {error}") from error
+        reason = chunked_refusal(loss) if cfg.head_chunk and loss is not None else None
+        if reason:
+            raise ConfigError(f"head_chunk={cfg.head_chunk!r}: {reason}")
+    if cfg.head_chunk and cfg.interclass_filtering_threshold > 0:
+        raise ConfigError(
+            f"head_chunk={cfg.head_chunk!r} does not run interclass_filtering_threshold="
+            f"{cfg.interclass_filtering_threshold} (it rewrites non-target logits); set one of them to 0"
+        )
 
 
 def _is_int(value) -> bool:
@@ -154,6 +166,10 @@ def _loss_names(value) -> bool:
     return _string(value) or (isinstance(value, (list, tuple)) and len(value) > 0 and all(_string(v) for v in value))
 
 
+def _head_chunk(value) -> bool:
+    return value == "auto" or (_is_int(value) and value >= 0)
+
+
 def _margins(value) -> bool:
     return isinstance(value, (list, tuple)) and len(value) == 3 and all(_is_number(m) for m in value)
 
@@ -176,6 +192,11 @@ _RULES = {
         "must be a number in [0, 1); 0 turns the filter off",
     ),
     "margin_gradient": (_one_of("straight_through", "exact"), "must be 'straight_through' (upstream) or 'exact'"),
+    "head_chunk": (
+        _head_chunk,
+        "must be 0 (the whole logit matrix, upstream's head), a number of classes per chunk > 0, or 'auto'",
+    ),
+    "head_chunk_budget": (_number(0.0), "must be a number of GiB >= 0 (0 recomputes every chunk in backward)"),
     "loss": (_loss_names, "must name a registered loss or list them, e.g. 'unpg' or ['magface', 'unpg']"),
     "plugins": (_string_list, "must be a list of module names, e.g. ['plugins.unpg']"),
     "optimizer": (_one_of("sgd", "adamw"), "is not supported; use 'sgd' or 'adamw'"),
@@ -287,3 +308,26 @@ def config_warnings(cfg: edict) -> list[str]:
             "training.log and TensorBoard in config.output"
         )
     return notes
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r} is not KEY=VALUE; write e.g. --set loss=unpg or --set unpg.wisk=1.0")
+    key, raw = text.split("=", 1)
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw  # a bare word such as unpg or r50
+    return key.strip(), value
+
+
+def nest(pairs) -> dict:
+    """[("unpg.wisk", 1.0)] -> {"unpg": {"wisk": 1.0}}"""
+    tree: dict = {}
+    for key, value in pairs:
+        node = tree
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree

@@ -10,9 +10,13 @@ The flip is a pure function of (seed, epoch, index), so a run is repeatable what
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where a tensor is made, so the data tools never load it
+    import torch
 
 INPUT_MEAN = 127.5  # the arcface convention: network input = (pixel - 127.5) / 127.5, RGB
 INPUT_STD = 127.5
@@ -87,6 +91,8 @@ def face_pixels_into(image: np.ndarray, flip: bool, out: np.ndarray) -> None:
 def normalise_faces(images: torch.Tensor) -> torch.Tensor:
     """uint8 (N, H, W, 3) RGB -> float32 (N, 3, H, W) (x - 127.5) / 127.5 on the same device, bit for bit
     face_into's values (the planar layout is made by the same pass that widens to float)."""
+    import torch
+
     out = torch.empty(
         (images.shape[0], images.shape[3]) + tuple(images.shape[1:3]), dtype=torch.float32, device=images.device
     )
@@ -96,6 +102,8 @@ def normalise_faces(images: torch.Tensor) -> torch.Tensor:
 
 def face_to_tensor(image: np.ndarray, flip: bool) -> torch.Tensor:
     """uint8 (H, W, 3) RGB -> float32 (3, H, W) in [-1, 1], mirrored left-right when `flip`."""
+    import torch
+
     chw = np.empty((3,) + image.shape[:2], dtype=np.float32)
     face_into(image, flip, chw)
     return torch.from_numpy(chw)

@@ -4,10 +4,11 @@ RunStop is asked at every step boundary (`after_step`) and at every epoch end (`
 and whether to stop. A run saves at each epoch end (upstream's behaviour), every `checkpoint_every` steps, when
 a stop signal reached any rank (stop_signals.py: every rank stops at the same optimizer step) and at its last
 step (`max_steps` or the end of the schedule). A save writes one checkpoint set (with `save_all_states`: each
-rank's exact checkpoint, checkpoint_sets.py) and model.pt (rank 0), and only when every rank's weights are
-finite, so the files kept are always the last good ones. The set counts as complete once every rank has written
-its file; only then are older sets removed, keeping the `keep_checkpoints` newest. A write that fails on any rank
-(a full disk) stops every rank, removes the new set's files and keeps the previous set.
+rank's exact checkpoint, checkpoint_sets.py) and model.pt (rank 0; with the "ri" loss also recognisability.pt
+beside it), and only when every rank's weights are finite, so the files kept are always the last good ones. The
+set counts as complete once every rank has written its file; only then are older sets removed, keeping the
+`keep_checkpoints` newest. A write that fails on any rank (a full disk) stops every rank, removes the new set's
+files and keeps the previous set.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from pathlib import Path
 from .checkpoint import CheckpointError, atomic_torch_save, checkpoint_path, legacy_checkpoint_path, non_finite_tensors
 from .checkpoint_sets import gather_inventory, remove_other_sets
 from .distributed import agree
+from .recognisability_file import FILE_NAME as RECOGNISABILITY_FILE
+from .recognisability_file import from_head as recognisability_of
+from .recognisability_file import save_recognisability
 from .stop_signals import StopSignals
 from .training_log import LOGGER_NAME
 from .training_state import RunPosition, TrainingError, TrainingState
@@ -115,6 +119,9 @@ class RunStop:
                 atomic_torch_save(state.checkpoint(position, ctx.world_size), path)
             if ctx.is_main:
                 atomic_torch_save(state.backbone.state_dict(), self.output / "model.pt")
+                record = recognisability_of(state.head)  # the "ri" loss's centre and regressor, beside model.pt
+                if record is not None:
+                    save_recognisability(record, self.output / RECOGNISABILITY_FILE)
         except OSError as caught:  # a full disk, a lost mount: the message says which file and what is kept
             error = caught
         except RuntimeError as caught:  # torch's zip writer reports a failed write as a RuntimeError

@@ -18,8 +18,6 @@ continues from it with the same command (docs/long_runs.md).
 
 from __future__ import annotations
 
-import argparse
-import ast
 import json
 import math
 import os
@@ -35,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from recipes.arcface_torch.atomic_file import write_bytes_atomically
 from recipes.arcface_torch.backbones import get_model
 from recipes.arcface_torch.checkpoint import CheckpointError
-from recipes.arcface_torch.config import ConfigError, config_warnings, get_config
+from recipes.arcface_torch.config import ConfigError, config_warnings, get_config, nest, parse_override
 from recipes.arcface_torch.datasets.build import build_train_dataset, build_train_loader, build_val_sets
 from recipes.arcface_torch.distributed import (
     Heartbeat,
@@ -56,6 +54,7 @@ from recipes.arcface_torch.run_stop import RunStop
 from recipes.arcface_torch.stop_signals import StopSignals, error_prefix
 from recipes.arcface_torch.training_log import AverageMeter, ProgressLogger, setup_logging
 from recipes.arcface_torch.training_state import TrainingError, TrainingState
+from recipes.arcface_torch.unrecognisable_faces import refresh_unrecognisable_centres
 
 _COLLECTIVE_FAILURE = ("timed out", "timeout", "connection closed by peer", "connection reset", "broken pipe", "nccl")
 
@@ -203,6 +202,10 @@ def _train(config, ctx, output: Path, lock, allow_config_change: bool, signals: 
                 if hasattr(dataset, "set_epoch"):
                     dataset.set_epoch(epoch)  # new flips every epoch, a function of (seed, epoch, index)
                 head.set_epoch(epoch)  # losses that start at an epoch (USS) learn it here
+                if start_batch == 0:  # a run resumed mid-epoch has the epoch's centre in its checkpoint
+                    refresh_unrecognisable_centres(
+                        head, backbone, dataset, epoch, config.seed, ctx.rank, ctx.world_size, ctx.device
+                    )
                 model.train()
                 for batch, (images, labels) in enumerate(loader, start=start_batch):
                     post_progress(ctx, step + 1)
@@ -296,29 +299,6 @@ def optimisation_step(config, model, state: TrainingState, images, labels, step:
     return loss_value
 
 
-def parse_override(text: str) -> tuple[str, object]:
-    if "=" not in text:
-        raise ConfigError(f"--set {text!r} is not KEY=VALUE; write e.g. --set loss=unpg or --set unpg.wisk=1.0")
-    key, raw = text.split("=", 1)
-    try:
-        value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        value = raw  # a bare word such as unpg or r50
-    return key.strip(), value
-
-
-def nest(pairs) -> dict:
-    """[("unpg.wisk", 1.0)] -> {"unpg": {"wisk": 1.0}}"""
-    tree: dict = {}
-    for key, value in pairs:
-        node = tree
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return tree
-
-
 def first_cause(error: BaseException) -> str:
     """One line for a user-facing error; an error re-raised from a DataLoader worker shows its original last line."""
     text = str(error)
@@ -329,18 +309,13 @@ def first_cause(error: BaseException) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Partial-FC face recognition training (arcface_torch conventions).")
-    parser.add_argument("config", help="config file, e.g. recipes/arcface_torch/configs/synthetic_unpg")
-    parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)"
-    )
-    parser.add_argument("--force", action="store_true", help="train into an output folder that already holds a run")
-    parser.add_argument(
-        "--allow-config-change",
-        action="store_true",
-        help="resume although run-defining keys (lr, batch_size, ...) changed since the checkpoint",
-    )
-    args = parser.parse_args(argv)
+    from recipes.arcface_torch.cli.train import build_parser
+
+    return run_parsed(build_parser().parse_args(argv))
+
+
+def run_parsed(args) -> int:
+    """Train with the parsed command line (cli/train.py's parser); one line and exit status 1 on a known error."""
     try:
         config = get_config(args.config, **nest(parse_override(item) for item in args.set))
         train(config, force=args.force, allow_config_change=args.allow_config_change)

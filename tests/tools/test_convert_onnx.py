@@ -166,6 +166,7 @@ def test_fp16_and_int8_together_and_nothing_to_do_are_one_line_errors(fp32_model
         ((fp32, "-o", tmp_path / "x.onnx", "--fp16", "--int8"), "exclude each other"),
         ((fp32, "-o", tmp_path / "x.onnx"), "nothing to convert"),
         ((fp32, "-o", tmp_path / "x.onnx", "--opset", "9"), "--opset 11"),
+        ((fp32, "-o", tmp_path / "x.onnx", "--int8", "--opset", "12"), "--int8 needs opset 13 or newer"),
         ((fp32, "-o", fp32, "--fp16"), "is the source model"),
         ((tmp_path / "absent.onnx", "-o", tmp_path / "x.onnx", "--fp16"), "does not exist"),
     ):

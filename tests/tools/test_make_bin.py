@@ -130,3 +130,33 @@ def test_make_bin_errors_name_the_line(identity_folder, tmp_path, capsys):
     pairs.write_text("alice/0.png alice/1.jpg maybe\n")
     assert make_bin.main([str(pairs), str(out), "--root", str(identity_folder), "--quiet"]) == 1
     assert "line 1: 'alice/0.png alice/1.jpg maybe' is not 'path1 path2 0|1'" in capsys.readouterr().err
+
+
+def test_lfw_pairs_file_is_read_as_it_is_in_fold_order(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    people = {"Ann_Lee": 2, "Bo_Lu": 2, "Cy_Young": 1}
+    for name, count in people.items():
+        (tmp_path / "lfw" / name).mkdir(parents=True)
+        for number in range(1, count + 1):
+            face = rng.integers(0, 256, (112, 112, 3), dtype=np.uint8)
+            cv2.imwrite(str(tmp_path / "lfw" / name / f"{name}_{number:04d}.png"), face)
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("2\t1\nAnn_Lee\t1\t2\nAnn_Lee\t1\tCy_Young\t1\nBo_Lu\t1\t2\nBo_Lu\t2\tCy_Young\t1\n")
+    out = tmp_path / "lfw.bin"
+    assert make_bin.main([str(pairs), str(out), "--root", str(tmp_path / "lfw"), "--quiet"]) == 0
+    assert capsys.readouterr().out == f"wrote {out}: 4 pairs\n"
+    vset = load_bin(out)
+    assert list(vset.issame) == [True, False, True, False]
+    expected = ["Ann_Lee_0001", "Ann_Lee_0002", "Ann_Lee_0001", "Cy_Young_0001", "Bo_Lu_0001", "Bo_Lu_0002"]
+    expected += ["Bo_Lu_0002", "Cy_Young_0001"]
+    for image, stem in zip(vset.images, expected, strict=True):
+        name = stem.rsplit("_", 1)[0]
+        original = cv2.cvtColor(cv2.imread(str(tmp_path / "lfw" / name / f"{stem}.png")), cv2.COLOR_BGR2RGB)
+        np.testing.assert_array_equal(image, original)
+    (tmp_path / "lfw" / "Cy_Young" / "Cy_Young_0001.png").unlink()
+    assert make_bin.main([str(pairs), str(tmp_path / "other.bin"), "--root", str(tmp_path / "lfw"), "--quiet"]) == 1
+    assert capsys.readouterr().err == (
+        f"error: {pairs} line 3 ('Ann_Lee 1 Cy_Young 1'): image Cy_Young/Cy_Young_0001.jpg (or another format) is "
+        f"not in {tmp_path / 'lfw'}; check --root\n"
+    )
+    assert not (tmp_path / "other.bin").exists()

@@ -59,8 +59,11 @@ def test_resize_and_landmarks_bring_every_face_to_112(tmp_path, capsys):
 
 def test_pack_rec_refuses_to_overwrite(identity_folder, identity_rec, capsys):
     assert pack_rec.main([str(identity_folder), str(identity_rec), "--quiet"]) == 1
-    assert "already exists; pass --overwrite" in capsys.readouterr().err
-    assert pack_rec.main([str(identity_folder), str(identity_rec), "--quiet", "--overwrite"]) == 0
+    assert "already exists; pass --force" in capsys.readouterr().err
+    assert pack_rec.main([str(identity_folder), str(identity_rec), "--quiet", "--force"]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {identity_rec}/train.rec, train.idx and property: 9 images")
+    assert pack_rec.main([str(identity_folder), str(identity_rec), "--quiet", "--overwrite"]) == 0  # deprecated alias
+    assert "note: --overwrite is deprecated; use --force" in capsys.readouterr().err
 
 
 def test_pack_rec_bad_image_leaves_nothing(tmp_path, capsys):
@@ -69,3 +72,21 @@ def test_pack_rec_bad_image_leaves_nothing(tmp_path, capsys):
     assert pack_rec.main([str(tmp_path / "in"), str(tmp_path / "out"), "--quiet"]) == 1
     assert "0.jpg: could not decode the image" in capsys.readouterr().err
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_resize_of_non_square_faces_is_said_once_and_crops_by_default(tmp_path, capsys):
+    for name in ("a.png", "b.png"):
+        image = np.zeros((100, 150, 3), np.uint8)
+        image[:, 25:125] = 200  # the middle square is bright, the side strips black
+        _write(tmp_path / "in" / "ann" / name, image)
+    assert pack_rec.main([str(tmp_path / "in"), str(tmp_path / "rec"), "--quiet", "--resize", "112"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("note: ") == 1
+    assert "a.png is 150x100, not the shape of 112x112: centre-cropped to 100x100 before resizing" in err
+    face = np.round(RecordIOFaces(tmp_path / "rec", flip=False)[0][0].numpy() * 127.5 + 127.5)
+    assert face.min() > 190  # only the bright square is left
+    args = [str(tmp_path / "in"), str(tmp_path / "rec2"), "--quiet", "--resize", "112", "--resize-mode", "stretch"]
+    assert pack_rec.main(args) == 0
+    assert "stretched to 112x112, which changes the face's proportions" in capsys.readouterr().err
+    face = np.round(RecordIOFaces(tmp_path / "rec2", flip=False)[0][0].numpy() * 127.5 + 127.5)
+    assert face[:, :, :10].max() < 20  # the black strips are still there, squeezed

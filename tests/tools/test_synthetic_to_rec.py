@@ -36,7 +36,7 @@ def test_synthetic_rec_round_trip_and_training(tmp_path, capsys):
     assert pairs.num_pairs == 40 and pairs.issame.sum() == 20
 
     assert synthetic_to_rec([str(data), *SMALL]) == 1  # refuses to overwrite
-    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert "already exists; pass --force" in capsys.readouterr().err
 
     cfg = get_config(
         "recipes/arcface_torch/configs/synthetic_unpg",

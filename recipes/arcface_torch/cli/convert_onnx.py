@@ -12,10 +12,11 @@ in this order: --fix-batch (Reshape constants that froze the traced batch of an 
 export become dynamic), --opset N (11 or newer), --simplify (onnxslim), then --fp16 (fp16 weights and
 compute, fp32 input/output, normalisations and reductions fp32) or --int8 (onnxruntime static
 quantization, per-channel int8 weights, activations calibrated on the faces that ship with insightface
-plus --calibration: a folder of aligned crops, a RecordIO folder / .rec, or a .bin).
-The result is re-verified like tools/verify_onnx.py --compare MODEL does (cosine bound fp32 0.9999,
-fp16 0.999, int8 --min-cosine 0.99; with --bin at most --max-accuracy-drop points lost) and written
-only if every check passes; --force writes it anyway (and overwrites an existing output), saying so.
+plus --calibration: a folder of aligned crops (flat or one sub-folder per identity), a RecordIO folder / .rec,
+or a .bin). The result is re-verified like tools/verify_onnx.py --compare MODEL does and written only if every
+check passes: with --bin the verdict is the accuracy change (at most --max-accuracy-drop points lost) and the
+per-face cosine is reported beside it; without, the cosine bound of the precision decides (fp16 0.999, int8 0.98;
+--min-cosine sets it and then always gates). --force writes it anyway (and overwrites an existing output), saying so.
 """
 
 from __future__ import annotations
@@ -25,10 +26,8 @@ import json
 import sys
 from pathlib import Path
 
-from recipes.arcface_torch.export.onnx_comparison import DEFAULT_MAX_ACCURACY_DROP, comparison_argument_error
-from recipes.arcface_torch.export.onnx_conversion import ConversionError, ConversionOptions, convert_model
-from recipes.arcface_torch.export.onnx_opset import MIN_OPSET
-from recipes.arcface_torch.export.progress import stderr_progress
+from recipes.arcface_torch.cli.common import fail
+from recipes.arcface_torch.export.options import DEFAULT_MAX_ACCURACY_DROP, MIN_OPSET, comparison_argument_error
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,7 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", required=True, help="the .onnx file to write")
     parser.add_argument("--fp16", action="store_true", help="fp16 weights and compute, fp32 input and output")
     parser.add_argument("--int8", action="store_true", help="static int8 quantization calibrated on faces")
-    parser.add_argument("--calibration", help="extra int8 calibration faces: folder, RecordIO folder/.rec, or .bin")
+    parser.add_argument(
+        "--calibration",
+        help="extra int8 calibration faces: a folder of aligned crops (flat or one sub-folder per identity), "
+        "a RecordIO folder or .rec, or a .bin",
+    )
     parser.add_argument(
         "--calibration-count",
         type=int,
@@ -61,7 +64,12 @@ def _parser() -> argparse.ArgumentParser:
         "--embedding-size", type=int, help="embedding size of a checkpoint MODEL (default: config.json)"
     )
     parser.add_argument("--bin", help="verification .bin: also check the accuracy drop against MODEL")
-    parser.add_argument("--min-cosine", type=float, help="per-face cosine bound (default by precision)")
+    parser.add_argument(
+        "--min-cosine",
+        type=float,
+        help="per-face cosine bound (default by precision: fp16 0.999, int8 0.98); with --bin the accuracy decides "
+        "and the cosine is only reported unless this is given",
+    )
     parser.add_argument(
         "--max-accuracy-drop",
         type=float,
@@ -80,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
 def _argument_error(args) -> str | None:
     if args.opset is not None and args.opset < MIN_OPSET:
         return f"--opset {args.opset} is older than {MIN_OPSET}; pass --opset {MIN_OPSET} or newer"
+    if args.int8 and args.opset is not None and args.opset < 13:
+        return f"--int8 needs opset 13 or newer (per-channel weights), not --opset {args.opset}; pass --opset 13 or drop --opset"
     if args.calibration and not args.int8:
         return "--calibration only applies to --int8; add --int8 or drop --calibration"
     if args.runs < 1:
@@ -95,8 +105,10 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     problem = _argument_error(args)
     if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 1
+        return fail(problem)
+    from recipes.arcface_torch.export.onnx_conversion import ConversionError, ConversionOptions, convert_model
+    from recipes.arcface_torch.export.progress import stderr_progress
+
     options = ConversionOptions(
         fix_batch=args.fix_batch,
         opset=args.opset,
@@ -122,8 +134,7 @@ def main(argv=None) -> int:
             progress=stderr_progress(args.quiet or args.json),
         )
     except ConversionError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return fail(error)
     if args.json:
         print(
             json.dumps(

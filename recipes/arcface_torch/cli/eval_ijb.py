@@ -19,16 +19,14 @@ import math
 import sys
 from pathlib import Path
 
-from torch import nn
-
-from recipes.arcface_torch.evaluation.ijb import evaluate_ijb, format_tar_table
-from recipes.arcface_torch.export.backbone_checkpoint import build_backbone, resolve_checkpoint
-from recipes.arcface_torch.export.onnx_embedder import OnnxEmbedder
+from recipes.arcface_torch.cli.common import fail
 
 
-def load_torch_model(path: Path, network: str | None, embedding_size: int | None, device: str) -> nn.Module:
-    """The backbone in checkpoint `path` (a model.pt or a training folder), in eval mode on `device`;
-    network and embedding size default to the training config.json beside it."""
+def load_torch_model(path: Path, network: str | None, embedding_size: int | None, device: str):
+    """The backbone (torch.nn.Module) in checkpoint `path` (a model.pt or a training folder), in eval mode on
+    `device`; network and embedding size default to the training config.json beside it."""
+    from recipes.arcface_torch.export.backbone_checkpoint import build_backbone, resolve_checkpoint
+
     source = resolve_checkpoint(path)
     backbone = build_backbone(source.network(network), source.embedding_size(embedding_size), source.state_dict())
     return backbone.to(device)
@@ -58,13 +56,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-flip", action="store_true", help="embed without the flipped image")
     parser.add_argument("--no-faceness", action="store_true", help="do not weight images by their faceness score")
     parser.add_argument("--keep-norm", action="store_true", help="do not L2-normalise image features before pooling")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON (no progress bar)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--force", action="store_true", help="replace results of the same name in --output")
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from recipes.arcface_torch.evaluation.ijb import evaluate_ijb, format_tar_table
+    from recipes.arcface_torch.export.onnx_embedder import OnnxEmbedder
+
+    name = args.name or args.model.stem
+    existing = [
+        p
+        for p in (args.output / f"{name}_{args.target}_scores.npy", args.output / f"{name}_{args.target}_roc.png")
+        if p.exists()
+    ]
+    if existing and not args.force:
+        return fail(f"{existing[0]} already exists; pass --force to replace it, or --name / --output to keep it")
     try:
         if not args.model.exists():
             raise FileNotFoundError(f"model file {args.model} does not exist; pass an .onnx file or a model.pt")
@@ -72,7 +82,6 @@ def main(argv=None) -> int:
             model = OnnxEmbedder(args.model)
         else:
             model = load_torch_model(args.model, args.network, args.embedding_size, args.device)
-        name = args.name or args.model.stem
         results = evaluate_ijb(
             model,
             args.root,
@@ -84,11 +93,10 @@ def main(argv=None) -> int:
             output_dir=args.output,
             name=name,
             num_workers=args.workers,
-            progress=not args.quiet,
+            progress=not (args.quiet or args.json),
         )
     except (OSError, ValueError, KeyError, ImportError) as error:
-        print(f"eval_ijb: error: {error}", file=sys.stderr)
-        return 1
+        return fail(error)
     tars = results["tar_at_far"]
     if args.json:
         payload = {
@@ -111,8 +119,7 @@ def main(argv=None) -> int:
         for far, note in results["tar_at_far_notes"].items():
             if note:
                 print(f"TAR@FAR={far:g} is nan: {note}")
-        for path in results["files"]:
-            print(f"wrote {path}")
+        print(f"wrote {' and '.join(str(path) for path in results['files'])}")
     return 0
 
 

@@ -14,54 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from recipes.arcface_torch.cli.pack_rec import OUTPUT_NAMES, write_face_records
-from recipes.arcface_torch.config import ConfigError, get_config
-from recipes.arcface_torch.datasets.build import SYNTHETIC_VAL_OFFSET
-from recipes.arcface_torch.datasets.recordio import RecordIOError
-from recipes.arcface_torch.datasets.synthetic_faces import SyntheticFaces, synthetic_verification_set
-from recipes.arcface_torch.evaluation.bin_file import encode_image, save_bin
-from recipes.arcface_torch.train import nest, parse_override
-
-BIN_NAME = "synthetic.bin"
-
-
-def write_synthetic_dataset(output: Path, synthetic, overwrite: bool = False, progress: bool = True) -> dict:
-    output = Path(output)
-    existing = [name for name in (*OUTPUT_NAMES, BIN_NAME) if (output / name).exists()]
-    if existing and not overwrite:
-        raise FileExistsError(
-            f"{output / existing[0]} already exists; pass --overwrite to replace it or choose another folder"
-        )
-    output.mkdir(parents=True, exist_ok=True)
-    faces = SyntheticFaces(
-        synthetic.num_identities,
-        synthetic.images_per_identity,
-        seed=synthetic.seed,
-        label_noise=synthetic.label_noise,
-        flip=False,
-        preset=synthetic.preset,
-        max_yaw=synthetic.max_yaw,
-    )
-    order = np.argsort(faces.labels, kind="stable")  # records grouped by (possibly noisy) training label
-
-    def items():
-        for index in order:
-            identity, sample = divmod(int(index), synthetic.images_per_identity)
-            yield int(faces.labels[index]), encode_image(faces.render(identity, sample))
-
-    counts = write_face_records(output, items(), len(faces), faces.num_classes, progress=progress)
-    pairs = synthetic_verification_set(
-        synthetic.val_identities,
-        synthetic.val_pairs,
-        seed=synthetic.seed,
-        identity_offset=SYNTHETIC_VAL_OFFSET,
-        preset=synthetic.preset,
-        max_yaw=synthetic.max_yaw,
-    )
-    save_bin(output / BIN_NAME, [encode_image(image) for image in pairs.images], pairs.issame.tolist())
-    return {**counts, "pairs": pairs.num_pairs}
+from recipes.arcface_torch.cli.common import fail, force_argument, warn_deprecated_overwrite
 
 
 def main(argv=None) -> int:
@@ -75,15 +28,19 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. synthetic.num_identities=100"
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace existing files in OUTPUT")
+    force_argument(parser, "replace existing files in OUTPUT")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    warn_deprecated_overwrite(args)
+    from recipes.arcface_torch.config import ConfigError, get_config, nest, parse_override
+    from recipes.arcface_torch.datasets.recordio import RecordIOError
+    from recipes.arcface_torch.datasets.synthetic_folder import write_synthetic_dataset
+
     try:
         config = get_config(args.config, **nest(parse_override(item) for item in args.set))
-        counts = write_synthetic_dataset(args.output, config.synthetic, args.overwrite, progress=not args.quiet)
+        counts = write_synthetic_dataset(args.output, config.synthetic, args.force, progress=not args.quiet)
     except (ConfigError, OSError, ValueError, RecordIOError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return fail(error)
     print(
         f"wrote {counts['images']} images of {counts['classes']} identities and {counts['pairs']} pairs to {args.output}"
     )

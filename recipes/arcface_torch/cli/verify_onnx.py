@@ -12,9 +12,9 @@ One line per check, PASS / FAIL / SKIP with its numbers: file (size, external da
 (per-face cosine >= 0.9999 against the PyTorch checkpoint, when given), insightface (model_zoo.get_model
 loads it as recognition and its mean/std equal what the model really expects) and latency
 (onnxruntime CPU median at batch 1 and 32). Real faces: aligned crops of images that ship with
-insightface and scikit-image, or the aligned crops in --images. fp16 and int8 models (fp32 input and
-output, as tools/convert_onnx.py writes them) are checked with their precision's cosine bound: fp32
-0.9999, fp16 0.999, int8 0.99 (--min-cosine sets it).
+insightface and scikit-image, or --images (a folder of aligned crops, flat or one sub-folder per identity, a
+RecordIO folder or a .bin). fp16 and int8 models (fp32 input and output, as tools/convert_onnx.py writes them) are
+checked with their precision's cosine bound: fp32 0.9999, fp16 0.999, int8 0.98 (--min-cosine sets it).
 
 --compare REFERENCE (.onnx or model.pt / training folder, the model this one was converted from) adds
 the per-face cosine to the reference (worst and mean) and a side-by-side table: size, latency per batch
@@ -29,9 +29,8 @@ import json
 import sys
 from pathlib import Path
 
-from recipes.arcface_torch.export.onnx_comparison import DEFAULT_MAX_ACCURACY_DROP, comparison_argument_error
-from recipes.arcface_torch.export.onnx_verification import verify
-from recipes.arcface_torch.export.progress import stderr_progress
+from recipes.arcface_torch.cli.common import fail
+from recipes.arcface_torch.export.options import DEFAULT_MAX_ACCURACY_DROP, comparison_argument_error
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,14 +43,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", help="model.pt or a training output folder to compare against")
     parser.add_argument("--network", help="backbone of --checkpoint, e.g. r50 (default: config.json / metadata)")
     parser.add_argument("--embedding-size", type=int, help="embedding size of --checkpoint (default: config.json)")
-    parser.add_argument("--images", help="folder of aligned face crops to use instead of the built-in faces")
+    parser.add_argument(
+        "--images",
+        help="faces to use instead of the built-in ones: a folder of aligned crops (flat or one sub-folder per "
+        "identity), a RecordIO folder or a .bin",
+    )
     parser.add_argument("--runs", type=int, default=5, help="timed runs for the latency median (default 5)")
     parser.add_argument("--compare", help="reference .onnx or model.pt / training folder to compare against")
     parser.add_argument("--bin", help="verification .bin file for the accuracy comparison (needs --compare)")
     parser.add_argument(
         "--min-cosine",
         type=float,
-        help="per-face cosine bound (default by precision: fp32 0.9999, fp16 0.999, int8 0.99)",
+        help="per-face cosine bound (default by precision: fp32 0.9999, fp16 0.999, int8 0.98); with --bin the "
+        "accuracy decides and the cosine is only reported unless this is given",
     )
     parser.add_argument(
         "--max-accuracy-drop",
@@ -69,8 +73,11 @@ def _argument_error(args) -> str | None:
         return f"--runs {args.runs} must be at least 1; pass e.g. --runs 5"
     if args.embedding_size is not None and args.embedding_size <= 0:
         return f"--embedding-size {args.embedding_size} is not positive; pass e.g. 512"
-    if args.images and not Path(args.images).is_dir():
-        return f"--images {args.images} is not a folder; pass a folder of aligned face crops"
+    if args.images and not Path(args.images).exists():
+        return (
+            f"--images {args.images} does not exist; pass a folder of aligned face crops (flat or one sub-folder "
+            f"per identity), a RecordIO folder or a .bin"
+        )
     if args.bin and not args.compare:
         return "--bin measures accuracy against a reference; pass --compare REFERENCE as well"
     return comparison_argument_error(args.bin, args.min_cosine, args.max_accuracy_drop)
@@ -80,8 +87,10 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     problem = _argument_error(args)
     if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 1
+        return fail(problem)
+    from recipes.arcface_torch.export.onnx_verification import verify
+    from recipes.arcface_torch.export.progress import stderr_progress
+
     report = verify(
         Path(args.model),
         checkpoint=Path(args.checkpoint) if args.checkpoint else None,

@@ -2,10 +2,12 @@
 
 Key names, meanings and defaults follow upstream arcface_torch. Keys added by this recipe: `loss`, `plugins`
 (and one section per registered loss, e.g. `unpg`, with its plugin's defaults), `scale`, `dropout`, `clip_grad_norm`,
-`max_steps`, `synthetic`, `nan_policy`, `lr_power`, `margin_gradient`, `amp_dtype`, `dist_timeout`,
-`checkpoint_every`, `keep_checkpoints`; `resume` also takes "auto". Upstream keys for
-features this recipe does not have (DALI, Weights & Biases) are accepted so upstream config files load unchanged;
-asking for them warns.
+`max_steps`, `synthetic`, `nan_policy`, `lr_power`, `margin_gradient`, `amp_dtype`, `dist_timeout`, `head_chunk`,
+`head_chunk_budget` (the chunked head; 0, upstream's whole-matrix head, by default), `checkpoint_every`,
+`keep_checkpoints`; `resume` also takes "auto". DALI input (`dali`, `dali_aug`) works as upstream's when NVIDIA
+DALI is installed (datasets/dali_batches.py; without it, a warning and the PyTorch DataLoader). Upstream's Weights
+& Biases keys are accepted so upstream config files load unchanged; asking for W&B warns and training logs to
+TensorBoard.
 """
 
 from easydict import EasyDict as edict
@@ -25,8 +27,12 @@ config.scale = 64.0  # s
 config.sample_rate = 1.0  # partial FC: fraction of class centres sampled per step (0: the batch's positives only)
 config.interclass_filtering_threshold = 0.0  # > 0: non-target cosines above it are set to 0 (upstream's option)
 config.margin_gradient = "straight_through"  # target-logit gradient: "straight_through" (upstream) | "exact"
+config.head_chunk = (
+    0  # 0: the whole (B, C_local) logit matrix (upstream's head) | N > 0: classes in chunks of N | "auto"
+)
+config.head_chunk_budget = 4.0  # GiB per rank the chunked head may keep its exps in; chunks beyond are recomputed
 config.loss = "margin_softmax"  # a registered loss or a list composed in order, e.g. ["magface", "unpg"]
-config.plugins = ["plugins.unpg", "plugins.magface", "plugins.npcface", "plugins.uss"]
+config.plugins = ["plugins.unpg", "plugins.magface", "plugins.npcface", "plugins.uss", "plugins.ri"]
 # modules whose register(registry) adds losses; each loss's options
 # (config.<loss name>, e.g. config.unpg.wisk) default to its plugin's values
 
@@ -71,9 +77,10 @@ config.keep_checkpoints = 1  # checkpoint sets kept; an older one goes once a ne
 config.nan_policy = "stop"  # "stop": a non-finite loss stops training, keeping the last good checkpoint
 config.dist_timeout = 300  # seconds a collective may wait for another rank before the job stops
 
-# upstream keys for features this recipe does not have: accepted; True asks for them and gets a warning
+# upstream's DALI input: used when NVIDIA DALI is installed and rec is a RecordIO folder, else a warning
 config.dali = False
 config.dali_aug = False
+# upstream's Weights & Biases keys: accepted so upstream configs load; True gets a warning (TensorBoard is used)
 config.using_wandb = False
 config.wandb_key = "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
 config.wandb_entity = "entity"

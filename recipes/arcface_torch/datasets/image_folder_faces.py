@@ -15,34 +15,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from ..face_files import IMAGE_SUFFIXES
+from ..face_files import list_identity_folder
 from ..face_image import decode_face, face_to_tensor, should_flip
 
-
-def list_identity_folder(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
-    """(class names, [(image path, label)]) of an identity-per-folder tree, in sorted order."""
-    if not root.is_dir():
-        raise FileNotFoundError(
-            f"image folder {root} does not exist; pass a folder with one sub-folder of face images per identity"
-        )
-    class_names = sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith("."))
-    if not class_names:
-        raise ValueError(
-            f"{root} has no identity sub-folders; put each identity's images in its own sub-folder (root/<identity>/<image>.jpg)"
-        )
-    samples = []
-    for label, name in enumerate(class_names):
-        files = sorted(
-            entry.name
-            for entry in os.scandir(root / name)
-            if entry.is_file() and entry.name.lower().endswith(IMAGE_SUFFIXES)
-        )
-        if not files:
-            raise ValueError(
-                f"identity folder {root / name} holds no images ({' '.join(IMAGE_SUFFIXES)}); add images or remove the folder"
-            )
-        samples.extend((root / name / file, label) for file in files)
-    return class_names, samples
+__all__ = ["ImageFolderFaces", "list_identity_folder"]
 
 
 class ImageFolderFaces(Dataset):

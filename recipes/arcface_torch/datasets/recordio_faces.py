@@ -1,9 +1,7 @@
-"""Faces from an insightface RecordIO folder (MS1MV3, Glint360K, WebFace, or tools/pack_rec.py output).
+"""Faces from an insightface RecordIO folder (MS1MV3, Glint360K, WebFace, or tools/pack_rec.py output), for training.
 
-The folder holds `train.rec`, `train.idx` and `property` ("num_classes,112,112"). If record 0 has a
-header with flag > 0, its label[0] ends the image keys: images are keys [1, label[0]) and the identity
-records after them are ignored, as insightface's MXFaceDataset does. Otherwise every key of the .idx is
-an image, in .idx order. Each item is (float32 (3, 112, 112) in [-1, 1], int64 0-d label).
+The records are read by RecordIOFolder (recordio_folder.py: property, image keys, labels). Each item is
+(float32 (3, 112, 112) in [-1, 1], int64 0-d label), mirrored on a coin fixed by (seed, epoch, index).
 
     ds = RecordIOFaces("/data/ms1m-retinaface-t1", flip=True)
     image, label = ds[0]; ds.num_classes
@@ -11,88 +9,32 @@ an image, in .idx order. Each item is (float32 (3, 112, 112) in [-1, 1], int64 0
 
 from __future__ import annotations
 
-import numbers
 import os
-from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from ..face_image import decode_face, face_to_tensor, should_flip
-from .recordio import IndexedRecordReader, RecordIOError, unpack_record
+from .recordio_folder import RecordIOFolder, read_property
+
+__all__ = ["RecordIOFaces", "read_property"]
 
 
-def read_property(root: Path) -> tuple[int, int, int]:
-    """(num_classes, height, width) from `root/property`."""
-    path = root / "property"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{root} has no `property` file; create it with one line 'num_classes,112,112' "
-            f"(tools/pack_rec.py writes it) so the number of identities is known"
-        )
-    text = path.read_text().strip()
-    fields = [f.strip() for f in text.split(",")]
-    if len(fields) != 3 or not all(f.isdigit() for f in fields) or int(fields[0]) < 1:
-        raise ValueError(f"{path} holds {text!r}, expected one line 'num_classes,height,width' such as '93431,112,112'")
-    num_classes, height, width = (int(f) for f in fields)
-    return num_classes, height, width
-
-
-class RecordIOFaces(Dataset):
+class RecordIOFaces(RecordIOFolder, Dataset):
     """Images and integer labels of an insightface train.rec/train.idx folder."""
 
     def __init__(self, root: str | os.PathLike, flip: bool = True, seed: int = 0):
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise FileNotFoundError(
-                f"dataset folder {self.root} does not exist; set config.rec to a folder holding train.rec, train.idx and property"
-            )
-        self.num_classes, height, width = read_property(self.root)
-        self.image_size = (height, width)
+        super().__init__(root)
         self.flip, self.seed, self.epoch = flip, seed, 0
-        self.reader = IndexedRecordReader(self.root / "train.idx", self.root / "train.rec")
-        self.keys = self._image_keys()
-        if self.keys.size == 0:
-            raise ValueError(f"{self.reader.idx_path} lists no image records; pack some images with tools/pack_rec.py")
-
-    def _image_keys(self) -> np.ndarray:
-        if 0 not in self.reader:
-            return self.reader.keys.copy()
-        header, _ = unpack_record(self.reader.read(0), where=f"{self.reader.rec_path} key 0")
-        if header.flag == 0:
-            return self.reader.keys.copy()
-        end = int(header.label[0])
-        keys = np.arange(1, end, dtype=np.int64)
-        missing = self.reader.missing_keys(keys)
-        if missing.size:
-            raise RecordIOError(
-                f"{self.reader.idx_path}: the header record says images are keys [1, {end}) but key {int(missing[0])} is "
-                f"not in the index; the .idx is incomplete or belongs to another .rec, rebuild it"
-            )
-        return keys
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch that seeds the flips (call before building the epoch's DataLoader iterator)."""
         self.epoch = int(epoch)
 
-    def __len__(self) -> int:
-        return int(self.keys.size)
-
     def encoded_face(self, index: int) -> tuple[bytes, int, bool, str]:
         """(encoded image bytes, label, flip, where) of item `index`: all but the decode (see face_batches.py)."""
-        key = int(self.keys[index])
-        where = f"{self.reader.rec_path} key {key}"
-        header, body = unpack_record(self.reader.read(key), where=where)
-        label = header.label if isinstance(header.label, numbers.Number) else header.label[0]
-        label = int(label)
-        if not 0 <= label < self.num_classes:
-            raise ValueError(
-                f"{where}: label {label} is outside [0, {self.num_classes}) given by {self.root / 'property'}; "
-                f"fix num_classes in the property file"
-            )
-        flip = self.flip and should_flip(self.seed, self.epoch, index)
-        return body, label, flip, where
+        body, label, where = self.record(index)
+        return body, label, self.flip and should_flip(self.seed, self.epoch, index), where
 
     def __getitem__(self, index: int):
         body, label, flip, where = self.encoded_face(index)

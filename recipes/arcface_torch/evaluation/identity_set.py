@@ -17,13 +17,12 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from ..datasets.image_folder_faces import list_identity_folder
+from ..face_files import list_identity_folder
 from ..face_image import decode_face
+from .balanced_pairs import balanced_pairs
 from .plots import similarity_overlap
 from .tar_far import roc_curve, tar_at_far_details
 from .verification import embed_with_flip, l2_normalize, ten_fold_accuracy
-
-MAX_BALANCED_POSITIVES = 3000  # cap on the positive pairs of the 10-fold pair list (and as many negatives)
 
 
 def load_identity_folder(
@@ -33,29 +32,6 @@ def load_identity_folder(
     _, samples = list_identity_folder(Path(root))
     images = np.stack([decode_face(path.read_bytes(), str(path), image_size, resize=True) for path, _ in samples])
     return images, np.array([label for _, label in samples], dtype=np.int64)
-
-
-def balanced_pairs(
-    identity: np.ndarray, seed: int = 0, max_positives: int = MAX_BALANCED_POSITIVES
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs (P, 2) of row indices and issame (P,): every positive pair (a random `max_positives` if more) and
-    as many distinct negative pairs drawn at random, shuffled; deterministic in `seed`."""
-    identity = np.asarray(identity).reshape(-1)
-    first, second = np.triu_indices(identity.shape[0], k=1)
-    same = identity[first] == identity[second]
-    rng = np.random.default_rng(seed)
-    positives = np.flatnonzero(same)
-    negatives = np.flatnonzero(~same)
-    if positives.size == 0 or negatives.size == 0:
-        raise ValueError(
-            f"{identity.shape[0]} faces of {np.unique(identity).size} identities give {positives.size} positive "
-            f"and {negatives.size} negative pairs; a test set needs >= 2 identities and one with >= 2 faces"
-        )
-    if positives.size > max_positives:
-        positives = rng.choice(positives, size=max_positives, replace=False)
-    negatives = rng.choice(negatives, size=min(positives.size, negatives.size), replace=False)
-    chosen = rng.permutation(np.concatenate([positives, negatives]))
-    return np.stack([first[chosen], second[chosen]], axis=1), same[chosen]
 
 
 def evaluate_identity_set(

@@ -18,8 +18,6 @@ import numpy as np
 
 from ..face_image import ARCFACE_DST, align_face
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-
 # Five-point landmarks (x, y) in t1.jpg for the four faces seen roughly from the front.
 T1_LANDMARKS = {
     "t1_face_left": [[86, 329], [130, 309], [116, 344], [115, 370], [147, 352]],
@@ -64,27 +62,6 @@ def builtin_faces(size: int = 112) -> list[tuple[str, np.ndarray]]:
     group = _read_bgr(image_dir / "t1.jpg")
     for name, landmarks in T1_LANDMARKS.items():
         faces.append((name, align_face(group, landmarks, size)))
-    return faces
-
-
-def folder_faces(folder: str | Path, size: int) -> list[tuple[str, np.ndarray]]:
-    """Aligned face crops read from `folder` (.jpg/.png), resized to size x size, as BGR uint8 arrays."""
-    import cv2
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ValueError(f"image folder {folder} does not exist; pass a folder of aligned face crops")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        raise ValueError(
-            f"image folder {folder} holds no {'/'.join(IMAGE_SUFFIXES)} files; add aligned face crops to it"
-        )
-    faces = []
-    for path in paths:
-        image = _read_bgr(path)
-        if image.shape[:2] != (size, size):
-            image = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
-        faces.append((path.stem, image))
     return faces
 
 

@@ -33,14 +33,15 @@ from .backbone_checkpoint import CheckpointError, build_backbone, resolve_checkp
 from .calibration_faces import calibration_faces
 from .onnx_batch_repair import BatchRepairError, fix_frozen_batch
 from .onnx_checks import check_file
-from .onnx_comparison import DEFAULT_MAX_ACCURACY_DROP
-from .onnx_export import DEFAULT_OPSET, ExportError, check_output_path, export_backbone, set_metadata, simplify_model
+from .onnx_export import ExportError, check_output_path, export_backbone, set_metadata, simplify_model
 from .onnx_fp16 import Fp16Error, convert_to_fp16
+from .onnx_int8 import MIN_OPSET as INT8_MIN_OPSET
 from .onnx_int8 import Int8Error, quantize_int8
 from .onnx_opset import OpsetError, convert_opset, opset_of
 from .onnx_precision import FP16, FP32, INT8
 from .onnx_preprocessing import expected_preprocessing
 from .onnx_verification import Report, verify
+from .options import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_OPSET
 
 
 class ConversionError(RuntimeError):
@@ -177,14 +178,18 @@ def convert_model(
                 if repaired
                 else "fix-batch: no Reshape pinned the batch (nothing to repair)"
             )
-        if options.opset is not None and opset_of(model) != options.opset:
+        target = options.opset
+        why = ""
+        if target is None and options.int8 and opset_of(model) < INT8_MIN_OPSET:
+            target, why = INT8_MIN_OPSET, f" (int8's per-channel weights need opset {INT8_MIN_OPSET})"
+        if target is not None and opset_of(model) != target:
             before = opset_of(model)
-            progress(f"converting from opset {before} to {options.opset}")
+            progress(f"converting from opset {before} to {target}{why}")
             try:
-                model = convert_opset(model, options.opset)
+                model = convert_opset(model, target)
             except OpsetError as error:
-                raise ConversionError(_opset_hint(error, options.opset, source)) from error
-            report.steps.append(f"opset {before} -> {options.opset}")
+                raise ConversionError(_opset_hint(error, target, source)) from error
+            report.steps.append(f"opset {before} -> {target}{why}")
         if options.simplify:
             progress("simplifying with onnxslim")
             try:

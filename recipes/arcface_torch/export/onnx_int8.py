@@ -77,7 +77,8 @@ def quantize_int8(
     if opset < MIN_OPSET:
         raise Int8Error(
             f"--int8 needs opset {MIN_OPSET} or newer (per-channel weights), the model is at opset "
-            f"{opset}; quantize at opset {MIN_OPSET}+ (drop --opset {opset} or pass --opset {MIN_OPSET})"
+            f"{opset}; move it up first (convert_onnx does so by itself unless --opset asks for an older one: pass "
+            f"--opset {MIN_OPSET} or newer)"
         )
     input_name = next(
         value.name for value in model.graph.input if value.name not in {init.name for init in model.graph.initializer}

@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import defs, numpy_helper, version_converter
 
-MIN_OPSET = 11
+from .options import MIN_OPSET
 
 # Ops whose versions after opset 11 differ only in the tensor types they accept (bfloat16, integer,
 # optional/sequence types) or by an attribute with a neutral default (listed: must be absent or equal

@@ -13,8 +13,11 @@ from __future__ import annotations
 import onnx
 
 FP32, FP16, INT8 = "fp32", "fp16", "int8"
-# Per-face cosine a converted model must keep to the fp32 original on real faces.
-MIN_COSINE = {FP32: 0.9999, FP16: 0.999, INT8: 0.99}
+# Per-face cosine a converted model must keep to the fp32 original on real faces, when no labelled set (--bin) is
+# there to decide (with one, the accuracy change decides and this is reported). fp16 rounds the weights only; int8
+# requantises every activation, and trained models whose int8 conversions keep their accuracy have shown worst
+# per-face cosines down to ~0.985 (docs/onnx.md has the measured numbers), so its bound is 0.98.
+MIN_COSINE = {FP32: 0.9999, FP16: 0.999, INT8: 0.98}
 # Row agreement between batch sizes: fp32 kernels are batch-invariant to rounding; lower precisions may
 # pick other kernels (or quantise differently) per batch size.
 BATCH_MIN_COSINE = {FP32: 0.99999, FP16: 0.9999, INT8: 0.999}

@@ -50,3 +50,16 @@ def test_leftover_temp_files_of_an_interrupted_write_are_removed_on_the_next_wri
     assert path.read_bytes() == b"new"
     assert not stale.exists() and live.exists() and other.exists()
     assert remove_stale_temp_files(tmp_path / "model.pt") == [other]
+
+
+def test_durable_writes_fsync_and_quick_ones_only_rename(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(atomic_file.os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    write_bytes_atomically(tmp_path / "model.pt", b"weights")
+    assert len(synced) == 1
+    write_bytes_atomically(tmp_path / "face.jpg", b"old")
+    synced.clear()
+    write_bytes_atomically(tmp_path / "face.jpg", b"new face", durable=False)
+    assert synced == [] and (tmp_path / "face.jpg").read_bytes() == b"new face"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["face.jpg", "model.pt"]

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from recipes.arcface_torch.face_files import prepare_face, read_landmarks
+from recipes.arcface_torch.face_files import NoteOnce, fit_shape, prepare_face, read_landmarks
 from recipes.arcface_torch.face_image import ARCFACE_DST, decode_face
 
 
@@ -68,3 +68,60 @@ def test_landmark_file_errors_name_the_line(tmp_path):
         read_landmarks(bad, tmp_path)
     with pytest.raises(FileNotFoundError, match="landmarks file .*nowhere.txt not found"):
         read_landmarks(tmp_path / "nowhere.txt", tmp_path)
+
+
+def bands_image(height: int, width: int) -> np.ndarray:
+    """Grey image whose left and right thirds are black, the middle white (so a crop and a squash differ)."""
+    image = np.zeros((height, width, 3), np.uint8)
+    image[:, width // 3 : 2 * width // 3] = 255
+    return image
+
+
+@pytest.mark.parametrize(
+    ("mode", "white_fraction", "said"),
+    [
+        ("crop", 200 / 300, "centre-cropped to 300x300 before resizing to 112x112"),  # 600x300: keeps x 150..450
+        ("stretch", 1 / 3, "stretched to 112x112, which changes the face's proportions"),
+        ("pad", 1 / 3, "padded with black to 600x600 before resizing to 112x112"),
+    ],
+)
+def test_resize_of_a_non_square_image_crops_pads_or_stretches_and_says_so(tmp_path, mode, white_fraction, said):
+    path = tmp_path / "wide.png"
+    cv2.imwrite(str(path), bands_image(300, 600))
+    notes = []
+    face = decode_face(prepare_face(path, resize=True, resize_mode=mode, note=notes.append), "resized")[..., 0]
+    row = face[56].astype(np.float64) / 255
+    assert row.mean() == pytest.approx(white_fraction, abs=0.03)
+    if mode == "pad":
+        assert face[:25].max() < 10 and face[-25:].max() < 10  # black bars above and below (JPEG rings a little)
+        assert face[56].max() == 255
+    assert len(notes) == 1 and notes[0].startswith(f"{path} is 600x300, not the shape of 112x112: {said} (")
+    assert "--resize-mode" in notes[0]
+
+
+def test_fit_shape_keeps_the_aspect_of_the_size_and_leaves_matching_images_alone():
+    tall = np.zeros((160, 140, 3), np.uint8)
+    assert fit_shape(tall, (112, 112), "crop").shape == (140, 140, 3)
+    assert fit_shape(tall, (112, 112), "pad").shape == (160, 160, 3)
+    assert fit_shape(tall, (112, 112), "stretch") is tall
+    assert fit_shape(tall, (120, 96), "crop").shape == (160, 128, 3)
+    square = np.zeros((200, 200, 3), np.uint8)
+    assert fit_shape(square, (112, 112), "crop") is square
+    with pytest.raises(ValueError, match="resize mode 'squash' is unknown; use one of crop, pad, stretch"):
+        fit_shape(tall, (112, 112), "squash")
+
+
+def test_a_square_resize_says_nothing(tmp_path):
+    path = tmp_path / "big.png"
+    cv2.imwrite(str(path), np.full((224, 224, 3), 40, np.uint8))
+    notes = []
+    prepare_face(path, resize=True, note=notes.append)
+    assert notes == []
+
+
+def test_note_once_passes_on_only_the_first_message():
+    said = []
+    note = NoteOnce(said.append)
+    note("first")
+    note("second")
+    assert said == ["first"]

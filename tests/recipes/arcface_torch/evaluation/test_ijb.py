@@ -168,6 +168,11 @@ def test_eval_ijb_cli_with_onnx_model(tmp_path, capsys):
     assert payload["tar_at_far"]["0.1"] == pytest.approx(direct["tar_at_far"][0.1])
     assert payload["tar_at_far"]["1e-06"] is None and "1e-06" in payload["notes"]
     assert (tmp_path / "out" / "pooled_ijbc_roc.png").is_file()
+    again = [str(tmp_path / "pooled.onnx"), "--root", str(tmp_path / "IJBC"), "--output", str(tmp_path / "out")]
+    assert eval_ijb.main([*again, "--quiet"]) == 1  # results of that name are kept unless --force
+    assert "pooled_ijbc_scores.npy already exists; pass --force" in capsys.readouterr().err
+    assert eval_ijb.main([*again, "--quiet", "--force", "--workers", "1"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("wrote ")
     assert eval_ijb.main([str(tmp_path / "missing.onnx"), "--root", str(tmp_path)]) == 1
     assert "missing.onnx does not exist" in capsys.readouterr().err
     assert eval_ijb.main([str(tmp_path / "pooled.onnx"), "--root", str(tmp_path / "nowhere"), "--quiet"]) == 1

@@ -44,3 +44,15 @@ def test_without_onnxslim_simplify_is_a_clear_error_and_nothing_is_written(tiny_
     with pytest.raises(ConversionError, match=r"--simplify needs the onnxslim package; run `pip install onnxslim`"):
         convert_model(tiny_onnx, output, ConversionOptions(simplify=True))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_int8_of_an_older_opset_model_moves_it_up_first(tiny_onnx, tmp_path):
+    from recipes.arcface_torch.export.onnx_opset import convert_opset, opset_of
+
+    old = tmp_path / "tiny_op12.onnx"
+    onnx.save(convert_opset(onnx.load(str(tiny_onnx)), 12), str(old))
+    output = tmp_path / "tiny_int8.onnx"
+    report = convert_model(old, output, ConversionOptions(int8=True, min_cosine=0.9, runs=1))
+    assert report.written, report.verification.text()
+    assert report.steps[0] == "opset 12 -> 13 (int8's per-channel weights need opset 13)"
+    assert opset_of(onnx.load(str(output))) == 13
