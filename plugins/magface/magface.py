@@ -24,7 +24,8 @@ _SQRT_EPS = 1e-7  # keeps d sqrt(1 - c^2) / d c finite at c = +-1
 class MagFace(PartialFCLoss):
     """Args: l_a, u_a (magnitude range), l_m, u_m (margin range, radians), lambda_g (regulariser weight).
 
-    Hooks: rewrite_logits sets the target logit (B rows, on the rank that holds each class); the regulariser
+    Hooks: target_logit (through rewrite_logits on the dense head) sets the target logit (B rows, on the rank
+    that holds each class), so MagFace runs on the chunked head too; the regulariser
     is a replicated auxiliary loss (every rank computes it from the gathered batch).
     """
 
@@ -61,14 +62,17 @@ class MagFace(PartialFCLoss):
         """m(a), same shape as `magnitude`."""
         return (self.u_m - self.l_m) / (self.u_a - self.l_a) * (magnitude - self.l_a) + self.l_m
 
-    def rewrite_logits(self, ctx, logits: torch.Tensor) -> torch.Tensor:
-        rows = ctx.on_shard_rows
-        cols = ctx.shard_labels[rows]
-        cos = ctx.logits[rows, cols]  # c_y of the rows held here
-        margin = self.margin(self.magnitude(ctx)[rows])
+    def target_logit(self, ctx, cos: torch.Tensor) -> torch.Tensor:
+        """(n,) c_y of ctx.on_shard_rows -> s cos(arccos(c_y) + m(a_i)) where c_y > 0, else s c_y."""
+        margin = self.margin(self.magnitude(ctx)[ctx.on_shard_rows])
         sin = torch.sqrt(1.0 - cos.clamp(-1.0 + _SQRT_EPS, 1.0 - _SQRT_EPS) ** 2)
         target = torch.where(cos > 0, cos * torch.cos(margin) - sin * torch.sin(margin), cos)
-        return logits.index_put_((rows, cols), target * ctx.scale)  # the head's fresh s * c: written in place
+        return target * ctx.scale
+
+    def rewrite_logits(self, ctx, logits: torch.Tensor) -> torch.Tensor:
+        rows = ctx.on_shard_rows
+        target = self.target_logit(ctx, ctx.shard_target_cos)  # c_y of the rows held here
+        return logits.index_put_((rows, ctx.shard_labels[rows]), target)  # the head's fresh s * c: written in place
 
     def auxiliary_losses(self, ctx) -> list[Term]:
         magnitude = self.magnitude(ctx)

@@ -21,6 +21,9 @@ class LossContext:
         labels (y):       (B,) global class ids.
         logits (c):       (B, K) cosines c_ij = <x_i/|x_i|, W_j/|W_j|> in [-1, 1], differentiable. Valid until
                           the margin stage: a margin object may rewrite them in place, as upstream's does.
+                          The chunked head (head_chunk) never holds them: reading them there is an error.
+        shard_target_cos: (n,) c_{i,y_i} of the on_shard_rows, differentiable (both heads).
+        dtype, device:    of the logits (float32, or float64 for a float64 head).
         shard_labels:     (B,) column of y_i in `logits`, -1 when class y_i is on another rank.
         class_index:      (K,) global class id of each logits column.
         local_index:      (K,) row of each logits column in this rank's shard (for sharded buffers).
@@ -37,7 +40,7 @@ class LossContext:
         *,
         embeddings: torch.Tensor,
         labels: torch.Tensor,
-        logits: torch.Tensor,
+        logits: torch.Tensor | None,
         shard_labels: torch.Tensor,
         class_index: torch.Tensor,
         class_start: int,
@@ -49,8 +52,15 @@ class LossContext:
         group=None,
         local_batch: int | None = None,
         collect_diagnostics: bool = False,
+        shard_target_cos: torch.Tensor | None = None,
+        head_chunk: int | str = 0,
     ):
-        self.embeddings, self.labels, self.logits, self.shard_labels = embeddings, labels, logits, shard_labels
+        self.embeddings, self.labels, self.shard_labels = embeddings, labels, shard_labels
+        self._logits, self.head_chunk = logits, head_chunk
+        if shard_target_cos is not None:
+            self.shard_target_cos = shard_target_cos
+        source = logits if logits is not None else shard_target_cos
+        self.dtype, self.device = source.dtype, source.device
         self.class_index = class_index
         self.local_index = class_index - class_start
         self.class_start, self.num_local = class_start, num_local
@@ -60,6 +70,22 @@ class LossContext:
         self.collect_diagnostics = collect_diagnostics
         self.diagnostics: dict[str, torch.Tensor] = {}
         self._reporter = ""
+
+    @property
+    def logits(self) -> torch.Tensor:
+        if self._logits is None:
+            raise RuntimeError(
+                f"loss {self._reporter or '?'!r} reads ctx.logits, the (B, K) cosines the chunked head "
+                f"(head_chunk={self.head_chunk!r}) never holds; use ctx.shard_target_cos for target cosines, "
+                f"or set head_chunk = 0"
+            )
+        return self._logits
+
+    @cached_property
+    def shard_target_cos(self) -> torch.Tensor:
+        """(n,) c_{i,y_i} of the on_shard_rows (their target class is on this shard), differentiable."""
+        rows = self.on_shard_rows
+        return self.logits[rows, self.shard_labels[rows]]
 
     @cached_property
     def norms(self) -> torch.Tensor:
@@ -91,18 +117,16 @@ class LossContext:
     def target_cos(self) -> torch.Tensor:
         """(B,) c_{i,y_i}, all-reduced from the rank that holds each class, differentiable: its gradient reaches
         the holder's logits (summed over ranks, see collectives.sum_to_replicated)."""
-        rows = self.on_shard_rows
-        local = torch.zeros(self.logits.size(0), dtype=self.logits.dtype, device=self.logits.device)
-        local = local.index_put((rows,), self.logits[rows, self.shard_labels[rows]])
+        local = torch.zeros(self.labels.numel(), dtype=self.dtype, device=self.device)
+        local = local.index_put((self.on_shard_rows,), self.shard_target_cos)
         # the target cosine of each row lives on one rank; the others hold 0
         return sum_to_replicated(local)
 
     @cached_property
     def target_cos_detached(self) -> torch.Tensor:
         """(B,) c_{i,y_i} without gradient (for masks and thresholds)."""
-        rows = self.on_shard_rows
-        local = torch.zeros(self.logits.size(0), dtype=self.logits.dtype, device=self.logits.device)
-        local[rows] = self.logits.detach()[rows, self.shard_labels[rows]]
+        local = torch.zeros(self.labels.numel(), dtype=self.dtype, device=self.device)
+        local[self.on_shard_rows] = self.shard_target_cos.detach()
         # the target cosine of each row lives on one rank; the others hold 0
         return all_reduce_no_grad(local, "sum")
 

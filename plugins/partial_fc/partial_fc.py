@@ -4,6 +4,7 @@ centres, and a list of losses (protocol.py) around arcface_torch's margin softma
 Pipeline per step, on every rank:
     local embeddings (b, D) --all-gather--> X (B, D), labels y (B,)
     c = normalize(X) @ normalize(W_shard[sampled])^T                 (B, K) cosines, the LossContext
+        (head_chunk > 0: in chunks of classes, never whole; the context holds the target cosines only)
     losses: denominator terms and auxiliary losses from the context
     margin stage: margin_loss(c, shard labels (B, 1)) -> scaled logits (skipped, s * c instead, when a loss
                   defines the target logit), then each loss's rewrite_logits in order
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .chunked_softmax import ChunkedStep, chunk_width, chunked_cross_entropy, chunked_target_cosines
 from .collectives import (
     all_gather_no_grad,
     all_gather_with_grad,
@@ -31,7 +33,7 @@ from .collectives import (
 )
 from .context import LossContext
 from .dist_cross_entropy import dist_softmax_cross_entropy
-from .protocol import PartialFCLoss, ShardInfo, Term, overrides_rewrite
+from .protocol import PartialFCLoss, ShardInfo, Term, chunked_refusal, overrides_rewrite
 
 
 def class_shard(num_classes: int, rank: int, world_size: int) -> tuple[int, int]:
@@ -50,6 +52,11 @@ class PartialFC(nn.Module):
             matmul under fp16 autocast (CUDA),
         losses: a PartialFCLoss or a list of them, composed in order (see protocol.py).
         negative_pairs: a single loss, the keyword earlier versions used for UNPG; appended to `losses`.
+        head_chunk: 0 (default) computes the whole (B, K) logit matrix, as upstream; N > 0 runs the margin softmax
+            over classes in chunks of N, "auto" picks N (chunked_softmax.py): the same loss and gradients,
+            never a (B, K) tensor beyond the kept exps. For losses whose only rewrite is the target logit.
+        head_chunk_budget: GiB per rank the chunked head may keep its exps in (B x K x 4 bytes keeps all); chunks
+            beyond it are recomputed in backward (one more B x D x N product each). Kept between steps.
     `collect_diagnostics = True` asks the losses for their costly diagnostics on the next step; the last
     step's diagnostics are in `last_diagnostics` ({"<loss>/<name>": 0-d tensor}).
     """
@@ -64,8 +71,22 @@ class PartialFC(nn.Module):
         losses: PartialFCLoss | Iterable[PartialFCLoss] | None = None,
         *,
         negative_pairs: PartialFCLoss | None = None,
+        head_chunk: int | str = 0,
+        head_chunk_budget: float = 4.0,
     ):
         super().__init__()
+        whole_number = isinstance(head_chunk, int) and not isinstance(head_chunk, bool)
+        if not (head_chunk == "auto" or (whole_number and head_chunk >= 0)):
+            raise ValueError(
+                f"head_chunk={head_chunk!r} must be 0 (the whole logit matrix), a number of classes per chunk > 0, "
+                f"or 'auto'"
+            )
+        if isinstance(head_chunk_budget, bool) or not (
+            isinstance(head_chunk_budget, (int, float)) and head_chunk_budget >= 0
+        ):
+            raise ValueError(
+                f"head_chunk_budget={head_chunk_budget!r} must be a number of GiB >= 0 (0 recomputes every chunk)"
+            )
         if not 0.0 <= sample_rate <= 1.0:
             raise ValueError(f"sample_rate={sample_rate} must be in [0, 1]; use 1.0 to keep every class centre")
         if not callable(margin_loss):
@@ -91,6 +112,12 @@ class PartialFC(nn.Module):
         self.epoch = 0
         self.collect_diagnostics = False
         self.last_diagnostics: dict[str, torch.Tensor] = {}
+        self.head_chunk, self.head_chunk_budget = head_chunk, float(head_chunk_budget)
+        self.last_chunking: dict[str, int] = {}
+        self._workspace: torch.Tensor | None = None  # the chunked head's exps buffer, kept for the next step
+        self._last_step = None
+        if head_chunk:
+            _check_chunkable(margin_loss, self.losses, head_chunk)
         shard = ShardInfo(num_classes, self.num_local, self.class_start, embedding_size, self.rank, self.world_size)
         for loss in self.losses:
             loss.attach(shard)
@@ -155,32 +182,23 @@ class PartialFC(nn.Module):
         shard_labels = labels - self.class_start
         shard_labels[(shard_labels < 0) | (shard_labels >= self.num_local)] = -1
 
-        weight = self.weight
         if self.sample_rate < 1.0:
             index, shard_labels = self.sample(shard_labels)
-            weight = self.weight[index]
         else:
             index = torch.arange(self.num_local, device=labels.device)
         self.weight_index = index  # (K,) shard rows used this step
-
-        with torch.autocast(device_type=embeddings.device.type, enabled=self.fp16):
-            logits = F.linear(F.normalize(embeddings), F.normalize(weight))
-        if logits.dtype in (torch.float16, torch.bfloat16):
-            logits = logits.float()  # softmax and margins in fp32
-        logits = logits.clamp_(-1.0, 1.0)  # (B, K) cos theta, in place: no second copy
+        gathered = embeddings  # the cosines' input; the losses see it in fp32
         if embeddings.dtype in (torch.float16, torch.bfloat16):
             embeddings = embeddings.float()
-
         scale = getattr(self.margin_softmax, "s", None)
         if scale is None:
             raise TypeError(
                 f"margin_loss {self.margin_softmax!r} has no scale attribute `s`; give it one "
                 f"(arcface_torch's CombinedMarginLoss has it)"
             )
-        ctx = LossContext(
+        context = dict(
             embeddings=embeddings,
             labels=labels,
-            logits=logits,
             shard_labels=shard_labels,
             class_index=index + self.class_start,
             class_start=self.class_start,
@@ -192,27 +210,10 @@ class PartialFC(nn.Module):
             local_batch=local_embeddings.size(0),
             collect_diagnostics=self.collect_diagnostics,
         )
-        denominator: dict[str, list[torch.Tensor]] = {"replicated": [], "partial": []}
-        auxiliary: list[Term] = []
-        for loss in self.losses:
-            ctx._reporter = loss.name
-            for term in loss.denominator_terms(ctx):
-                denominator[term.kind].append(term.value.to(logits.dtype).expand(logits.size(0)))
-            auxiliary.extend(loss.auxiliary_losses(ctx))
-
-        if any(loss.defines_target_logit for loss in self.losses):
-            scaled = logits * ctx.scale
+        if self.head_chunk:
+            ctx, total, auxiliary = self._chunked_loss(gathered, index, context)
         else:
-            rewrites = any(overrides_rewrite(loss) for loss in self.losses)
-            # upstream's margin objects may rewrite their input in place: keep ctx.logits intact for rewrites
-            scaled = self.margin_softmax(logits.clone() if rewrites else logits, shard_labels.view(-1, 1))
-        for loss in self.losses:
-            ctx._reporter = loss.name
-            scaled = loss.rewrite_logits(ctx, scaled)
-
-        total = dist_softmax_cross_entropy(
-            scaled, shard_labels, _logaddexp(denominator["replicated"]), _logaddexp(denominator["partial"])
-        )
+            ctx, total, auxiliary = self._dense_loss(gathered, index, context)
         for term in auxiliary:
             value = term.value.to(total.dtype).reshape(())
             total = total + (count_once(value) if term.kind == "replicated" else sum_partial(value))
@@ -224,6 +225,83 @@ class PartialFC(nn.Module):
         self.last_diagnostics = ctx.diagnostics
         return total
 
+    def _loss_terms(self, ctx: LossContext) -> tuple[torch.Tensor | None, torch.Tensor | None, list[Term]]:
+        """The losses' denominator terms combined by kind -> (replicated (B,) or None, partial (B,) or None,
+        auxiliary terms)."""
+        denominator: dict[str, list[torch.Tensor]] = {"replicated": [], "partial": []}
+        auxiliary: list[Term] = []
+        for loss in self.losses:
+            ctx._reporter = loss.name
+            for term in loss.denominator_terms(ctx):
+                denominator[term.kind].append(term.value.to(ctx.dtype).expand(ctx.labels.numel()))
+            auxiliary.extend(loss.auxiliary_losses(ctx))
+        return _logaddexp(denominator["replicated"]), _logaddexp(denominator["partial"]), auxiliary
+
+    def _dense_loss(self, embeddings: torch.Tensor, index: torch.Tensor, context: dict):
+        """Today's head: the whole (B, K) cosine matrix, the margin object, dist_softmax_cross_entropy."""
+        weight = self.weight[index] if self.sample_rate < 1.0 else self.weight
+        with torch.autocast(device_type=embeddings.device.type, enabled=self.fp16):
+            logits = F.linear(F.normalize(embeddings), F.normalize(weight))
+        if logits.dtype in (torch.float16, torch.bfloat16):
+            logits = logits.float()  # softmax and margins in fp32
+        logits = logits.clamp_(-1.0, 1.0)  # (B, K) cos theta, in place: no second copy
+        ctx = LossContext(logits=logits, **context)
+        replicated, partial, auxiliary = self._loss_terms(ctx)
+        shard_labels = ctx.shard_labels
+        if any(loss.defines_target_logit for loss in self.losses):
+            scaled = logits * ctx.scale
+        else:
+            rewrites = any(overrides_rewrite(loss) for loss in self.losses)
+            # upstream's margin objects may rewrite their input in place: keep ctx.logits intact for rewrites
+            scaled = self.margin_softmax(logits.clone() if rewrites else logits, shard_labels.view(-1, 1))
+        for loss in self.losses:
+            ctx._reporter = loss.name
+            scaled = loss.rewrite_logits(ctx, scaled)
+        return ctx, dist_softmax_cross_entropy(scaled, shard_labels, replicated, partial), auxiliary
+
+    def _chunked_loss(self, embeddings: torch.Tensor, index: torch.Tensor, context: dict):
+        """The chunked head (chunked_softmax.py): classes in chunks of head_chunk, target logits from their
+        cosines (n,) by the margin's psi or the loss's target_logit, the same loss and gradients."""
+        device_type = embeddings.device.type
+        with torch.autocast(device_type=device_type, enabled=self.fp16):
+            unit = F.normalize(embeddings)
+            matmul_dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+        unit = unit.float() if unit.dtype in (torch.float16, torch.bfloat16) else unit
+        shard_labels = context["shard_labels"]
+        columns = index.numel()
+        element = torch.empty((), dtype=torch.promote_types(unit.dtype, self.weight.dtype)).element_size()
+        last = self._last_step
+        step = ChunkedStep(
+            scale=context["scale"],
+            labels=shard_labels,
+            width=chunk_width(self.head_chunk, unit.size(0), columns, element),
+            kept_bytes=int(self.head_chunk_budget * 2**30),
+            matmul_dtype=matmul_dtype,
+            grad_enabled=torch.is_grad_enabled(),
+            # the last step's buffer, unless that step still waits for its backward
+            workspace=self._workspace if last is None or last.consumed or last.buffer is None else None,
+        )
+        target_cos, token = chunked_target_cosines(unit, self.weight, index if self.sample_rate < 1.0 else None, step)
+        if step.buffer is not None and step.buffer.numel():
+            reused = step.workspace is not None and step.buffer.data_ptr() == step.workspace.data_ptr()
+            self._workspace = step.workspace if reused else step.buffer  # a reused one keeps its full size
+            self._last_step = step
+        ctx = LossContext(logits=None, shard_target_cos=target_cos, head_chunk=self.head_chunk, **context)
+        replicated, partial, auxiliary = self._loss_terms(ctx)
+        defining = [loss for loss in self.losses if loss.defines_target_logit]
+        if defining:
+            ctx._reporter = defining[0].name
+            target_logits = defining[0].target_logit(ctx, target_cos)
+        else:
+            target_logits = self.margin_softmax.psi(target_cos) * ctx.scale
+        self.last_chunking = {
+            "width": step.width,
+            "chunks": len(step.bounds),
+            "kept": step.kept_chunks,
+            "online": int(step.online),
+        }
+        return ctx, chunked_cross_entropy(target_logits, replicated, partial, token, step), auxiliary
+
 
 def _logaddexp(values: list[torch.Tensor]) -> torch.Tensor | None:
     if not values:
@@ -232,6 +310,28 @@ def _logaddexp(values: list[torch.Tensor]) -> torch.Tensor | None:
     for value in values[1:]:
         result = torch.logaddexp(result, value)
     return result
+
+
+def _check_chunkable(margin_loss, losses, head_chunk) -> None:
+    """One-line errors for what the chunked head cannot run: a loss rewriting the (B, K) logits, a margin with no
+    psi (the target-only rule), upstream's interclass filtering (it rewrites non-target logits)."""
+    for loss in losses:
+        reason = chunked_refusal(loss)
+        if reason:
+            raise ValueError(f"head_chunk={head_chunk!r}: {reason}")
+    if any(loss.defines_target_logit for loss in losses):
+        return
+    if not callable(getattr(margin_loss, "psi", None)):
+        raise TypeError(
+            f"head_chunk={head_chunk!r} needs a margin with psi(cos) (the target logit's rule), which "
+            f"{type(margin_loss).__name__} lacks; use recipes.arcface_torch.margin_loss.CombinedMarginLoss or "
+            f"head_chunk = 0"
+        )
+    if getattr(margin_loss, "interclass_filtering_threshold", 0.0) > 0:
+        raise ValueError(
+            f"head_chunk={head_chunk!r} does not run interclass_filtering_threshold="
+            f"{margin_loss.interclass_filtering_threshold} (it rewrites non-target logits); set it to 0 or head_chunk = 0"
+        )
 
 
 def _as_loss_list(losses, negative_pairs) -> list[PartialFCLoss]:

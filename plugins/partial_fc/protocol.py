@@ -13,6 +13,10 @@ A loss is an nn.Module subclassing PartialFCLoss; the head calls its hooks every
                                     re-weighted hard negatives; the input is the head's own tensor and may
                                     be written in place); set defines_target_logit = True when the
                                     loss sets the target logit itself, so the head skips the margin object
+    target_logit(ctx, cos)       -> (n,) scaled target logits of ctx.on_shard_rows from their cosines (n,), for a
+                                    loss that defines the target logit and changes no other logit: what the
+                                    chunked head (head_chunk, never holding (B, K) logits) calls instead of
+                                    rewrite_logits; a loss that rewrites other logits cannot run chunked
     end_step(ctx)                -> after the loss is computed (memory-bank updates, no gradient)
     ctx.report(name, value)      -> diagnostics, logged by the recipe as "<loss name>/<name>"
 
@@ -74,6 +78,7 @@ class PartialFCLoss(nn.Module):
 
     name: str = "loss"
     defines_target_logit: bool = False
+    reads_all_logits: str = ""  # what a loss reads the whole (B, K) cosines for; the chunked head refuses it
     DEFAULTS: dict = {}  # the loss's options and their defaults (the recipe's config.<name> section)
 
     @classmethod
@@ -91,6 +96,11 @@ class PartialFCLoss(nn.Module):
         """(B, K) scaled logits -> (B, K) scaled logits. The default returns them unchanged."""
         return logits
 
+    def target_logit(self, ctx: LossContext, cos: torch.Tensor) -> torch.Tensor:
+        """(n,) target cosines c_{i,y_i} of ctx.on_shard_rows -> (n,) their scaled target logits. Override it
+        (with defines_target_logit = True) for a loss whose only rewrite is the target logit."""
+        raise NotImplementedError(f"loss {self.name!r} has no target_logit rule")
+
     def denominator_terms(self, ctx: LossContext) -> list[Term]:
         return []
 
@@ -104,3 +114,26 @@ class PartialFCLoss(nn.Module):
 
 def overrides_rewrite(loss: PartialFCLoss) -> bool:
     return type(loss).rewrite_logits is not PartialFCLoss.rewrite_logits
+
+
+def has_target_logit(loss: PartialFCLoss) -> bool:
+    return type(loss).target_logit is not PartialFCLoss.target_logit
+
+
+def chunked_refusal(loss: PartialFCLoss) -> str | None:
+    """Why `loss` cannot run on the chunked head (one sentence naming the loss and the fix), or None if it can:
+    its logit rewrite must be the target logit alone (target_logit), never the other (B, K) logits, and it
+    must not read them (reads_all_logits)."""
+    if loss.reads_all_logits:
+        return (
+            f"loss {loss.name!r} reads every (B, K) cosine ({loss.reads_all_logits}), which the chunked head never "
+            f"holds; set head_chunk = 0 to train it"
+        )
+    if has_target_logit(loss) and loss.defines_target_logit:
+        return None
+    if overrides_rewrite(loss) or loss.defines_target_logit:
+        return (
+            f"loss {loss.name!r} rewrites logits beyond the target column (rewrite_logits over the whole (B, K) "
+            f"matrix), which the chunked head never holds; set head_chunk = 0 to train it"
+        )
+    return None

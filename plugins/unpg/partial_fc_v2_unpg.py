@@ -21,7 +21,8 @@ from .unpg import UNPG
 class PartialFC_V2_UNPG(PartialFC):
     """PartialFC_V2's arguments plus UNPG's: wisk (w, default 1.5), filter (box-and-whisker on/off) and
     sharded ("auto": each rank builds only its b x B block of pairs when there is more than one rank; True /
-    False force it); `losses` adds other partial-FC losses before UNPG (e.g. MagFace)."""
+    False force it); `losses` adds other partial-FC losses before UNPG (e.g. MagFace); head_chunk and
+    head_chunk_budget select the chunked head (PartialFC's)."""
 
     def __init__(
         self,
@@ -34,6 +35,8 @@ class PartialFC_V2_UNPG(PartialFC):
         filter: bool = True,
         losses: list[PartialFCLoss] | None = None,
         sharded: bool | str = "auto",
+        head_chunk: int | str = 0,
+        head_chunk_budget: float = 4.0,
     ):
         super().__init__(
             margin_loss,
@@ -42,6 +45,8 @@ class PartialFC_V2_UNPG(PartialFC):
             sample_rate,
             fp16,
             losses=[*(losses or []), UNPG(wisk=wisk, filter=filter, sharded=sharded)],
+            head_chunk=head_chunk,
+            head_chunk_budget=head_chunk_budget,
         )
 
     @property

@@ -71,10 +71,10 @@ class USS(PartialFCLoss):
             return []
         written = self.written[ctx.local_index]  # (K,) sampled bank rows
         # is any bank row written on any rank? (every rank takes the same branch)
-        if not bool(ctx.all_reduce(written.any().to(ctx.logits.dtype).reshape(1), "max")):
+        if not bool(ctx.all_reduce(written.any().to(ctx.dtype).reshape(1), "max")):
             return []
-        bank = self.bank[ctx.local_index].to(ctx.logits.dtype)  # (K, D)
-        cos = ctx.unit_embeddings.to(ctx.logits.dtype) @ bank.t()  # (B, K) c_ij
+        bank = self.bank[ctx.local_index].to(ctx.dtype)  # (K, D)
+        cos = ctx.unit_embeddings.to(ctx.dtype) @ bank.t()  # (B, K) c_ij
         rows = ctx.on_shard_rows
         cols = ctx.shard_labels[rows]
         negative = written[None, :].expand_as(cos).clone()

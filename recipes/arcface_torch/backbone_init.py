@@ -1,8 +1,8 @@
 """A new run's backbone from another run's weights (`config.init_backbone`), loaded strictly.
 
 The source is a plain `model.pt` state_dict (ours, or insightface's released files: upstream parameter names), one
-of our `checkpoint_rank<r>.pt` or upstream's `checkpoint_gpu_<r>.pt` (their `state_dict_backbone`), or a run folder
-(its model.pt, else rank 0's checkpoint). It is read by the export tools' loader (export/backbone_checkpoint.py:
+of our `checkpoint_step<N>_rank<r>.pt` or upstream's `checkpoint_gpu_<r>.pt` (their `state_dict_backbone`), or a run
+folder (its model.pt, else rank 0's newest checkpoint). It is read by the export tools' loader (export/backbone_checkpoint.py:
 weights_only, so a file from the internet cannot run code) and must fit `config.network` with
 `config.embedding_size` key for key and shape for shape; a mismatch is one line that counts the keys, names the
 first ones and, when the file is another registered backbone, says which keys to change.

@@ -98,15 +98,26 @@ def _add_loss_defaults(cfg: dict, plugins) -> None:
 
 
 def _validate_losses(cfg: edict) -> None:
-    """config.loss names registered losses, and each builds from its config.<name> section."""
+    """config.loss names registered losses, and each builds from its config.<name> section (and, with
+    head_chunk, can run on the chunked head)."""
+    from plugins.partial_fc.protocol import chunked_refusal
+
     from .losses import LOSSES, loss_names
 
     for loss_name in loss_names(cfg):
         builder = LOSSES.get(loss_name)
         try:
-            builder(cfg)
+            loss = builder(cfg)
         except (ValueError, TypeError) as error:
             raise ConfigError(f"config.{loss_name}: {error}") from error
+        reason = chunked_refusal(loss) if cfg.head_chunk and loss is not None else None
+        if reason:
+            raise ConfigError(f"head_chunk={cfg.head_chunk!r}: {reason}")
+    if cfg.head_chunk and cfg.interclass_filtering_threshold > 0:
+        raise ConfigError(
+            f"head_chunk={cfg.head_chunk!r} does not run interclass_filtering_threshold="
+            f"{cfg.interclass_filtering_threshold} (it rewrites non-target logits); set one of them to 0"
+        )
 
 
 def _is_int(value) -> bool:
@@ -159,6 +170,10 @@ def _loss_names(value) -> bool:
     return _string(value) or (isinstance(value, (list, tuple)) and len(value) > 0 and all(_string(v) for v in value))
 
 
+def _head_chunk(value) -> bool:
+    return value == "auto" or (_is_int(value) and value >= 0)
+
+
 def _margins(value) -> bool:
     return isinstance(value, (list, tuple)) and len(value) == 3 and all(_is_number(m) for m in value)
 
@@ -181,6 +196,11 @@ _RULES = {
         "must be a number in [0, 1); 0 turns the filter off",
     ),
     "margin_gradient": (_one_of("straight_through", "exact"), "must be 'straight_through' (upstream) or 'exact'"),
+    "head_chunk": (
+        _head_chunk,
+        "must be 0 (the whole logit matrix, upstream's head), a number of classes per chunk > 0, or 'auto'",
+    ),
+    "head_chunk_budget": (_number(0.0), "must be a number of GiB >= 0 (0 recomputes every chunk in backward)"),
     "loss": (_loss_names, "must name a registered loss or list them, e.g. 'unpg' or ['magface', 'unpg']"),
     "plugins": (_string_list, "must be a list of module names, e.g. ['plugins.unpg']"),
     "optimizer": (_one_of("sgd", "adamw"), "is not supported; use 'sgd' or 'adamw'"),
@@ -214,8 +234,13 @@ _RULES = {
     "output": (_string, "must be a folder path"),
     "verbose": (_integer(1), "must be a positive integer (verification every `verbose` steps)"),
     "frequent": (_integer(1), "must be a positive integer (a progress line every `frequent` steps)"),
-    "resume": (_boolean, "must be True or False"),
+    "resume": (
+        lambda value: _boolean(value) or value == "auto",
+        "must be True, False or 'auto' (resume when config.output holds a checkpoint, else start)",
+    ),
     "save_all_states": (_boolean, "must be True or False"),
+    "checkpoint_every": (_integer(0), "must be an integer number of steps >= 0; 0 saves at epoch ends only"),
+    "keep_checkpoints": (_integer(1), "must be an integer >= 1 (checkpoint sets kept in config.output)"),
     "nan_policy": (_one_of("stop"), "is not supported; use 'stop'"),
     "dist_timeout": (_number(0.0, low_open=True), "must be a number of seconds > 0, e.g. 300"),
     "dali": (_boolean, "must be True or False"),
@@ -248,6 +273,16 @@ def validate_config(cfg: edict) -> None:
             f"max_steps={cfg.max_steps} is not a multiple of gradient_acc={cfg.gradient_acc}; "
             f"stop on an optimizer step, e.g. max_steps={cfg.max_steps // cfg.gradient_acc * cfg.gradient_acc or cfg.gradient_acc}"
         )
+    if cfg.checkpoint_every % cfg.gradient_acc:
+        raise ConfigError(
+            f"checkpoint_every={cfg.checkpoint_every} is not a multiple of gradient_acc={cfg.gradient_acc}; "
+            f"save on an optimizer step, e.g. checkpoint_every={cfg.checkpoint_every // cfg.gradient_acc * cfg.gradient_acc or cfg.gradient_acc}"
+        )
+    for key, asks in (("checkpoint_every", cfg.checkpoint_every > 0), ("resume", cfg.resume == "auto")):
+        if asks and not cfg.save_all_states:
+            raise ConfigError(
+                f"{key}={cfg[key]!r} needs the exact resume state that save_all_states writes; set save_all_states=True"
+            )
     m1, m2, m3 = cfg.margin_list
     if m1 <= 0 or m2 < 0 or m3 < 0:
         raise ConfigError(

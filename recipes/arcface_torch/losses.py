@@ -77,5 +77,12 @@ def build_head(config, num_classes: int, fp16: bool = False) -> PartialFC:
     `fp16` runs the head's cosine matmul under autocast; the trainer passes False, as upstream's train_v2
     builds PartialFC_V2 with fp16=False and keeps the head in fp32."""
     return PartialFC(
-        build_margin(config), config.embedding_size, num_classes, config.sample_rate, fp16, losses=build_losses(config)
+        build_margin(config),
+        config.embedding_size,
+        num_classes,
+        config.sample_rate,
+        fp16,
+        losses=build_losses(config),
+        head_chunk=config.head_chunk,
+        head_chunk_budget=config.head_chunk_budget,
     )

@@ -50,12 +50,13 @@ def naive_loss(
     npcface=None,
     unpg_wisk="off",
     uss=None,
+    ri=None,
 ):
     """embeddings (B, D) float64 (grad), labels (B,), weight (C, D) float64 (grad) -> 0-d loss.
 
     classes: the class ids taking part (sampled centres; default all). magface / npcface: option dicts.
     unpg_wisk: "off" (no UNPG), None (UNPG without filter) or the whisker width. uss: dict with options
-    "weight", "m", the bank {class: unit vector} and the bias tensor "b".
+    "weight", "m", the bank {class: unit vector} and the bias tensor "b". ri: dict for naive_ri.
     """
     classes = list(range(weight.shape[0])) if classes is None else [int(c) for c in classes]
     pairs = [] if unpg_wisk == "off" else naive_kept_negatives(embeddings, labels, unpg_wisk)
@@ -89,7 +90,47 @@ def naive_loss(
         loss = loss + magface["lambda_g"] * torch.stack(g).mean()
     if uss is not None:
         loss = loss + naive_uss(embeddings, labels, s, uss, classes)
+    if ri is not None:
+        loss = loss + naive_ri(embeddings, labels, weight, ri, classes)
     return loss
+
+
+def naive_recognisability(x, y, weight, centre, classes):
+    """xi of one embedding x (D,) of class y from the three proximities, one class at a time."""
+    cos_y = cosine(x, weight[y])
+    negatives = [cosine(x, weight[j]) for j in classes if j != y]
+    cos_n = torch.stack(negatives).max() if negatives else torch.tensor(-1.0, dtype=x.dtype)
+    d_ui = 1.0 - torch.dot(unit(x), unit(centre))
+    d_p, d_n = 1.0 - cos_y, 1.0 - cos_n
+    return d_ui * d_n / (d_p + d_n)
+
+
+def naive_ri(embeddings, labels, weight, ri, classes):
+    """diversion_weight * 1/B sum max(0, mu_UI + tau - xi_i) + regression_weight * 1/B sum smoothL1(xi^_i - xi_i).
+
+    ri: {"centre" (D,), "ui_level", "tau", "diversion_weight", "regression_weight", "beta", "w" (D,), "b" 0-d};
+    the regression target xi_i carries no gradient."""
+    hinge, regression = [], []
+    for i in range(embeddings.shape[0]):
+        x, y = embeddings[i], int(labels[i])
+        xi = naive_recognisability(x, y, weight, ri["centre"], classes)
+        gap = ri["ui_level"] + ri["tau"] - xi
+        hinge.append(gap if float(gap.detach()) > 0 else torch.zeros((), dtype=x.dtype))
+        d = torch.dot(ri["w"], unit(x)) + ri["b"] - xi.detach()
+        beta = ri["beta"]
+        regression.append(0.5 * d * d / beta if abs(float(d.detach())) < beta else d.abs() - 0.5 * beta)
+    count = embeddings.shape[0]
+    return ri["diversion_weight"] * sum(hinge) / count + ri["regression_weight"] * sum(regression) / count
+
+
+def naive_unrecognisable_centre(ui_embeddings, ui_labels, weight):
+    """(unit mean of the unit embeddings, mean xi of those faces under every class centre)."""
+    centre = unit(torch.stack([unit(e) for e in ui_embeddings]).sum(0))
+    classes = list(range(weight.shape[0]))
+    levels = [
+        naive_recognisability(e, int(y), weight, centre, classes) for e, y in zip(ui_embeddings, ui_labels, strict=True)
+    ]
+    return centre, float(sum(levels) / len(levels))
 
 
 def naive_uss(embeddings, labels, s, uss, classes):

@@ -25,6 +25,7 @@ TOOLS = [
     "verify_onnx",
     "convert_onnx",
     "eval_ijb",
+    "face_quality",
 ]
 HEAVY = ("torch", "onnx", "onnxruntime", "insightface")
 
@@ -92,6 +93,7 @@ WRITERS = [
     "export_onnx",
     "convert_onnx",
     "eval_ijb",
+    "face_quality",
 ]
 
 

@@ -2,11 +2,13 @@
 
 Key names, meanings and defaults follow upstream arcface_torch. Keys added by this recipe: `loss`, `plugins`
 (and one section per registered loss, e.g. `unpg`, with its plugin's defaults), `scale`, `dropout`, `clip_grad_norm`,
-`max_steps`, `synthetic`, `nan_policy`, `lr_power`, `margin_gradient`, `amp_dtype`, `dist_timeout`, and the
-fine-tuning keys `init_backbone`, `init_head`, `backbone_lr_scale`, `freeze_backbone_epochs`, `bn_mode` (defaults:
-upstream's behaviour, a run from random weights). DALI input (`dali`, `dali_aug`) works as upstream's when NVIDIA
-DALI is installed (datasets/dali_batches.py; without it, a warning and the PyTorch DataLoader). Upstream's Weights &
-Biases keys are accepted so upstream config files load unchanged; asking for W&B warns and training logs to
+`max_steps`, `synthetic`, `nan_policy`, `lr_power`, `margin_gradient`, `amp_dtype`, `dist_timeout`, `head_chunk`,
+`head_chunk_budget` (the chunked head; 0, upstream's whole-matrix head, by default), `checkpoint_every`,
+`keep_checkpoints` (`resume` also takes "auto"), and the fine-tuning keys `init_backbone`, `init_head`,
+`backbone_lr_scale`, `freeze_backbone_epochs`, `bn_mode` (defaults: upstream's behaviour, a run from random weights).
+DALI input (`dali`, `dali_aug`) works as upstream's when NVIDIA DALI is installed (datasets/dali_batches.py; without
+it, a warning and the PyTorch DataLoader). Upstream's Weights & Biases keys are accepted so upstream config files load
+unchanged; asking for W&B warns and training logs to
 TensorBoard.
 """
 
@@ -27,8 +29,12 @@ config.scale = 64.0  # s
 config.sample_rate = 1.0  # partial FC: fraction of class centres sampled per step (0: the batch's positives only)
 config.interclass_filtering_threshold = 0.0  # > 0: non-target cosines above it are set to 0 (upstream's option)
 config.margin_gradient = "straight_through"  # target-logit gradient: "straight_through" (upstream) | "exact"
+config.head_chunk = (
+    0  # 0: the whole (B, C_local) logit matrix (upstream's head) | N > 0: classes in chunks of N | "auto"
+)
+config.head_chunk_budget = 4.0  # GiB per rank the chunked head may keep its exps in; chunks beyond are recomputed
 config.loss = "margin_softmax"  # a registered loss or a list composed in order, e.g. ["magface", "unpg"]
-config.plugins = ["plugins.unpg", "plugins.magface", "plugins.npcface", "plugins.uss"]
+config.plugins = ["plugins.unpg", "plugins.magface", "plugins.npcface", "plugins.uss", "plugins.ri"]
 # modules whose register(registry) adds losses; each loss's options
 # (config.<loss name>, e.g. config.unpg.wisk) default to its plugin's values
 
@@ -74,8 +80,10 @@ config.synthetic.identity_offset = 0  # class k renders identity offset + k: ano
 config.output = None  # None or "": work_dirs/<config name>
 config.verbose = 2000  # verification every `verbose` steps (and at the end)
 config.frequent = 10  # progress line every `frequent` steps
-config.resume = False
+config.resume = False  # True: continue the run in config.output; "auto": continue it if it has a checkpoint, else start
 config.save_all_states = False  # per-rank checkpoints (optimizer, scheduler, scaler, RNG) for resume
+config.checkpoint_every = 0  # >0: also save a checkpoint set every this many global steps (0: epoch ends only)
+config.keep_checkpoints = 1  # checkpoint sets kept; an older one goes once a newer one is complete on every rank
 config.nan_policy = "stop"  # "stop": a non-finite loss stops training, keeping the last good checkpoint
 config.dist_timeout = 300  # seconds a collective may wait for another rank before the job stops
 

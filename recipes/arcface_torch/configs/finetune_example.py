@@ -13,7 +13,7 @@ config = edict()
 
 # --- where the run starts
 # The backbone to start from: a plain model.pt / backbone.pth state_dict (ours, or insightface's released files),
-# one of our checkpoint_rank<r>.pt, upstream's checkpoint_gpu_<r>.pt, or a run folder. Loaded strictly on every
+# one of our checkpoint_step<N>_rank<r>.pt, upstream's checkpoint_gpu_<r>.pt, or a run folder. Loaded strictly on every
 # rank; a file that does not fit names the network / embedding_size it holds.
 config.init_backbone = "models/ms1mv3_arcface_r50/backbone.pth"
 config.network = "r50"  # the architecture the file was trained with

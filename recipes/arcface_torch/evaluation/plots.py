@@ -155,3 +155,37 @@ def plot_loss_curves(
     axes.grid(alpha=0.3)
     axes.legend(loc="upper right")
     return _save(figure, path)
+
+
+def plot_error_versus_reject(
+    curves: dict[str, tuple[Sequence[float], Sequence[float]]],
+    path: PathLike,
+    title: str = "error versus reject",
+    fmr: float | None = None,
+) -> Path:
+    """Save FNMR against the fraction of images rejected for each name -> (fractions, fnmr); a name starting
+    with "random" is drawn dashed (the yardstick). The legend gives each curve's area (mean FNMR over the range;
+    n/a when some FNMR is NaN: too few pairs left to read it, and those points are not drawn)."""
+    if not curves:
+        raise ValueError("plot_error_versus_reject got no curves; pass {name: (fractions, fnmr)}")
+    figure = Figure(figsize=(8, 4.5))
+    axes = figure.add_subplot(1, 1, 1)
+    for name, (fractions, fnmr) in curves.items():
+        fractions = _as_values(fractions, f"fractions of curve {name!r}")
+        fnmr = np.asarray(fnmr, dtype=np.float64).reshape(-1)
+        if fractions.shape != fnmr.shape or fractions.size < 2:
+            raise ValueError(f"curve {name!r} needs as many FNMR values as fractions (at least 2 of each)")
+        finite = np.isfinite(fnmr)
+        if not finite.any():
+            raise ValueError(f"curve {name!r} has no finite FNMR value to draw")
+        area = float(np.trapezoid(fnmr, fractions) / (fractions[-1] - fractions[0])) if finite.all() else None
+        style = {"linestyle": "--", "color": "grey"} if name.startswith("random") else {}
+        label = f"{name} (area {100 * area:.2f})" if area is not None else f"{name} (area n/a)"
+        axes.plot(100 * fractions[finite], 100 * fnmr[finite], linewidth=1.5, label=label, **style)
+    axes.set_xlabel("images rejected, lowest quality first (%)")
+    axes.set_ylabel("FNMR (%)" + (f" at FMR {fmr:g}" if fmr else ""))
+    axes.set_ylim(bottom=0.0)
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")  # beside the curves, not on them
+    return _save(figure, path)

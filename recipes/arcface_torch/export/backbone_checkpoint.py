@@ -17,15 +17,16 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import CheckpointError
+from ..checkpoint import CheckpointError, checkpoint_path, checkpoint_steps
 
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.json"
 DEFAULT_EMBEDDING_SIZE = 512
 # where training-state checkpoints keep the backbone: upstream train_v2, this recipe, common wrappers
 BACKBONE_KEYS = ("state_dict_backbone", "backbone", "state_dict", "model")
-# what a run folder may hold the backbone in, in order of preference: model.pt, then rank 0's checkpoint (ours, upstream's)
-FOLDER_FILES = (MODEL_FILE, "checkpoint_rank0.pt", "checkpoint_gpu_0.pt")
+# what a run folder may hold the backbone in, in order of preference: model.pt, then rank 0's newest checkpoint
+# (ours: checkpoint_step<N>_rank0.pt, an earlier version's, upstream's)
+FOLDER_FILES = (MODEL_FILE, "checkpoint_step*_rank0.pt", "checkpoint_rank0.pt", "checkpoint_gpu_0.pt")
 
 
 @dataclass
@@ -84,11 +85,14 @@ def read_training_config(path: Path) -> dict:
 
 
 def resolve_checkpoint(path: str | Path) -> CheckpointSource:
-    """A `model.pt` file, or a training output folder holding one (else rank 0's training checkpoint, ours or
-    upstream's: every rank holds the same backbone); reads config.json when present."""
+    """A `model.pt` file, or a training output folder holding one (else rank 0's newest training checkpoint, ours
+    or upstream's: every rank holds the same backbone); reads config.json when present."""
     path = Path(path)
     if path.is_dir():
-        found = [path / name for name in FOLDER_FILES if (path / name).is_file()]
+        steps = checkpoint_steps(path, 0)
+        newest = [checkpoint_path(path, 0, steps[-1])] if steps else []
+        found = [path / MODEL_FILE] if (path / MODEL_FILE).is_file() else []
+        found += newest + [path / name for name in FOLDER_FILES[2:] if (path / name).is_file()]
         if not found:
             raise CheckpointError(
                 f"training output folder {path} has no {MODEL_FILE} (nor {' or '.join(FOLDER_FILES[1:])}); "

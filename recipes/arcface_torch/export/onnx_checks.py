@@ -236,9 +236,11 @@ def check_input(model: onnx.ModelProto) -> tuple[Check, int | None]:
 
 
 def check_output(model: onnx.ModelProto) -> Check:
-    """Exactly one output, shaped (N, D) where known."""
+    """Exactly one output shaped (N, D) where known; or an embedding (N, D) plus the `quality` (N, C) output of
+    a quality model (export_onnx --quality)."""
     outputs = list(model.graph.output)
-    if len(outputs) != 1:
+    quality = len(outputs) == 2 and outputs[1].name == "quality"
+    if len(outputs) != 1 and not quality:
         return Check(
             "output",
             FAIL,
@@ -247,17 +249,24 @@ def check_output(model: onnx.ModelProto) -> Check:
         )
     dims = _dims(outputs[0])
     numbers = {"output_name": outputs[0].name, "output_shape": dims}
-    if dims and len(dims) != 2:
-        return Check(
-            "output",
-            FAIL,
-            f"output {outputs[0].name!r} has rank {len(dims)} ({dims}); an embedding "
-            f"output is (N, D): flatten it in the model",
-            numbers,
+    for output in outputs:
+        shape = _dims(output)
+        if shape and len(shape) != 2:
+            return Check(
+                "output",
+                FAIL,
+                f"output {output.name!r} has rank {len(shape)} ({shape}); an embedding "
+                f"output is (N, D): flatten it in the model",
+                numbers,
+            )
+    text = f"one output {outputs[0].name!r} shaped {'x'.join(map(str, dims)) or 'unknown'}"
+    if quality:
+        numbers["quality_shape"] = _dims(outputs[1])
+        text = (
+            f"embedding {outputs[0].name!r} shaped {'x'.join(map(str, dims)) or 'unknown'} and quality "
+            f"{'x'.join(map(str, numbers['quality_shape'])) or 'unknown'} (a quality model)"
         )
-    return Check(
-        "output", PASS, f"one output {outputs[0].name!r} shaped {'x'.join(map(str, dims)) or 'unknown'}", numbers
-    )
+    return Check("output", PASS, text, numbers)
 
 
 def check_weights(model: onnx.ModelProto) -> Check:

@@ -12,7 +12,9 @@ declared dynamic; the parity check below, at batch sizes 32, 1 and 3, catches an
 The file is written atomically (temp file in the same folder + os.replace) with every weight inside
 it (no external-data file; a stale one beside the target is removed), fp32 weights, input
 `input.1` (N, 3, 112, 112) float32 RGB normalised as (pixel - 127.5) / 127.5, output `embedding`
-(N, D), and metadata (network, embedding_size, input_mean, input_std, loss, config_name, ...).
+(N, D), and metadata (network, embedding_size, input_mean, input_std, loss, config_name, ...). With
+`quality_scores` (export_onnx --quality) the module is a face_quality.QualityModel and the model has a second
+output `quality` (N, C), its columns named in the metadata key `quality_scores`.
 Before the file is published, onnxruntime's embeddings of 32 real faces (in one batch of 32, and
 the first ones again at batch 1 and 3) must match PyTorch's (cosine >= 0.9999 per face) --
 otherwise nothing is written.
@@ -42,6 +44,14 @@ from ..face_image import to_network_input
 from .face_samples import builtin_faces, face_batch
 from .onnx_inference import ORT_ERRORS, Agreement, compare, cpu_session, run_onnx, run_torch
 from .onnx_preprocessing import ARCFACE_MEAN, ARCFACE_STD
+from .onnx_quality import (
+    QUALITY_MAX_RELATIVE_DIFF,
+    QUALITY_OUTPUT,
+    QUALITY_SCORES_KEY,
+    relative_difference,
+    run_quality,
+    torch_quality,
+)
 from .options import DEFAULT_OPSET, DYNAMO_MIN_OPSET, MIN_OPSET
 
 INPUT_NAME = "input.1"
@@ -128,9 +138,10 @@ def _quiet_exporter():
             logger.setLevel(level)
 
 
-def _trace_to_onnx(backbone: torch.nn.Module, path: Path, opset: int) -> None:
+def _trace_to_onnx(backbone: torch.nn.Module, path: Path, opset: int, output_names=(OUTPUT_NAME,)) -> None:
     example = torch.zeros(2, 3, INPUT_SIZE, INPUT_SIZE)  # batch 2: torch.export specialises sizes 0 and 1
     batch = torch.export.Dim("batch", min=1, max=65536)
+    output_names = list(output_names)
     try:
         with _quiet_exporter():
             if opset < DYNAMO_MIN_OPSET:
@@ -141,8 +152,8 @@ def _trace_to_onnx(backbone: torch.nn.Module, path: Path, opset: int) -> None:
                     dynamo=False,
                     opset_version=opset,
                     input_names=[INPUT_NAME],
-                    output_names=[OUTPUT_NAME],
-                    dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                    output_names=output_names,
+                    dynamic_axes={INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in output_names}},
                     do_constant_folding=True,
                     verbose=False,
                 )
@@ -154,7 +165,7 @@ def _trace_to_onnx(backbone: torch.nn.Module, path: Path, opset: int) -> None:
                     dynamo=True,
                     external_data=False,
                     input_names=[INPUT_NAME],
-                    output_names=[OUTPUT_NAME],
+                    output_names=output_names,
                     dynamic_shapes=({0: batch},),
                     opset_version=opset,
                     optimize=True,
@@ -205,7 +216,7 @@ def _opset_of(model: onnx.ModelProto) -> int:
     return next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), -1)
 
 
-def _check_structure(model: onnx.ModelProto, what: str) -> None:
+def _check_structure(model: onnx.ModelProto, what: str, outputs: int = 1) -> None:
     inputs = [value for value in model.graph.input if value.name not in {init.name for init in model.graph.initializer}]
     dims = inputs[0].type.tensor_type.shape.dim if len(inputs) == 1 else []
     if (
@@ -217,10 +228,11 @@ def _check_structure(model: onnx.ModelProto, what: str) -> None:
             f"{what} does not have one (batch, 3, {INPUT_SIZE}, {INPUT_SIZE}) input with a "
             f"symbolic batch axis; report this with your torch and onnx versions"
         )
-    out_dims = model.graph.output[0].type.tensor_type.shape.dim if len(model.graph.output) == 1 else []
-    if len(out_dims) != 2 or out_dims[0].HasField("dim_value"):
+    shapes = [o.type.tensor_type.shape.dim for o in model.graph.output] if len(model.graph.output) == outputs else []
+    if not shapes or any(len(dims) != 2 or dims[0].HasField("dim_value") for dims in shapes):
+        wanted = "one (batch, D) output" if outputs == 1 else "(batch, D) and (batch, C) outputs"
         raise ExportError(
-            f"{what} does not have one (batch, D) output with a symbolic batch axis; "
+            f"{what} does not have {wanted} with a symbolic batch axis; "
             f"check that the backbone returns a single (N, D) tensor"
         )
     for tensor in model.graph.initializer:
@@ -284,6 +296,26 @@ def check_parity(
     )
 
 
+def check_quality_parity(model_bytes: bytes, quality_model: torch.nn.Module, faces_bgr: np.ndarray) -> float:
+    """Largest relative difference of the `quality` output to PyTorch's over the faces at batch 32 and 1;
+    ExportError past the fp32 bound."""
+    x = to_network_input(faces_bgr, ARCFACE_MEAN, ARCFACE_STD)
+    reference = torch_quality(quality_model, x)
+    try:
+        session = cpu_session(model_bytes)
+        worst = max(float(relative_difference(run_quality(session, x, size), reference).max()) for size in (32, 1))
+    except ORT_ERRORS as error:
+        raise ExportError(
+            f"onnxruntime cannot run the quality output ({error}); report this with your torch version"
+        ) from error
+    if not worst <= QUALITY_MAX_RELATIVE_DIFF["fp32"]:
+        raise ExportError(
+            f"onnxruntime and PyTorch disagree on the quality output (relative difference {worst:.3g} > "
+            f"{QUALITY_MAX_RELATIVE_DIFF['fp32']:g}); nothing was written, report this with your torch version"
+        )
+    return worst
+
+
 def _no_progress(message: str) -> None:
     return None
 
@@ -298,10 +330,12 @@ def export_backbone(
     force: bool = False,
     min_cosine: float = PARITY_MIN_COSINE,
     progress: Callable[[str], None] = _no_progress,
+    quality_scores: tuple[str, ...] = (),
 ) -> ExportReport:
     """Export `backbone` to `output` (see module docstring); raises ExportError and writes nothing on failure.
 
-    `progress` receives one line per stage (tracing, checking, parity), for long exports.
+    `progress` receives one line per stage (tracing, checking, parity), for long exports. With `quality_scores`
+    `backbone` is a face_quality.QualityModel with those columns and the model gets the `quality` output.
     """
     output = Path(output)
     check_output_path(output, force)
@@ -314,7 +348,8 @@ def export_backbone(
         traced = staging / "traced.onnx"
         exporter = "TorchScript" if opset < DYNAMO_MIN_OPSET else "torch.export (dynamo)"
         progress(f"tracing the backbone with the {exporter} exporter at opset {opset}")
-        _trace_to_onnx(backbone, traced, opset)
+        output_names = (OUTPUT_NAME, QUALITY_OUTPUT) if quality_scores else (OUTPUT_NAME,)
+        _trace_to_onnx(backbone, traced, opset, output_names)
         model = onnx.load(str(traced))  # pulls in any external data: the result is self-contained
         onnx.external_data_helper.convert_model_from_external_data(model)
         if _opset_of(model) != opset:
@@ -322,11 +357,11 @@ def export_backbone(
                 f"the exporter could not convert the model to opset {opset} (it stayed at "
                 f"{_opset_of(model)}); pass --opset {_opset_of(model)}"
             )
-        _check_structure(model, "the exported model")
+        _check_structure(model, "the exported model", len(output_names))
         if simplify:
             progress("simplifying the graph with onnxslim")
             model = simplify_model(model)
-            _check_structure(model, "the simplified model")
+            _check_structure(model, "the simplified model", len(output_names))
         set_metadata(
             model,
             {
@@ -336,6 +371,7 @@ def export_backbone(
                 "input_size": INPUT_SIZE,
                 "opset": opset,
                 "exporter": f"torch.onnx {exporter} (torch {torch.__version__})",
+                QUALITY_SCORES_KEY: ",".join(quality_scores) if quality_scores else None,
             },
         )
         progress("checking the graph with onnx.checker (full check)")
@@ -350,12 +386,15 @@ def export_backbone(
         faces = parity_faces()
         batch_sizes = (32, 1, 3)
         progress(f"checking parity with PyTorch on {len(faces)} real faces at batch sizes 32, 1 and 3")
-        parity = check_parity(data, backbone, faces, batch_sizes)
+        parity = check_parity(data, backbone.backbone if quality_scores else backbone, faces, batch_sizes)
         if not parity.within(min_cosine):
             raise ExportError(
                 f"onnxruntime and PyTorch disagree on real faces (min cosine {parity.min_cosine:.6f} "
                 f"< {min_cosine}); nothing was written, report this with your torch version"
             )
+        if quality_scores:
+            progress("checking the quality output against PyTorch")
+            check_quality_parity(data, backbone, faces)
         stale = [path for path in stale_side_files(output) if path != output.resolve()]
         write_bytes_atomically(output, data)
         for path in stale:

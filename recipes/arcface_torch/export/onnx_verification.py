@@ -4,9 +4,11 @@
     print(report.text()); report.passed; report.as_dict()
     report = verify(Path("r50_int8.onnx"), compare=Path("r50.onnx"), bin_path=Path("lfw.bin"))
 
-Order: file, [package], checker, input, output, weights, batch, finite, parity, insightface, latency,
-[compare, accuracy]. Checks that cannot run because an earlier one failed are reported as SKIP with
-the reason. Cosine bounds follow the model's precision (fp32 0.9999, fp16 0.999, int8 0.98, or
+Order: file, [package], checker, input, output, weights, batch, finite, parity, [quality], insightface, latency,
+[compare, accuracy]; a quality model (two outputs, export_onnx --quality) also gets the quality check after
+parity (its columns, batch agreement, PyTorch parity with --checkpoint and the recognisability.pt beside it), and
+its insightface check says why get_model cannot load it (insightface takes one-output models). Checks that
+cannot run because an earlier one failed are reported as SKIP with the reason. Cosine bounds follow the model's precision (fp32 0.9999, fp16 0.999, int8 0.98, or
 `min_cosine`); with `compare`, the report ends with the side-by-side table of onnx_comparison, whose verdict
 is the accuracy change when `bin_path` is given.
 """
@@ -46,6 +48,7 @@ from .onnx_comparison import Comparison, ComparisonError, compare_models, load_r
 from .onnx_inference import ORT_ERRORS, cpu_session
 from .onnx_precision import MIN_COSINE, precision_of
 from .onnx_preprocessing import ARCFACE_MEAN, ARCFACE_STD, expected_preprocessing
+from .onnx_quality import check_insightface_two_outputs, check_quality, has_quality_output
 from .options import DEFAULT_MAX_ACCURACY_DROP
 
 FACE_COUNT = 32
@@ -131,6 +134,24 @@ def _parity(
         )
     x_training = to_network_input(faces_bgr, ARCFACE_MEAN, ARCFACE_STD)
     return check_parity(embeddings, backbone, x_training, min_cosine, f"PyTorch {network} from {source.model_path}")
+
+
+def _quality(session, x, metadata, precision, checkpoint, network, embedding_size) -> Check:
+    """The quality output's check, against the PyTorch QualityModel of --checkpoint (and its centre) when given."""
+    reference, what = None, ""
+    if checkpoint is not None:
+        from ..face_quality import load_quality_model
+        from ..recognisability_file import RecognisabilityError
+
+        try:
+            network = network or (
+                None if resolve_checkpoint(checkpoint).config.get("network") else metadata.get("network")
+            )
+            reference = load_quality_model(checkpoint, network, embedding_size)
+        except (CheckpointError, RecognisabilityError) as error:
+            return Check("quality", FAIL, str(error))
+        what = f"PyTorch quality of {checkpoint}"
+    return check_quality(session, x, metadata, precision, reference, what)
 
 
 def _compare(
@@ -257,15 +278,13 @@ def verify(
         finite.summary += f" [{where}, input mean {expected.mean:g} / std {expected.std:g}]"
     checks.append(finite)
     checks.append(_parity(embeddings, faces_bgr, size, checkpoint, network, embedding_size, report.metadata, bound))
+    model_ref = model_path if package is not None else onnx_path
+    two_outputs = has_quality_output(model)
+    if two_outputs:
+        checks.append(_quality(session, x, report.metadata, precision, checkpoint, network, embedding_size))
+    insightface = check_insightface_two_outputs(model_ref, package is not None) if two_outputs else None
     checks.append(
-        check_insightface(
-            model_path if package is not None else onnx_path,
-            package is not None,
-            expected,
-            faces_bgr,
-            embeddings,
-            bound,
-        )
+        insightface or check_insightface(model_ref, package is not None, expected, faces_bgr, embeddings, bound)
     )
     if batch_check.status == FAIL and embeddings is None:
         checks.append(Check("latency", SKIP, "the model does not run at batch 32"))

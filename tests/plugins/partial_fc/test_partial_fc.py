@@ -51,7 +51,7 @@ def naive_shadow_loss(x, labels, w, s):
 
 
 class CentreNormPenalty(PartialFCLoss):
-    """The README's "Write your own loss" example: lambda * 1/B sum_i (1 - c_{i,y_i})^2, a partial auxiliary loss."""
+    """docs/losses.md's "Write your own loss" example: lambda * 1/B sum_i (1 - c_{i,y_i})^2, a partial auxiliary loss."""
 
     name = "centre_penalty"
     DEFAULTS = {"weight": 0.1}
@@ -61,8 +61,7 @@ class CentreNormPenalty(PartialFCLoss):
         self.weight = weight
 
     def auxiliary_losses(self, ctx):
-        rows = ctx.on_shard_rows
-        cos_y = ctx.logits[rows, ctx.shard_labels[rows]]
+        cos_y = ctx.shard_target_cos  # c_{i,y_i} of the rows whose class lives on this rank (both heads)
         part = ((1 - cos_y) ** 2).sum() / ctx.labels.numel()
         return [Term(self.weight * part, "partial")]
 

@@ -186,7 +186,10 @@ def test_a_malicious_file_is_refused_without_running_it(tmp_path):
     "make, pattern",
     [
         (lambda d: d / "absent.pt", r"^init_backbone='.*absent.pt': checkpoint .*absent.pt does not exist; pass a"),
-        (lambda d: d, r"training output folder .* has no model.pt \(nor checkpoint_rank0.pt or checkpoint_gpu_0.pt\)"),
+        (
+            lambda d: d,
+            r"folder .* has no model.pt \(nor checkpoint_step\*_rank0.pt or checkpoint_rank0.pt or checkpoint_gpu_0.pt\)",
+        ),
         (lambda d: (d / "list.pt", torch.save([1, 2], d / "list.pt"))[0], r"holds a list that is not a state_dict"),
         (lambda d: (d / "torn.pt", (d / "torn.pt").write_bytes(b"PK\x03\x04 torn"))[0], r"cannot load .*torn.pt as"),
     ],

@@ -15,6 +15,7 @@ from recipes.arcface_torch.checkpoint import load_checkpoint
 from recipes.arcface_torch.config import ConfigError, get_config
 from recipes.arcface_torch.train import train
 from tests.support import DEMO, REPO_ROOT
+from tests.support.checkpoints import checkpoint_files, newest_checkpoint
 from tests.support.torchrun import ENV, torchrun_command, torchrun_train
 
 BN_TYPES = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)
@@ -95,7 +96,7 @@ def test_frozen_batchnorm_keeps_statistics_and_affine_parameters_bit_identical(t
     assert [key for key in bn if not torch.equal(start[key], end[key])] == []
     others = parameter_keys() - bn
     assert all(not torch.equal(start[key], end[key]) for key in others)  # convolutions, PReLU, fc moved
-    groups = load_checkpoint(tmp_path / "frozen_bn" / "checkpoint_rank0.pt")["state_optimizer"]["param_groups"]
+    groups = load_checkpoint(newest_checkpoint(tmp_path / "frozen_bn"))["state_optimizer"]["param_groups"]
     assert len(groups[0]["params"]) == len(others)  # BatchNorm's affine parameters are not in the optimizer
 
 
@@ -108,15 +109,15 @@ def test_frozen_backbone_epochs_leave_the_backbone_as_loaded_then_train_it(tmp_p
     assert [key for key in parameters if not torch.equal(start[key], after_freeze[key])] == []  # no step, no decay
     running = {key for key in bn if key.endswith("running_mean")}
     assert all(not torch.equal(start[key], after_freeze[key]) for key in running)  # bn_mode "train": stats follow
-    state = load_checkpoint(output / "checkpoint_rank0.pt")
+    state = load_checkpoint(newest_checkpoint(output))
     backbone_ids = state["state_optimizer"]["param_groups"][0]["params"]
     assert not set(backbone_ids) & set(state["state_optimizer"]["state"])  # no momentum buffers either
-    head_start = load_checkpoint(output / "checkpoint_rank0.pt")["state_dict_softmax_fc"]["weight"]
+    head_start = load_checkpoint(newest_checkpoint(output))["state_dict_softmax_fc"]["weight"]
 
     train(finetune_config(output, start_model, freeze_backbone_epochs=1, max_steps=20, resume=True))
     trained = load_model(output / "model.pt")
     assert all(not torch.equal(after_freeze[key], trained[key]) for key in parameters - {"features.weight"})
-    head_end = load_checkpoint(output / "checkpoint_rank0.pt")["state_dict_softmax_fc"]["weight"]
+    head_end = load_checkpoint(newest_checkpoint(output))["state_dict_softmax_fc"]["weight"]
     assert not torch.equal(head_start, head_end)
 
 
@@ -149,7 +150,7 @@ def test_each_group_trains_at_lr_times_its_scale_times_the_schedule_also_after_r
     for step, (backbone_lr, head_lr) in seen:  # 10 batches per epoch: warmup 10, total 30 scheduler steps
         assert math.isclose(backbone_lr, 0.05 * 0.1 * schedule(1.0, 10, 30, step), rel_tol=1e-12, abs_tol=1e-15)
         assert math.isclose(head_lr, 0.05 * schedule(1.0, 10, 30, step), rel_tol=1e-12, abs_tol=1e-15)
-    base_lrs = load_checkpoint(tmp_path / "lr" / "checkpoint_rank0.pt")["state_lr_scheduler"]["base_lrs"]
+    base_lrs = load_checkpoint(newest_checkpoint(tmp_path / "lr"))["state_lr_scheduler"]["base_lrs"]
     assert base_lrs == pytest.approx([0.005, 0.05], rel=1e-12)
 
 
@@ -194,11 +195,14 @@ def test_a_killed_finetune_run_resumes_to_the_uninterrupted_run_bit_for_bit(tmp_
         stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 300
-    while not (killed_dir / "checkpoint_rank0.pt").exists() and process.poll() is None and time.time() < deadline:
+    while (
+        not (killed_dir.is_dir() and checkpoint_files(killed_dir)) and process.poll() is None and time.time() < deadline
+    ):
         time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    killed_at = load_checkpoint(killed_dir / "checkpoint_rank0.pt")["global_step"]
+    killed_file = newest_checkpoint(killed_dir)
+    killed_at = load_checkpoint(killed_file)["global_step"]
     assert killed_at in (10, 20), killed_at  # killed mid-run, at an epoch's checkpoint
 
     moved = start_model.with_name("moved.pt")
@@ -214,12 +218,12 @@ def test_a_killed_finetune_run_resumes_to_the_uninterrupted_run_bit_for_bit(tmp_
     finally:
         moved.rename(start_model)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"resumed from {killed_dir / 'checkpoint_rank0.pt'} at step {killed_at}" in resumed.stdout
+    assert f"resumed from {killed_file} at step {killed_at}" in resumed.stdout
     assert "imprinted" not in resumed.stdout and "initialised" not in resumed.stdout
     a, b = load_model(tmp_path / "straight" / "model.pt"), load_model(killed_dir / "model.pt")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    head_a = load_checkpoint(tmp_path / "straight" / "checkpoint_rank0.pt")
-    head_b = load_checkpoint(killed_dir / "checkpoint_rank0.pt")
+    head_a = load_checkpoint(newest_checkpoint(tmp_path / "straight"))
+    head_b = load_checkpoint(newest_checkpoint(killed_dir))
     assert head_a["global_step"] == head_b["global_step"] == 30
     assert torch.equal(head_a["state_dict_softmax_fc"]["weight"], head_b["state_dict_softmax_fc"]["weight"])
 
@@ -242,7 +246,7 @@ def test_torchrun_two_ranks_imprint_every_class_once(tmp_path, start_model):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "imprinted 21 class centres from 84 images" in result.stdout  # each rank embedded its 42
     for rank in (0, 1):
-        assert load_checkpoint(tmp_path / "ddp" / f"checkpoint_rank{rank}.pt")["global_step"] == 3
+        assert load_checkpoint(tmp_path / "ddp" / f"checkpoint_step{3:08d}_rank{rank}.pt")["global_step"] == 3
 
 
 def test_imprint_needs_a_backbone(tmp_path):
@@ -277,3 +281,24 @@ def test_synthetic_identity_offset_renders_other_people_and_stays_clear_of_the_h
     too_far = {**base, "synthetic": {**base["synthetic"], "identity_offset": 999_990}}
     with pytest.raises(ValueError, match=r"identity_offset=999990 with 20 identities reaches the held-out"):
         build_train_dataset(get_config(DEMO, **too_far))
+
+
+@pytest.mark.slow
+def test_resume_auto_initialises_an_empty_folder_and_resumes_a_started_one_without_the_start_model(
+    tmp_path, start_model, capsys
+):
+    """One command for a requeued fine-tune job: the first start imprints, the restart only resumes."""
+    output = tmp_path / "auto"
+    train(finetune_config(output, start_model, resume="auto", max_steps=10))
+    first = capsys.readouterr().out
+    assert "backbone initialised from" in first and "imprinted 20 class centres" in first
+    moved = start_model.with_name("moved_auto.pt")
+    start_model.rename(moved)  # a restart must not need the start model
+    try:
+        result = train(finetune_config(output, start_model, resume="auto", max_steps=14))
+    finally:
+        moved.rename(start_model)
+    second = capsys.readouterr().out
+    assert f"resumed from {output / 'checkpoint_step00000010_rank0.pt'} at step 10" in second
+    assert "initialised" not in second and "imprinted" not in second
+    assert result["step"] == 14
