@@ -1,7 +1,9 @@
 """Atomic checkpoint files: a crash mid-save never destroys the previous checkpoint.
 
-Each rank writes its own `checkpoint_rank{r}.pt` (the class centres are sharded); rank 0 also writes
-`model.pt`, the plain backbone state_dict that upstream arcface_torch and insightface tools read.
+Each save at global step N writes one set: every rank its own `checkpoint_step{N:08d}_rank{r}.pt` (the class
+centres are sharded); rank 0 also writes `model.pt`, the plain backbone state_dict that upstream arcface_torch
+and insightface tools read. checkpoint_sets.py decides which sets are complete, which to resume and which to
+remove; a run folder of an earlier version holds `checkpoint_rank{r}.pt`, which resume still reads.
 
 A checkpoint holds upstream train_v2's keys (state_dict_backbone, state_dict_softmax_fc, state_optimizer,
 state_lr_scheduler, global_step, epoch: the next epoch to run) plus what an exact mid-epoch resume needs
@@ -12,6 +14,7 @@ file lacks the extras and resumes at its epoch boundary.
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +32,33 @@ def atomic_torch_save(obj, path: str | Path) -> None:
     write_atomically(path, lambda file: torch.save(obj, file))
 
 
-def checkpoint_path(output: str | Path, rank: int) -> Path:
+_STEP_FILE = re.compile(r"checkpoint_step(\d+)_rank(\d+)\.pt")
+
+
+def checkpoint_path(output: str | Path, rank: int, step: int) -> Path:
+    """Rank `rank`'s part of the checkpoint set saved at global step `step`."""
+    return Path(output) / f"checkpoint_step{step:08d}_rank{rank}.pt"
+
+
+def checkpoint_steps(output: str | Path, rank: int) -> list[int]:
+    """The steps for which `output` holds rank `rank`'s checkpoint file, ascending."""
+    steps = []
+    for path in Path(output).glob(f"checkpoint_step*_rank{rank}.pt"):
+        match = _STEP_FILE.fullmatch(path.name)
+        if match and int(match.group(2)) == rank:
+            steps.append(int(match.group(1)))
+    return sorted(steps)
+
+
+def holds_checkpoints(output: str | Path) -> bool:
+    """Whether `output` holds any rank's checkpoint file: a step set, an earlier version's or upstream's."""
+    output = Path(output)
+    names = ("checkpoint_step*_rank*.pt", "checkpoint_rank*.pt", "checkpoint_gpu_*.pt")
+    return output.is_dir() and any(next(output.glob(name), None) is not None for name in names)
+
+
+def legacy_checkpoint_path(output: str | Path, rank: int) -> Path:
+    """The single per-rank file an earlier version of this recipe overwrote at every save."""
     return Path(output) / f"checkpoint_rank{rank}.pt"
 
 
@@ -38,16 +67,18 @@ def upstream_checkpoint_path(output: str | Path, rank: int) -> Path:
     return Path(output) / f"checkpoint_gpu_{rank}.pt"
 
 
-def find_checkpoint(output: str | Path, rank: int) -> Path:
-    """This rank's checkpoint to resume from: ours, else upstream's; FileNotFoundError naming both if neither."""
-    ours, upstream = checkpoint_path(output, rank), upstream_checkpoint_path(output, rank)
+def find_single_checkpoint(output: str | Path, rank: int) -> Path:
+    """This rank's checkpoint outside the step sets: an earlier version's, else upstream's; FileNotFoundError
+    naming what was looked for if neither."""
+    ours, upstream = legacy_checkpoint_path(output, rank), upstream_checkpoint_path(output, rank)
     if ours.is_file():
         return ours
     if upstream.is_file():
         return upstream
     raise FileNotFoundError(
-        f"no checkpoint at {ours} (or upstream's {upstream.name}); set config.resume = False to "
-        f"start a new run there, or set config.save_all_states = True so runs can be resumed"
+        f"no checkpoint in {Path(output)} (checkpoint_step*_rank{rank}.pt, or upstream's {upstream.name}); "
+        f"set config.resume = False (or 'auto') to start a new run there, or set config.save_all_states = True "
+        f"so runs can be resumed"
     )
 
 

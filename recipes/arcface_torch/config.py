@@ -222,8 +222,13 @@ _RULES = {
     "output": (_string, "must be a folder path"),
     "verbose": (_integer(1), "must be a positive integer (verification every `verbose` steps)"),
     "frequent": (_integer(1), "must be a positive integer (a progress line every `frequent` steps)"),
-    "resume": (_boolean, "must be True or False"),
+    "resume": (
+        lambda value: _boolean(value) or value == "auto",
+        "must be True, False or 'auto' (resume when config.output holds a checkpoint, else start)",
+    ),
     "save_all_states": (_boolean, "must be True or False"),
+    "checkpoint_every": (_integer(0), "must be an integer number of steps >= 0; 0 saves at epoch ends only"),
+    "keep_checkpoints": (_integer(1), "must be an integer >= 1 (checkpoint sets kept in config.output)"),
     "nan_policy": (_one_of("stop"), "is not supported; use 'stop'"),
     "dist_timeout": (_number(0.0, low_open=True), "must be a number of seconds > 0, e.g. 300"),
     "dali": (_boolean, "must be True or False"),
@@ -255,6 +260,16 @@ def validate_config(cfg: edict) -> None:
             f"max_steps={cfg.max_steps} is not a multiple of gradient_acc={cfg.gradient_acc}; "
             f"stop on an optimizer step, e.g. max_steps={cfg.max_steps // cfg.gradient_acc * cfg.gradient_acc or cfg.gradient_acc}"
         )
+    if cfg.checkpoint_every % cfg.gradient_acc:
+        raise ConfigError(
+            f"checkpoint_every={cfg.checkpoint_every} is not a multiple of gradient_acc={cfg.gradient_acc}; "
+            f"save on an optimizer step, e.g. checkpoint_every={cfg.checkpoint_every // cfg.gradient_acc * cfg.gradient_acc or cfg.gradient_acc}"
+        )
+    for key, asks in (("checkpoint_every", cfg.checkpoint_every > 0), ("resume", cfg.resume == "auto")):
+        if asks and not cfg.save_all_states:
+            raise ConfigError(
+                f"{key}={cfg[key]!r} needs the exact resume state that save_all_states writes; set save_all_states=True"
+            )
     m1, m2, m3 = cfg.margin_list
     if m1 <= 0 or m2 < 0 or m3 < 0:
         raise ConfigError(

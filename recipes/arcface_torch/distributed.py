@@ -84,7 +84,11 @@ def post_progress(ctx: DistContext, step: int) -> None:
 class Heartbeat:
     """A daemon thread that bumps this rank's counter on the group's store every `interval_s` seconds.
     It keeps beating while the rank waits in a collective; it stops when the process is stopped, killed or
-    hung in native code, which is how a timeout tells the rank that stopped from the ranks that waited."""
+    hung in native code, which is how a timeout tells the rank that stopped from the ranks that waited.
+
+    Leaving the `with` block joins the thread. A thread left running could be inside store.set (C++, the GIL
+    released) when the interpreter exits; returning into Python then ends the thread with a forced unwind
+    through C++ frames, std::terminate ("terminate called without an active exception") and SIGABRT."""
 
     def __init__(self, ctx: DistContext, interval_s: float = HEARTBEAT_INTERVAL_S):
         self.ctx, self.interval_s = ctx, interval_s
@@ -109,6 +113,8 @@ class Heartbeat:
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.ctx.timeout_s)  # a store call in flight is bounded by the store's timeout
 
 
 def _read(store, key: str) -> str | None:
@@ -146,9 +152,14 @@ def explain_collective_failure(ctx: DistContext, step: int, error: BaseException
         )
     else:
         who = "another rank (it failed or was stopped; see its log)"
+    text = str(error).lower()
+    if any(marker in text for marker in ("connection closed", "connection reset", "broken pipe")):
+        how = "left the job (its connection closed: it failed or was killed, see its own error line)"
+    else:
+        how = f"did not answer within dist_timeout={ctx.timeout_s:g}s"
     return RankError(
-        f"rank {ctx.rank} stopped at step {step}: {who} did not answer within dist_timeout="
-        f"{ctx.timeout_s:g}s ({str(error).splitlines()[0][:200]}); the job stops, resume from the last checkpoint"
+        f"rank {ctx.rank} stopped at step {step}: {who} {how} ({str(error).splitlines()[0][:200]}); "
+        f"the job stops, resume from the last checkpoint"
     )
 
 

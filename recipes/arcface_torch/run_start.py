@@ -1,8 +1,10 @@
 """Where a run starts: from its initial weights, or from a checkpoint of the same run (resume).
 
 One decision, made in one place before DistributedDataParallel wraps the backbone. `start_run` returns the
-RunPosition training continues from. With `config.resume` every rank loads its own checkpoint after all ranks
-agree they can (same world size, same position, unchanged run-defining config keys unless allowed).
+RunPosition training continues from. With `config.resume` every rank loads its own file of the newest complete
+checkpoint set (checkpoint_sets.py) after all ranks agree they can (same world size, same position, unchanged
+run-defining config keys unless allowed). `config.resume = "auto"` does the same when the output folder holds a
+checkpoint and starts a new run when it holds none, so a requeued or restarted job runs the same command.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from .checkpoint import CheckpointError, check_checkpoint_keys, find_checkpoint, load_checkpoint
+from .checkpoint import CheckpointError, check_checkpoint_keys, checkpoint_path, find_single_checkpoint, load_checkpoint
+from .checkpoint_sets import gather_inventory
 from .distributed import agree
 from .training_state import RunPosition, TrainingError, TrainingState
 
@@ -69,13 +72,36 @@ def start_run(
     return resume(config, current, ctx, output, state, allow_config_change, logger)
 
 
+def checkpoint_to_resume(output: Path, ctx, auto: bool) -> Path | None:
+    """This rank's file of the newest checkpoint set every rank holds; else (no step sets at all) an earlier
+    version's or upstream's single file; None when `auto` and no rank holds any checkpoint (a new run).
+    Collective; every rank reaches the same decision (a rank without its file raises FileNotFoundError)."""
+    inventory = gather_inventory(output, ctx)
+    complete = inventory.complete_steps()
+    if complete:
+        return checkpoint_path(output, ctx.rank, complete[-1])
+    if any(inventory.steps):
+        raise TrainingError(
+            f"no checkpoint set in {output} is complete on all {ctx.world_size} ranks ({inventory.describe()}); "
+            f"a save was interrupted or another number of ranks wrote them: resume with the ranks that wrote "
+            f"them, or restore one step's files for every rank"
+        )
+    if auto and inventory.empty:
+        return None
+    return find_single_checkpoint(output, ctx.rank)
+
+
 def resume(
     config, current: dict, ctx, output: Path, state: TrainingState, allow_config_change: bool, logger
 ) -> RunPosition:
-    """Load this rank's checkpoint (ours or upstream's) after every rank agrees it can."""
+    """Load this rank's checkpoint (ours or upstream's) after every rank agrees it can; with resume="auto" and
+    no checkpoint anywhere, a new run."""
     problem, saved, path = None, None, None
     try:
-        path = find_checkpoint(output, ctx.rank)
+        path = checkpoint_to_resume(output, ctx, auto=config.resume == "auto")
+        if path is None:
+            logger.info(f"resume='auto': no checkpoint in {output}; starting a new run")
+            return RunPosition()
         saved = load_checkpoint(path)
         check_checkpoint_keys(saved, path)
         written_by = saved.get("world_size", len(list(output.glob("checkpoint_gpu_*.pt"))) or None)
@@ -85,7 +111,7 @@ def resume(
                 f"centres are sharded per rank, so resume with {written_by} processes (reshard the "
                 f"centres to change it)"
             )
-    except (FileNotFoundError, CheckpointError) as error:
+    except (FileNotFoundError, CheckpointError, TrainingError) as error:
         problem = error
     if problem is None and ctx.is_main and (output / "config.json").is_file():
         changes = changed_run_keys(current, json.loads((output / "config.json").read_text()))
@@ -112,4 +138,4 @@ def resume(
     step, epoch, batch = position
     exact = "" if "next_batch" in saved else " (an upstream checkpoint: at its epoch boundary)"
     logger.info(f"resumed from {path} at step {step} (epoch {epoch}, batch {batch}){exact}")
-    return RunPosition(step, epoch, batch)
+    return RunPosition(step, epoch, batch, resumed=True)

@@ -8,10 +8,12 @@
     python recipes/arcface_torch/train.py configs/synthetic_unpg --set loss=margin_softmax --set max_steps=50
 
 The output folder (config.output, default work_dirs/<config name>) receives config.json, model.pt
-(plain backbone state_dict, loadable by upstream arcface_torch), checkpoint_rank<r>.pt (with
-save_all_states: upstream's checkpoint keys plus exact mid-epoch resume state), training.log and
-tensorboard/. A folder that already holds a run needs resume=True or --force; train.lock keeps a second
-run out while one is writing.
+(plain backbone state_dict, loadable by upstream arcface_torch), checkpoint_step<N>_rank<r>.pt (with
+save_all_states: upstream's checkpoint keys plus exact mid-epoch resume state; at epoch ends and every
+checkpoint_every steps, the keep_checkpoints newest sets kept), training.log and tensorboard/. A folder that
+already holds a run needs resume=True (or "auto") or --force; train.lock keeps a second run out while one is
+writing. SIGTERM or SIGUSR1 stops every rank at the next step with a checkpoint and exit code 0; resume="auto"
+continues from it with the same command (docs/long_runs.md).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from recipes.arcface_torch.registry import RegistryError
 from recipes.arcface_torch.run_folder import RunFolderError, RunFolderLock, check_run_folder
 from recipes.arcface_torch.run_start import start_run
 from recipes.arcface_torch.run_stop import RunStop
+from recipes.arcface_torch.stop_signals import StopSignals, error_prefix
 from recipes.arcface_torch.training_log import AverageMeter, ProgressLogger, setup_logging
 from recipes.arcface_torch.training_state import TrainingError, TrainingState
 from recipes.arcface_torch.unrecognisable_faces import refresh_unrecognisable_centres
@@ -118,21 +121,22 @@ def train(config, force: bool = False, allow_config_change: bool = False) -> dic
     output = Path(config.output)
     lock = RunFolderLock(output) if ctx.is_main else None
     try:
-        problem = None
-        if lock is not None:
-            try:
-                lock.acquire()
-                check_run_folder(output, config.resume, force)
-            except RunFolderError as error:
-                problem = error
-        agree(ctx, problem)
-        return _train(config, ctx, output, lock, allow_config_change)
+        with StopSignals() as signals:  # SIGTERM / SIGUSR1 from here on: save and stop at the next step
+            problem = None
+            if lock is not None:
+                try:
+                    lock.acquire()
+                    check_run_folder(output, config.resume, force)
+                except RunFolderError as error:
+                    problem = error
+            agree(ctx, problem)
+            return _train(config, ctx, output, lock, allow_config_change, signals)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _train(config, ctx, output: Path, lock, allow_config_change: bool) -> dict:
+def _train(config, ctx, output: Path, lock, allow_config_change: bool, signals: StopSignals | None = None) -> dict:
     logger = setup_logging(output, ctx.rank)
     if lock is not None and lock.taken_over:
         logger.warning(f"took over a stale lock of {lock.taken_over} (that process no longer exists)")
@@ -164,7 +168,7 @@ def _train(config, ctx, output: Path, lock, allow_config_change: bool) -> dict:
     backbone, head = state.backbone, state.head
     position = start_run(config, {**config, "num_image": num_image}, ctx, output, state, allow_config_change, logger)
     model = DistributedDataParallel(backbone, broadcast_buffers=False) if ctx.world_size > 1 else backbone
-    if ctx.is_main and (not config.resume or allow_config_change):  # a resumed run keeps its config.json
+    if ctx.is_main and (not position.resumed or allow_config_change):  # a resumed run keeps its config.json
         write_run_config(
             config,
             output / "config.json",
@@ -173,7 +177,7 @@ def _train(config, ctx, output: Path, lock, allow_config_change: bool) -> dict:
             world_size=ctx.world_size,
             total_steps=total_steps,
         )
-    stop = RunStop(config, ctx, output, state, last_step, batches_per_epoch)
+    stop = RunStop(config, ctx, output, state, last_step, batches_per_epoch, position, signals)
 
     writer = None
     if ctx.is_main:
@@ -227,17 +231,24 @@ def _train(config, ctx, output: Path, lock, allow_config_change: bool) -> dict:
                     stop.at_epoch_end(step, epoch)
                     continue
                 break
+            stopped = stop.finish(step, epoch)  # None, or the line saying which stop signal ended the run here
     except RuntimeError as error:
         if ctx.world_size > 1 and not isinstance(error, (TrainingError, RankError)) and _is_collective_failure(error):
             raise explain_collective_failure(ctx, step + 1, error) from error
         raise
 
-    stop.finish(step, epoch)
-    results = verification(step, backbone, force=True) or results
+    if stopped is None:  # a stopped run leaves its grace period to the save, not to a verification
+        results = verification(step, backbone, force=True) or results
+        logger.info(f"finished at step {step}; model saved to {output / 'model.pt'}")
     if writer is not None:
         writer.close()
-    logger.info(f"finished at step {step}; model saved to {output / 'model.pt'}")
-    return {"step": step, "loss_history": loss_history, "verification": results, "output": str(output)}
+    return {
+        "step": step,
+        "loss_history": loss_history,
+        "verification": results,
+        "output": str(output),
+        "stopped": stopped,
+    }
 
 
 def build_training_state(config, ctx, num_classes: int, amp_dtype, warmup_steps: int, total_steps: int):
@@ -318,12 +329,11 @@ def run_parsed(args) -> int:
         OSError,
         ValueError,
     ) as error:
-        rank = os.environ.get("RANK")
-        prefix = (
-            f"error (rank {rank}): " if rank is not None and os.environ.get("WORLD_SIZE", "1") != "1" else "error: "
-        )
-        print(prefix + first_cause(error), file=sys.stderr)
+        print(error_prefix() + first_cause(error), file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C (SIGINT): one line and the shell's code, not a traceback
+        print(error_prefix() + "interrupted (SIGINT); the last complete checkpoint set is kept", file=sys.stderr)
+        return 130
     finally:
         cleanup_distributed()
     return 0

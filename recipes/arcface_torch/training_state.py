@@ -22,11 +22,13 @@ class TrainingError(RuntimeError):
 
 @dataclass
 class RunPosition:
-    """Where a run stands: `step` batches trained, the next batch to train is `batch` of `epoch`."""
+    """Where a run stands: `step` batches trained, the next batch to train is `batch` of `epoch`; `resumed`:
+    the position was read from a checkpoint."""
 
     step: int = 0
     epoch: int = 0
     batch: int = 0
+    resumed: bool = False
 
 
 @dataclass

@@ -3,10 +3,11 @@
 Key names, meanings and defaults follow upstream arcface_torch. Keys added by this recipe: `loss`, `plugins`
 (and one section per registered loss, e.g. `unpg`, with its plugin's defaults), `scale`, `dropout`, `clip_grad_norm`,
 `max_steps`, `synthetic`, `nan_policy`, `lr_power`, `margin_gradient`, `amp_dtype`, `dist_timeout`, `head_chunk`,
-`head_chunk_budget` (the chunked head; 0, upstream's whole-matrix head, by default). DALI input (`dali`,
-`dali_aug`) works as upstream's when NVIDIA DALI is installed (datasets/dali_batches.py; without it, a warning and
-the PyTorch DataLoader). Upstream's Weights & Biases keys are accepted so upstream config files load unchanged;
-asking for W&B warns and training logs to TensorBoard.
+`head_chunk_budget` (the chunked head; 0, upstream's whole-matrix head, by default), `checkpoint_every`,
+`keep_checkpoints`; `resume` also takes "auto". DALI input (`dali`, `dali_aug`) works as upstream's when NVIDIA
+DALI is installed (datasets/dali_batches.py; without it, a warning and the PyTorch DataLoader). Upstream's Weights
+& Biases keys are accepted so upstream config files load unchanged; asking for W&B warns and training logs to
+TensorBoard.
 """
 
 from easydict import EasyDict as edict
@@ -69,8 +70,10 @@ config.synthetic.max_yaw = 40.0  # "hard" only: largest head turn in degrees (pi
 config.output = None  # None or "": work_dirs/<config name>
 config.verbose = 2000  # verification every `verbose` steps (and at the end)
 config.frequent = 10  # progress line every `frequent` steps
-config.resume = False
+config.resume = False  # True: continue the run in config.output; "auto": continue it if it has a checkpoint, else start
 config.save_all_states = False  # per-rank checkpoints (optimizer, scheduler, scaler, RNG) for resume
+config.checkpoint_every = 0  # >0: also save a checkpoint set every this many global steps (0: epoch ends only)
+config.keep_checkpoints = 1  # checkpoint sets kept; an older one goes once a newer one is complete on every rank
 config.nan_policy = "stop"  # "stop": a non-finite loss stops training, keeping the last good checkpoint
 config.dist_timeout = 300  # seconds a collective may wait for another rank before the job stops
 

@@ -22,5 +22,5 @@ config.val_targets = ["synthetic"]
 config.num_workers = 0
 config.frequent = 25
 config.verbose = 100_000  # evaluate once, at the end
-config.save_all_states = True  # exact resume (checkpoint_rank<r>.pt)
+config.save_all_states = True  # exact resume (checkpoint_step<N>_rank<r>.pt)
 config.margin_gradient = "exact"  # the gradient the README's comparison was measured with (the official UNPG code's)

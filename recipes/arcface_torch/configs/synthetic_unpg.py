@@ -14,4 +14,4 @@ config.num_epoch = 3
 config.synthetic = edict(num_identities=500, images_per_identity=16, val_identities=400, val_pairs=2000)
 config.val_targets = ["synthetic"]
 config.verbose = 100
-config.save_all_states = True  # exact resume (checkpoint_rank<r>.pt)
+config.save_all_states = True  # exact resume (checkpoint_step<N>_rank<r>.pt)

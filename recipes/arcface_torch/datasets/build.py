@@ -6,6 +6,7 @@ or an image folder (one sub-folder per identity).
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
 from ..evaluation.verification_set import VerificationSet
+from ..stop_signals import STOP_SIGNALS
 from .face_batches import FaceBatches, NormalisedBatches, supports_batches
 from .sharded_sampler import ShardedEpochSampler
 
@@ -101,8 +103,13 @@ def build_val_sets(config, warn: Callable[[str], None] = print) -> list[Verifica
 
 
 def _seed_worker(worker_id: int) -> None:
-    """Distinct numpy seed per worker (torch already runs each worker on one thread)."""
+    """Distinct numpy seed per worker (torch already runs each worker on one thread). The worker ignores the stop
+    signals: launchers signal a rank's whole process group, and a worker that died of it would fail the
+    training process's next batch before it reaches the step where it saves; the training process decides when
+    to stop and then shuts its workers down (they also end when it is gone)."""
     np.random.seed(torch.initial_seed() % 2**32)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def build_train_loader(

@@ -12,39 +12,11 @@ import torch.distributed as dist
 
 from recipes.arcface_torch.distributed import DistContext, RankError, agree
 from tests.support import DEMO, REPO_ROOT
+from tests.support.checkpoints import newest_checkpoint
 from tests.support.distributed_harness import run_on_ranks
-from tests.support.torchrun import ENV, torchrun_command, torchrun_train
+from tests.support.torchrun import ENV, rank_processes, torchrun_command, torchrun_train
 
 ROOT = REPO_ROOT
-
-
-def _children_with_rank(parent_pid: int, rank: int) -> list[int]:
-    """Descendant processes of `parent_pid` whose environment holds RANK=<rank> (Linux /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if f"RANK={rank}".encode() in environ and b"TORCHELASTIC_RUN_ID" in b" ".join(environ):
-            ppid = int(stat[1])
-            if ppid == parent_pid or _is_descendant(ppid, parent_pid):
-                found.append(int(entry.name))
-    return found
-
-
-def _is_descendant(pid: int, ancestor: int) -> bool:
-    while pid > 1:
-        if pid == ancestor:
-            return True
-        try:
-            pid = int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except OSError:
-            return False
-    return False
 
 
 @pytest.mark.slow
@@ -62,7 +34,7 @@ def test_a_stopped_rank_ends_the_job_within_dist_timeout_naming_it(tmp_path):
         while time.time() < deadline and not (log.exists() and "Global Step: 3 " in log.read_text()):
             time.sleep(0.2)
         assert log.exists(), "training never started"
-        stopped = _children_with_rank(launcher.pid, 1)
+        stopped = rank_processes(launcher.pid, 1)
         assert len(stopped) == 1, stopped
         os.kill(stopped[0], signal.SIGSTOP)  # rank 1 stops answering, as a hung or swapped-out process would
         started = time.time()
@@ -136,8 +108,11 @@ def test_an_error_on_one_rank_stops_the_whole_job_without_waiting_for_the_timeou
     assert result.returncode != 0
     assert elapsed < 150  # the other rank did not sit out dist_timeout=300 s
     lines = [line for line in result.stderr.splitlines() if line.startswith("error (rank ")]
-    assert len(lines) == 1, result.stderr[-3000:]
-    assert "key 1: could not decode the image" in lines[0]
+    causes = [line for line in lines if "key 1: could not decode the image" in line]
+    assert len(causes) == 1, result.stderr[-3000:]
+    failed = causes[0].split(")")[0].removeprefix("error (rank ")
+    for line in lines:  # every other rank ends with its own line naming the rank that failed
+        assert line in causes or f"rank {failed} (last started step" in line and "left the job" in line, line
 
 
 def _train_worker(rank, world_size, output, overrides):
@@ -167,9 +142,10 @@ def test_resume_refuses_rank_checkpoints_that_disagree(tmp_path):
 
     output = str(tmp_path / "two")
     assert run_on_ranks(_train_worker, 2, output, {"max_steps": 2}) == [2, 2]
-    state = load_checkpoint(tmp_path / "two" / "checkpoint_rank1.pt")
-    state["global_step"] = 3  # as if rank 1's save of a later step survived and rank 0's did not
-    atomic_torch_save(state, tmp_path / "two" / "checkpoint_rank1.pt")
+    rank1 = newest_checkpoint(tmp_path / "two", 1)
+    state = load_checkpoint(rank1)
+    state["global_step"] = 3  # a file that claims another position than its set's (copied in from elsewhere)
+    atomic_torch_save(state, rank1)
     results = run_on_ranks(_train_worker, 2, output, {"max_steps": 4, "resume": True})
     for name, message in results:
         assert name == "TrainingError"

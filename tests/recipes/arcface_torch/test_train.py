@@ -12,6 +12,7 @@ from recipes.arcface_torch.config import ConfigError, get_config
 from recipes.arcface_torch.datasets.build import build_train_dataset
 from recipes.arcface_torch.train import TrainingError, main, resolve_num_classes, train
 from tests.support import DEMO, REPO_ROOT
+from tests.support.checkpoints import newest_checkpoint
 from tests.support.torchrun import torchrun_train
 
 ROOT = REPO_ROOT
@@ -48,13 +49,13 @@ def test_resume_continues_the_same_run_exactly(tmp_path):
     a = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
     b = torch.load(tmp_path / "split" / "model.pt", weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    head_a = load_checkpoint(tmp_path / "straight" / "checkpoint_rank0.pt")["state_dict_softmax_fc"]["weight"]
-    head_b = load_checkpoint(tmp_path / "split" / "checkpoint_rank0.pt")["state_dict_softmax_fc"]["weight"]
+    head_a = load_checkpoint(newest_checkpoint(tmp_path / "straight"))["state_dict_softmax_fc"]["weight"]
+    head_b = load_checkpoint(newest_checkpoint(tmp_path / "split"))["state_dict_softmax_fc"]["weight"]
     assert torch.equal(head_a, head_b)
 
 
 def test_resume_without_checkpoint_says_how_to_start_fresh(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no checkpoint at .*set config.resume = False"):
+    with pytest.raises(FileNotFoundError, match="no checkpoint in .*set config.resume = False"):
         train(small_config(tmp_path / "empty", resume=True))
 
 
@@ -62,7 +63,7 @@ def test_resume_without_checkpoint_says_how_to_start_fresh(tmp_path):
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     output = tmp_path / "nan"
     train(small_config(output, max_steps=10))  # one full epoch, checkpoint at its end
-    good = load_checkpoint(output / "checkpoint_rank0.pt")
+    good = load_checkpoint(newest_checkpoint(output))
     real_forward = PartialFC.forward
     calls = {"n": 0}
 
@@ -74,7 +75,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
     monkeypatch.setattr(PartialFC, "forward", forward_turning_nan)
     with pytest.raises(TrainingError, match=r"loss is nan at step 13 .*last good checkpoint .* is kept"):
         train(small_config(output, max_steps=20, resume=True))
-    kept = load_checkpoint(output / "checkpoint_rank0.pt")
+    kept = load_checkpoint(newest_checkpoint(output))
     assert kept["global_step"] == good["global_step"] == 10
     assert torch.equal(kept["state_dict_softmax_fc"]["weight"], good["state_dict_softmax_fc"]["weight"])
 
@@ -125,7 +126,7 @@ def test_cli_reports_missing_dataset_and_exits_nonzero(tmp_path, capsys):
     code = main([DEMO, "--set", f"rec={tmp_path / 'nowhere'}", "--set", f"output={tmp_path / 'out'}"])
     assert code == 1
     assert "does not exist; point it at a RecordIO folder" in capsys.readouterr().err
-    assert not (tmp_path / "out" / "checkpoint_rank0.pt").exists()
+    assert not list((tmp_path / "out").glob("checkpoint*"))
 
 
 def test_cli_reports_unknown_key(capsys):
@@ -142,11 +143,11 @@ def test_torchrun_two_cpu_ranks(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "2 rank(s) on cpu (gloo group)" in result.stdout
     for rank in (0, 1):
-        state = load_checkpoint(output / f"checkpoint_rank{rank}.pt")
+        state = load_checkpoint(newest_checkpoint(output, rank))
         assert state["global_step"] == 3 and state["world_size"] == 2
     # 21 classes over 2 ranks: shards of 11 and 10 centres
-    assert load_checkpoint(output / "checkpoint_rank0.pt")["state_dict_softmax_fc"]["weight"].shape[0] == 11
-    assert load_checkpoint(output / "checkpoint_rank1.pt")["state_dict_softmax_fc"]["weight"].shape[0] == 10
+    assert load_checkpoint(newest_checkpoint(output))["state_dict_softmax_fc"]["weight"].shape[0] == 11
+    assert load_checkpoint(newest_checkpoint(output, 1))["state_dict_softmax_fc"]["weight"].shape[0] == 10
 
 
 @pytest.mark.slow
@@ -156,13 +157,13 @@ def test_torchrun_one_rank_forms_a_group_as_upstream(tmp_path):
     result = torchrun_train(1, settings)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "1 rank(s) on cpu (gloo group)" in result.stdout
-    assert load_checkpoint(tmp_path / "one" / "checkpoint_rank0.pt")["global_step"] == 2
+    assert load_checkpoint(newest_checkpoint(tmp_path / "one"))["global_step"] == 2
 
 
 def test_cli_reports_unreadable_checkpoint(tmp_path, capsys):
     output = tmp_path / "torn"
     output.mkdir()
-    (output / "checkpoint_rank0.pt").write_bytes(b"not a checkpoint")
+    (output / "checkpoint_rank0.pt").write_bytes(b"not a checkpoint")  # an earlier version's name
     code = main([DEMO, "--set", f"output={output}", "--set", "resume=True", "--set", "val_targets=[]"])
     assert code == 1
     err = capsys.readouterr().err
@@ -188,7 +189,7 @@ def test_scheduler_steps_every_batch_also_with_gradient_accumulation(tmp_path):
     """Upstream's train_v2 steps the LR scheduler once per batch and counts global_step in batches."""
     output = tmp_path / "acc"
     train(small_config(output, gradient_acc=2, max_steps=8, warmup_epoch=1))
-    state = load_checkpoint(output / "checkpoint_rank0.pt")
+    state = load_checkpoint(newest_checkpoint(output))
     assert state["global_step"] == 8 and state["state_lr_scheduler"]["last_epoch"] == 8
     # 160 images // 16 = 10 batches per epoch: warmup 10, total 30 scheduler steps
     assert state["state_lr_scheduler"]["warmup_iters"] == 10 and state["state_lr_scheduler"]["total_iters"] == 30
@@ -200,7 +201,7 @@ def test_scheduler_steps_every_batch_also_with_gradient_accumulation(tmp_path):
 def test_checkpoint_has_upstream_keys_and_model_pt_is_the_backbone(tmp_path):
     output = tmp_path / "keys"
     train(small_config(output, max_steps=3))
-    state = load_checkpoint(output / "checkpoint_rank0.pt")
+    state = load_checkpoint(newest_checkpoint(output))
     assert set(UPSTREAM_KEYS) <= set(state)
     assert list(state["state_dict_softmax_fc"]) == ["weight"]
     assert len(state["state_optimizer"]["param_groups"]) == 2  # [backbone, partial FC], as upstream
@@ -212,15 +213,15 @@ def test_checkpoint_has_upstream_keys_and_model_pt_is_the_backbone(tmp_path):
 def test_upstream_train_v2_checkpoint_resumes_at_its_epoch_boundary(tmp_path, capsys):
     output = tmp_path / "from_upstream"
     train(small_config(output, max_steps=10))  # one full epoch
-    ours = load_checkpoint(output / "checkpoint_rank0.pt")
+    ours = load_checkpoint(newest_checkpoint(output))
     upstream = {key: ours[key] for key in UPSTREAM_KEYS}  # what upstream's train_v2 writes at an epoch end
     torch.save(upstream, output / "checkpoint_gpu_0.pt")
-    (output / "checkpoint_rank0.pt").unlink()
+    newest_checkpoint(output).unlink()
     (output / "config.json").unlink()  # an upstream run folder has none
     result = train(small_config(output, max_steps=14, resume=True))
     assert result["step"] == 14 and [s for s, _ in result["loss_history"]] == [11, 12, 13, 14]
     assert "(an upstream checkpoint: at its epoch boundary)" in capsys.readouterr().out
-    resumed = load_checkpoint(output / "checkpoint_rank0.pt")
+    resumed = load_checkpoint(newest_checkpoint(output))
     assert resumed["epoch"] == 1 and resumed["next_batch"] == 4
 
 
@@ -234,7 +235,7 @@ def test_resume_refuses_a_changed_config_unless_allowed(tmp_path, capsys):
         r"restore those values, or pass --allow-config-change",
     ):
         train(small_config(output, max_steps=8, resume=True, lr=0.1, batch_size=8))
-    assert load_checkpoint(output / "checkpoint_rank0.pt")["global_step"] == 4  # nothing lost
+    assert load_checkpoint(newest_checkpoint(output))["global_step"] == 4  # nothing lost
     assert (
         main(
             [
@@ -270,7 +271,7 @@ def test_resume_refuses_a_changed_config_unless_allowed(tmp_path, capsys):
         )
         == 0
     )
-    state = load_checkpoint(output / "checkpoint_rank0.pt")
+    state = load_checkpoint(newest_checkpoint(output))
     assert state["global_step"] == 8 and state["state_lr_scheduler"]["base_lrs"] == [0.1, 0.1]
     assert math.isclose(state["state_optimizer"]["param_groups"][0]["lr"], upstream_lr(0.1, 0, 30, 8), rel_tol=1e-12)
     assert "resuming with changed config values: lr 0.05 -> 0.1" in capsys.readouterr().out
@@ -280,9 +281,9 @@ def test_resume_refuses_a_changed_config_unless_allowed(tmp_path, capsys):
 def test_resume_refuses_a_checkpoint_of_another_world_size(tmp_path):
     output = tmp_path / "world"
     train(small_config(output, max_steps=2))
-    state = load_checkpoint(output / "checkpoint_rank0.pt")
+    state = load_checkpoint(newest_checkpoint(output))
     state["world_size"] = 2
-    atomic_torch_save(state, output / "checkpoint_rank0.pt")
+    atomic_torch_save(state, newest_checkpoint(output))
     with pytest.raises(TrainingError, match="was written by 2 ranks but this run has 1; .* resume with 2 processes"):
         train(small_config(output, max_steps=4, resume=True))
 
@@ -291,7 +292,7 @@ def test_resume_refuses_a_checkpoint_of_another_world_size(tmp_path):
 def test_non_finite_weights_are_never_saved(tmp_path, monkeypatch):
     output = tmp_path / "nan_weights"
     train(small_config(output, max_steps=10))
-    good = load_checkpoint(output / "checkpoint_rank0.pt")
+    good = load_checkpoint(newest_checkpoint(output))
     real_forward = PartialFC.forward
     calls = {"n": 0}
 
@@ -306,7 +307,7 @@ def test_non_finite_weights_are_never_saved(tmp_path, monkeypatch):
     monkeypatch.setattr(PartialFC, "forward", forward_then_corrupt)
     with pytest.raises(TrainingError, match=r"weights hold NaN/Inf \(weight\) at step 20; nothing was saved"):
         train(small_config(output, max_steps=20, resume=True))
-    kept = load_checkpoint(output / "checkpoint_rank0.pt")
+    kept = load_checkpoint(newest_checkpoint(output))
     assert kept["global_step"] == good["global_step"] == 10
     assert torch.equal(kept["state_dict_softmax_fc"]["weight"], good["state_dict_softmax_fc"]["weight"])
 
@@ -437,10 +438,10 @@ def test_composed_losses_with_state_resume_exactly_across_the_start_epoch(tmp_pa
     train(small_config(tmp_path / "split", **{**options, "max_steps": 7}))
     resumed = train(small_config(tmp_path / "split", **{**options, "resume": True}))
     assert [loss for _, loss in resumed["loss_history"]] == [loss for _, loss in straight["loss_history"][7:]]
-    state = load_checkpoint(tmp_path / "straight" / "checkpoint_rank0.pt")
+    state = load_checkpoint(newest_checkpoint(tmp_path / "straight"))
     head = state["state_dict_softmax_fc"]
     assert bool(head["losses.0.initialised"]) and float(head["losses.0.bias"]) != 0.0  # USS ran in epoch 1
-    split_head = load_checkpoint(tmp_path / "split" / "checkpoint_rank0.pt")["state_dict_softmax_fc"]
+    split_head = load_checkpoint(newest_checkpoint(tmp_path / "split"))["state_dict_softmax_fc"]
     assert torch.equal(head["losses.0.bank"], split_head["losses.0.bank"])
     groups = state["state_optimizer"]["param_groups"]
     assert len(groups) == 3 and groups[2]["weight_decay"] == 0.0 and len(groups[2]["params"]) == 1

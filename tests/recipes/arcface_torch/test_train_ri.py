@@ -9,6 +9,7 @@ from recipes.arcface_torch.checkpoint import load_checkpoint
 from recipes.arcface_torch.recognisability_file import load_recognisability
 from recipes.arcface_torch.train import train
 from tests.recipes.arcface_torch.test_train import small_config
+from tests.support.checkpoints import newest_checkpoint
 from tests.support.torchrun import torchrun_train
 
 RI_OPTIONS = {"loss": "ri", "ri": {"start_epoch": 1, "centre_images": 16, "centre_size": 12}}
@@ -20,8 +21,8 @@ def test_ri_run_saves_its_centre_and_resumes_exactly(tmp_path):
     train(small_config(tmp_path / "split", max_steps=13, **RI_OPTIONS))  # stops mid-epoch 1, centre built
     resumed = train(small_config(tmp_path / "split", max_steps=16, resume=True, **RI_OPTIONS))
     assert [loss for _, loss in resumed["loss_history"]] == [loss for _, loss in straight["loss_history"][13:]]
-    head = load_checkpoint(tmp_path / "straight" / "checkpoint_rank0.pt")["state_dict_softmax_fc"]
-    split = load_checkpoint(tmp_path / "split" / "checkpoint_rank0.pt")["state_dict_softmax_fc"]
+    head = load_checkpoint(newest_checkpoint(tmp_path / "straight"))["state_dict_softmax_fc"]
+    split = load_checkpoint(newest_checkpoint(tmp_path / "split"))["state_dict_softmax_fc"]
     assert bool(head["losses.0.has_centre"]) and torch.equal(head["losses.0.centre"], split["losses.0.centre"])
     assert torch.equal(head["losses.0.regressor.weight"], split["losses.0.regressor.weight"])
     assert float(head["losses.0.regressor.weight"].abs().sum()) > 0  # the regressor trained in epoch 1
@@ -45,7 +46,7 @@ def test_torchrun_two_ranks_share_one_centre(tmp_path):
     settings["synthetic"] = {"num_identities": 11, "images_per_identity": 4}  # 44 images: 2 batches of 16 per epoch
     result = torchrun_train(2, settings)
     assert result.returncode == 0, result.stderr[-2000:]
-    heads = [load_checkpoint(output / f"checkpoint_rank{r}.pt")["state_dict_softmax_fc"] for r in (0, 1)]
+    heads = [load_checkpoint(newest_checkpoint(output, r))["state_dict_softmax_fc"] for r in (0, 1)]
     assert all(bool(h["losses.0.has_centre"]) for h in heads)
     for key in ("losses.0.centre", "losses.0.ui_level", "losses.0.regressor.weight", "losses.0.regressor.bias"):
         assert torch.equal(heads[0][key], heads[1][key]), key  # replicated state stays identical on both ranks
