@@ -398,7 +398,8 @@ def test_a_second_sigterm_during_the_save_exits_at_once_and_keeps_the_last_compl
     result = subprocess.run(
         [sys.executable, "-c", script, *argv],
         cwd=REPO_ROOT,
-        env={**ENV, "PYTHONPATH": str(REPO_ROOT)},
+        # the thread count the uninterrupted in-process run used: bit-for-bit equality needs the same reductions
+        env={**ENV, "OMP_NUM_THREADS": str(torch.get_num_threads()), "PYTHONPATH": str(REPO_ROOT)},
         capture_output=True,
         text=True,
         timeout=600,
