@@ -4,6 +4,8 @@
     python benchmarks/compare_unpg.py --train /data/my_faces_rec --test /data/test_a --test /data/lfw.bin \
         --methods arcface arcface+unpg --fars 1e-2 1e-3 --set num_epoch=5
     python benchmarks/compare_unpg.py --seeds 0 1 2 3 4 --set num_epoch=10 --jobs 4     # bigger
+    python benchmarks/compare_unpg.py --init work_dirs/my_model --set init_head=imprint --train /data/my_faces \
+        --test /data/my_test_faces --eval-every 25                          # fine-tuning a trained model
 
 --train is an image folder (one sub-folder per identity) or a RecordIO folder (tools/pack_rec.py); without
 it the config's data is used (synthetic identities by default). Each --test is an image folder of identities
@@ -16,6 +18,10 @@ identities are the test set. Per test set and run:
     (1/FAR) is reported as n/a with the count it would need,
 then per method mean +- std over seeds, the paired-by-seed difference to its base loss (arcface+unpg vs
 arcface, ...) and on how many (seed, test set) pairs the method's accuracy beats the base.
+--init starts every run from a trained backbone (config.init_backbone: a model.pt, a checkpoint or a run folder;
+its network and embedding_size must be the config's) instead of random weights: losses compared in the
+fine-tuning regime. --eval-every N also scores the test sets every N steps (and at step 0), training each run in
+segments that resume exactly (an uninterrupted run gives the same weights); the curves go to result.json.
 Methods: ArcFace, ArcFace+UNPG, CosFace, CosFace+UNPG, and ArcFace+UNPG with wisk 0.5, 1.0 and no filter
 (ArcFace+UNPG is wisk 1.5); NPCFace, USS (on CosFace, from epoch 1), MagFace and MagFace+UNPG, each with
 its paper defaults (config.<loss>). For one seed every method sees the same initial weights and data order.
@@ -165,6 +171,60 @@ def score_test_set(backbone, kind: str, data, fars) -> dict:
     }
 
 
+def initial_backbone(cfg):
+    """The backbone a run starts from: the config's init_backbone, else the trainer's random initialisation."""
+    import torch
+
+    from recipes.arcface_torch.backbone_init import load_init_backbone
+    from recipes.arcface_torch.backbones import get_model
+
+    torch.manual_seed(cfg.seed)  # as train.build_training_state seeds the backbone
+    backbone = get_model(cfg.network, num_features=cfg.embedding_size)
+    if cfg.init_backbone:
+        load_init_backbone(cfg, backbone)
+    return backbone
+
+
+def curve_point(step: int, backbone, test_sets, fars) -> dict:
+    """{"step", set name: {"accuracy", "tar_at_far"}} of one evaluation during a run."""
+    point = {"step": step}
+    for name, kind, data in test_sets:
+        scored = score_test_set(backbone, kind, data, fars)
+        point[name] = {"accuracy": scored["accuracy"], "tar_at_far": scored["tar_at_far"]}
+    return point
+
+
+def train_with_curve(cfg, test_sets, fars, eval_every: int) -> tuple[dict, list[dict]]:
+    """train(cfg) in segments of `eval_every` steps, each resuming the previous one exactly (save_all_states),
+    scoring the test sets at step 0 and after every segment: (the last train() result with the whole loss
+    history, the curve)."""
+    import copy
+
+    import torch
+
+    from recipes.arcface_torch.backbones import get_model
+    from recipes.arcface_torch.train import train
+
+    curve = [curve_point(0, initial_backbone(cfg), test_sets, fars)]
+    history, step, target = [], 0, eval_every
+    while True:
+        segment = copy.deepcopy(cfg)
+        segment.max_steps = min(target, cfg.max_steps) if cfg.max_steps else target
+        segment.resume, segment.save_all_states = step > 0, True
+        result = train(segment, force=step == 0)  # the harness writes spec.json and stdout.log there first
+        if result["step"] == step:
+            break  # the schedule ended at the previous segment
+        history += result["loss_history"]
+        step = result["step"]
+        backbone = get_model(cfg.network, num_features=cfg.embedding_size)
+        backbone.load_state_dict(torch.load(Path(cfg.output) / "model.pt", map_location="cpu", weights_only=True))
+        curve.append(curve_point(step, backbone, test_sets, fars))
+        if step < segment.max_steps or (cfg.max_steps and step >= cfg.max_steps):
+            break
+        target += eval_every
+    return {**result, "step": step, "loss_history": history}, curve
+
+
 def run_one(spec_path: Path) -> int:
     """Child process: train one (method, seed), score every test set, write result.json beside the run."""
     import torch
@@ -177,7 +237,11 @@ def run_one(spec_path: Path) -> int:
     cfg = get_config(spec["config"], **spec["overrides"])
     test_sets = load_test_sets(spec["tests"], cfg)
     started = time.time()
-    result = train(cfg, force=True)  # this harness writes spec.json and stdout.log into the folder first
+    curve = []
+    if spec.get("eval_every"):
+        result, curve = train_with_curve(cfg, test_sets, spec["fars"], spec["eval_every"])
+    else:
+        result = train(cfg, force=True)  # this harness writes spec.json and stdout.log into the folder first
     train_seconds = time.time() - started
     backbone = get_model(cfg.network, num_features=cfg.embedding_size)
     backbone.load_state_dict(torch.load(Path(cfg.output) / "model.pt", map_location="cpu", weights_only=True))
@@ -187,6 +251,7 @@ def run_one(spec_path: Path) -> int:
         "steps": result["step"],
         "train_seconds": train_seconds,
         "loss_history": result["loss_history"],
+        "curve": curve,
         "sets": {name: score_test_set(backbone, kind, data, spec["fars"]) for name, kind, data in test_sets},
     }
     write_bytes_atomically(spec_path.parent / "result.json", json.dumps(record).encode())
@@ -205,6 +270,7 @@ def launch_runs(plan: list[dict], jobs: int, log=print) -> list[tuple[dict, int]
             return entry, 0
         run_dir.mkdir(parents=True, exist_ok=True)
         spec = {key: entry[key] for key in ("config", "method", "seed", "overrides", "tests", "fars")}
+        spec["eval_every"] = entry.get("eval_every", 0)
         spec["overrides"] = {**spec["overrides"], "output": str(run_dir), "resume": False}
         (run_dir / "spec.json").write_text(json.dumps(spec))
         with open(run_dir / "stdout.log", "w") as handle:
@@ -360,6 +426,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (each gets cores / jobs threads)")
     parser.add_argument("--output", default="work_dirs/compare_unpg")
+    parser.add_argument(
+        "--init", metavar="PATH", help="start every run from this backbone (model.pt, checkpoint or run folder)"
+    )
+    parser.add_argument(
+        "--eval-every", type=int, default=0, metavar="N", help="also score the test sets every N steps (a curve)"
+    )
     parser.add_argument("--run-one", type=Path, help=argparse.SUPPRESS)
     return parser
 
@@ -371,6 +443,11 @@ def check_arguments(args) -> tuple[dict, str | None]:
 
     if args.jobs < 1:
         return {}, f"--jobs {args.jobs} must be >= 1"
+    if getattr(args, "eval_every", 0) < 0:
+        return {}, f"--eval-every {args.eval_every} must be >= 0 (0: score only the final model)"
+    init = getattr(args, "init", None)
+    if init and not Path(init).exists():
+        return {}, f"--init {init} does not exist; pass a model.pt, a training checkpoint or a run folder"
     for far in args.fars:
         if not 0.0 < far <= 1.0:
             return {}, f"--fars {far:g} is outside (0, 1]; pass FARs such as 1e-3"
@@ -390,10 +467,19 @@ def check_arguments(args) -> tuple[dict, str | None]:
         common = nest(parse_override(item) for item in args.set)
         if args.train:
             common["rec"] = str(Path(args.train).resolve())
+        if init:
+            common["init_backbone"] = str(Path(init).resolve())
         common.setdefault("val_targets", [])  # the test sets replace the in-training evaluation
         cfg = get_config(args.config, **common)  # fail fast on a bad config or override
     except ConfigError as error:
         return {}, str(error)
+    if init:
+        from recipes.arcface_torch.checkpoint import CheckpointError
+
+        try:
+            initial_backbone(cfg)  # the same strict load every run makes: a mismatch stops here, in one line
+        except CheckpointError as error:
+            return {}, str(error)
     if not args.test and cfg.rec != "synthetic":
         return {}, "no --test given; pass at least one test set (a folder of held-out identities or a .bin)"
     return common, None
@@ -407,7 +493,7 @@ def main(argv=None) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 1
-    output = Path(args.output)
+    output = Path(args.output).resolve()  # the runs start in the repository root
     tests = [str(Path(path).resolve()) for path in args.test]
     plan = [
         {
@@ -418,6 +504,7 @@ def main(argv=None) -> int:
             "overrides": {**common, **METHODS[method], "seed": seed},
             "tests": tests,
             "fars": args.fars,
+            "eval_every": args.eval_every,
         }
         for seed in args.seeds
         for method in args.methods
@@ -428,7 +515,8 @@ def main(argv=None) -> int:
     records = load_records(plan)
     wall = time.time() - started
     header = (
-        f"{args.config} {' '.join(args.set)} | train {args.train or 'config data'} | seeds {args.seeds} | "
+        f"{args.config} {' '.join(args.set)} | train {args.train or 'config data'} | "
+        f"{f'from {args.init} | ' if args.init else ''}seeds {args.seeds} | "
         f"{len(records)} runs, {args.jobs} in parallel, {os.cpu_count()} CPU cores | wall time {wall / 60:.1f} min"
     )
     table = summarise(records, args.methods, args.fars, header)

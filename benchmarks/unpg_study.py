@@ -2,6 +2,7 @@
 
     python benchmarks/unpg_study.py                       # every level, 3 seeds, 2 runs at a time
     python benchmarks/unpg_study.py --levels base s=64 --seeds 0 1 2 3 4
+    python benchmarks/unpg_study.py --init work_dirs/my_model --set init_head=imprint   # fine-tuning a trained model
 
 Base setting: TinyFaceNet, batch 64, the "hard" synthetic task (head turns up to 40 degrees, masks,
 harsh light), 400 training identities x 8 images, 5% wrong labels, s = 32, 3 epochs = 150 steps,
@@ -9,7 +10,7 @@ no warmup; scored over all pairs of 200 held-out identities x 4 images. Each lev
 (see LEVELS); the last ones try UNPG's options beyond the paper (unpg.pair_weight, unpg.start_epoch) where the
 paper's UNPG won and where it lost. Levels are run in the order listed, so a run cut short still holds the
 first factors; finished runs are reused when the command is repeated, and --no-run only summarises the
-finished ones. Writes, into --results: study.md (per level: mean accuracy and TAR of both losses and the
+finished ones. --init starts every run from a trained backbone (config.init_backbone) instead of random weights. Writes, into --results: study.md (per level: mean accuracy and TAR of both losses and the
 paired difference with its spread and wins over seeds), study.json and study.png (the differences per level
 with their seed-to-seed spread).
 """
@@ -225,6 +226,7 @@ def main(argv=None) -> int:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override on every run (after the level's)"
     )
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel")
+    parser.add_argument("--init", metavar="PATH", help="start every run from this backbone (init_backbone)")
     parser.add_argument("--no-run", action="store_true", help="start no run; summarise the finished ones")
     parser.add_argument("--output", default="work_dirs/unpg_study", help="folder for the runs")
     parser.add_argument("--results", default="benchmarks/results/unpg_study", help="folder for study.md/json/png")
@@ -237,13 +239,20 @@ def main(argv=None) -> int:
         needed = reference[0] if reference else "base"
         if methods != PAIR and needed not in [entry[0] for entry in levels]:
             levels.insert(0, next(entry for entry in LEVELS if entry[0] == needed))
+    from recipes.arcface_torch.checkpoint import CheckpointError
     from recipes.arcface_torch.config import ConfigError, get_config
     from recipes.arcface_torch.train import nest, parse_override
 
     try:
         extra = nest(parse_override(item) for item in args.set)
-        get_config(args.config, **merged(BASE, extra))
-    except ConfigError as error:
+        if args.init:
+            extra["init_backbone"] = str(Path(args.init).resolve())
+        cfg = get_config(args.config, **merged(BASE, extra))
+        if args.init:
+            from compare_unpg import initial_backbone
+
+            initial_backbone(cfg)  # a backbone that does not fit stops here, in one line
+    except (ConfigError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     plan = build_plan(levels, args.seeds, args.config, Path(args.output), extra)
@@ -265,6 +274,7 @@ def main(argv=None) -> int:
         [
             "python benchmarks/unpg_study.py",
             *chosen,
+            *(["--init", args.init] if args.init else []),
             "--seeds",
             *map(str, args.seeds),
             *(f"--set {x}" for x in args.set),

@@ -16,11 +16,12 @@ from .collectives import (
 )
 from .context import LossContext
 from .dist_cross_entropy import dist_softmax_cross_entropy
-from .partial_fc import PartialFC
+from .partial_fc import PartialFC, class_shard
 from .protocol import PartialFCLoss, ShardInfo, Term
 
 __all__ = [
     "PartialFC",
+    "class_shard",
     "PartialFCLoss",
     "LossContext",
     "ShardInfo",

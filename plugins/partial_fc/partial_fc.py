@@ -36,6 +36,13 @@ from .dist_cross_entropy import dist_softmax_cross_entropy
 from .protocol import PartialFCLoss, ShardInfo, Term, chunked_refusal, overrides_rewrite
 
 
+def class_shard(num_classes: int, rank: int, world_size: int) -> tuple[int, int]:
+    """(first class, number of classes) of rank `rank`'s shard of the class centres: contiguous shards, the
+    first num_classes % world_size ranks one class more, as upstream's PartialFC_V2 splits them."""
+    start = num_classes // world_size * rank + min(rank, num_classes % world_size)
+    return start, num_classes // world_size + int(rank < num_classes % world_size)
+
+
 class PartialFC(nn.Module):
     """Args:
         margin_loss: callable (cos logits (B, K), shard labels (B, 1) with -1 off shard) -> scaled logits,
@@ -95,8 +102,7 @@ class PartialFC(nn.Module):
             )
         self.num_classes = num_classes
         self.embedding_size = embedding_size
-        self.num_local = num_classes // self.world_size + int(self.rank < num_classes % self.world_size)
-        self.class_start = num_classes // self.world_size * self.rank + min(self.rank, num_classes % self.world_size)
+        self.class_start, self.num_local = class_shard(num_classes, self.rank, self.world_size)
         self.sample_rate = sample_rate
         self.num_sample = int(sample_rate * self.num_local)
         self.fp16 = fp16

@@ -158,6 +158,10 @@ def _string(value) -> bool:
     return isinstance(value, str) and value != ""
 
 
+def _optional_string(value) -> bool:
+    return value is None or isinstance(value, str)
+
+
 def _string_list(value) -> bool:
     return isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value)
 
@@ -210,6 +214,14 @@ _RULES = {
     "warmup_epoch": (_integer(), "must be an integer number of epochs; 0 or less means no warmup"),
     "lr_power": (_number(0.0, low_open=True), "must be a number > 0; upstream uses 1.0 (linear decay)"),
     "max_steps": (_integer(0), "must be an integer >= 0; 0 trains for num_epoch epochs"),
+    "init_backbone": (
+        _optional_string,
+        "must be the path of a backbone (a model.pt, a checkpoint or a run folder), or '' to start from random weights",
+    ),
+    "init_head": (_one_of("random", "imprint"), "must be 'random' (upstream) or 'imprint'"),
+    "backbone_lr_scale": (_number(0.0), "must be a number >= 0, e.g. 0.1 to train the backbone at a tenth of lr"),
+    "freeze_backbone_epochs": (_integer(0), "must be an integer >= 0; 0 trains the backbone from the first epoch"),
+    "bn_mode": (_one_of("train", "frozen"), "must be 'train' (upstream) or 'frozen'"),
     "rec": (_string, "must be 'synthetic' or the path of a RecordIO or image folder"),
     "num_classes": (_integer(0), "must be an integer >= 0; 0 reads it from the dataset"),
     "num_image": (_integer(0), "must be an integer >= 0; 0 reads it from the dataset"),
@@ -245,6 +257,7 @@ _SYNTHETIC_RULES = {
     "seed": (_integer(), "must be an integer"),
     "preset": (_one_of("classic", "hard"), "must be 'classic' or 'hard'"),
     "max_yaw": (_number(0.0, 80.0), "must be a number of degrees in [0, 80], e.g. 40"),
+    "identity_offset": (_integer(0), "must be an integer >= 0; 0 renders identities 0..num_identities-1"),
 }
 
 
@@ -276,6 +289,11 @@ def validate_config(cfg: edict) -> None:
             f"margin_list={tuple(cfg.margin_list)!r} needs m1 > 0, m2 >= 0 and m3 >= 0, "
             f"e.g. (1.0, 0.5, 0.0) for ArcFace or (1.0, 0.0, 0.4) for CosFace"
         )
+    if cfg.init_head == "imprint" and not cfg.init_backbone:
+        raise ConfigError(
+            "init_head='imprint' needs a trained backbone to embed the faces with; set init_backbone to a model.pt "
+            "or run folder, or use init_head='random'"
+        )
     _validate_losses(cfg)
 
 
@@ -302,6 +320,16 @@ def config_warnings(cfg: edict) -> list[str]:
             )
     elif cfg.dali_aug:
         notes.append("dali_aug=True acts only with dali=True (as upstream); set dali=True or drop dali_aug")
+    if cfg.freeze_backbone_epochs >= cfg.num_epoch:
+        notes.append(
+            f"freeze_backbone_epochs={cfg.freeze_backbone_epochs} >= num_epoch={cfg.num_epoch}: the backbone never "
+            f"trains, only the head does; lower freeze_backbone_epochs if the backbone should be fine-tuned too"
+        )
+    if (cfg.backbone_lr_scale != 1.0 or cfg.freeze_backbone_epochs or cfg.bn_mode != "train") and not cfg.init_backbone:
+        notes.append(
+            "backbone_lr_scale / freeze_backbone_epochs / bn_mode apply to a backbone from random weights here; "
+            "set init_backbone to fine-tune a trained one"
+        )
     if cfg.using_wandb or cfg.save_artifacts:
         notes.append(
             "using_wandb / save_artifacts: Weights & Biases logging is not built in; progress goes to "

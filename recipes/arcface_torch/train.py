@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from recipes.arcface_torch.atomic_file import write_bytes_atomically
+from recipes.arcface_torch.backbone_training import backbone_frozen, backbone_parameter_group, embed
 from recipes.arcface_torch.backbones import get_model
 from recipes.arcface_torch.checkpoint import CheckpointError
 from recipes.arcface_torch.config import ConfigError, config_warnings, get_config, nest, parse_override
@@ -166,7 +167,8 @@ def _train(config, ctx, output: Path, lock, allow_config_change: bool, signals: 
 
     state = build_training_state(config, ctx, num_classes, amp_dtype, warmup_steps, total_steps)
     backbone, head = state.backbone, state.head
-    position = start_run(config, {**config, "num_image": num_image}, ctx, output, state, allow_config_change, logger)
+    current = {**config, "num_image": num_image}
+    position = start_run(config, current, ctx, output, state, allow_config_change, logger, dataset)
     model = DistributedDataParallel(backbone, broadcast_buffers=False) if ctx.world_size > 1 else backbone
     if ctx.is_main and (not position.resumed or allow_config_change):  # a resumed run keeps its config.json
         write_run_config(
@@ -219,7 +221,7 @@ def _train(config, ctx, output: Path, lock, allow_config_change: bool, signals: 
                         step,
                         epoch,
                         loss_meter,
-                        state.scheduler.get_last_lr()[0],
+                        state.scheduler.get_last_lr()[1],  # the head's: config.lr x schedule
                         state.scaler.get_scale() if state.scaler.is_enabled() else None,
                         head.last_diagnostics if step % config.frequent == 0 else {},
                     )
@@ -263,7 +265,7 @@ def build_training_state(config, ctx, num_classes: int, amp_dtype, warmup_steps:
     ).to(ctx.device)
     torch.manual_seed(config.seed + ctx.rank)
     head = build_head(config, num_classes, fp16=False).to(ctx.device)  # fp32 head, as upstream's train_v2
-    optimizer = build_optimizer(config, [{"params": backbone.parameters()}, *head.parameter_groups()])
+    optimizer = build_optimizer(config, [backbone_parameter_group(config, backbone), *head.parameter_groups()])
     scheduler = PolynomialLRWarmup(optimizer, warmup_steps, total_steps, power=config.lr_power)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=amp_dtype == torch.float16, growth_interval=100)
     return TrainingState(backbone, head, optimizer, scheduler, scaler)
@@ -272,7 +274,8 @@ def build_training_state(config, ctx, num_classes: int, amp_dtype, warmup_steps:
 def optimisation_step(config, model, state: TrainingState, images, labels, step: int, epoch: int, stop) -> float:
     """Forward, backward and (every gradient_acc batches) one optimizer step, then the per-batch scheduler
     step, as upstream's train_v2; returns the batch's loss. A non-finite loss stops the run with nothing saved."""
-    loss = state.head(model(images).float(), labels)  # the backbone autocasts its own trunk
+    embeddings = embed(model, state.backbone, images, backbone_frozen(config, epoch))  # autocasts its own trunk
+    loss = state.head(embeddings.float(), labels)
     loss_value = loss.item()
     if not math.isfinite(loss_value):
         kept = (

@@ -56,7 +56,9 @@ class TrainingState:
 
     def restore(self, state: dict, path: Path, lr: float) -> None:
         """Load a checkpoint (ours or upstream's) into every object; the scheduler keeps the current config's
-        warmup, total and power, with `lr` as its base LR."""
+        warmup, total and power, and each optimizer group this run's LR scale (`lr_scale`, 1 if none): its base
+        LR is `lr` * scale."""
+        scales = [group.get("lr_scale") for group in self.optimizer.param_groups]  # this run's, before loading
         try:
             self.backbone.load_state_dict(state["state_dict_backbone"])
             self.head.load_state_dict(state["state_dict_softmax_fc"])
@@ -70,8 +72,13 @@ class TrainingState:
         warmup, total, power = scheduler.warmup_iters, scheduler.total_iters, scheduler.power
         scheduler.load_state_dict(state["state_lr_scheduler"])
         scheduler.warmup_iters, scheduler.total_iters, scheduler.power = warmup, total, power  # the current config's
-        scheduler.base_lrs = [lr for _ in scheduler.base_lrs]
-        for group, group_lr in zip(self.optimizer.param_groups, scheduler.get_lr(), strict=False):
+        for group, scale in zip(self.optimizer.param_groups, scales, strict=True):
+            group.pop("lr_scale", None)
+            if scale is not None:
+                group["lr_scale"] = scale
+            group["initial_lr"] = lr * (1.0 if scale is None else scale)
+        scheduler.base_lrs = [group["initial_lr"] for group in self.optimizer.param_groups]
+        for group, group_lr in zip(self.optimizer.param_groups, scheduler.get_lr(), strict=True):
             group["lr"] = group_lr
         scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
         if "state_scaler" in state:

@@ -129,3 +129,42 @@ def test_tiny_comparison_on_an_image_folder_with_a_folder_and_a_bin_test_set(tmp
     records = json.loads((tmp_path / "out" / "results.json").read_text())
     assert {r["method"] for r in records} == {"arcface", "arcface+unpg"}
     assert all(0.0 <= r["sets"]["held_out"]["accuracy"] <= 1.0 for r in records)
+
+
+def test_init_must_exist_and_fit(tmp_path):
+    problem = compare.check_arguments(_args(init=str(tmp_path / "absent.pt"), eval_every=0))[1]
+    assert (
+        problem
+        == f"--init {tmp_path / 'absent.pt'} does not exist; pass a model.pt, a training checkpoint or a run folder"
+    )
+    import torch
+
+    from recipes.arcface_torch.backbones import get_model
+
+    torch.save(get_model("tiny", num_features=64).state_dict(), tmp_path / "tiny64.pt")
+    problem = compare.check_arguments(_args(init=str(tmp_path / "tiny64.pt"), eval_every=0))[1]
+    assert problem.startswith("init_backbone=") and problem.endswith("set config.embedding_size = 64")
+    assert "--eval-every -5 must be >= 0" in compare.check_arguments(_args(eval_every=-5))[1]
+
+
+@pytest.mark.slow
+def test_fine_tuning_comparison_with_a_curve(tmp_path):
+    """--init starts every run from a trained backbone; --eval-every trains in exact segments and scores each."""
+    import torch
+
+    from recipes.arcface_torch.backbones import get_model
+
+    torch.manual_seed(0)
+    torch.save(get_model("tiny", num_features=128).state_dict(), tmp_path / "start.pt")
+    settings = ["max_steps=6", "batch_size=16", "num_workers=0", "init_head=imprint", "num_epoch=2"]
+    settings += ["synthetic={'num_identities': 12, 'images_per_identity': 4, 'val_identities': 6}"]
+    arguments = ["--init", str(tmp_path / "start.pt"), "--eval-every", "4", "--methods", "arcface", "--seeds", "0"]
+    arguments += ["--jobs", "1", "--output", str(tmp_path / "out"), *[x for s in settings for x in ("--set", s)]]
+    assert compare.main(arguments) == 0
+    record = json.loads((tmp_path / "out" / "results.json").read_text())[0]
+    assert [point["step"] for point in record["curve"]] == [0, 4, 6]  # 3 batches per epoch, stopped at max_steps
+    assert [step for step, _ in record["loss_history"]] == [1, 2, 3, 4, 5, 6]
+    final = record["curve"][-1][compare.SYNTHETIC_TEST]["accuracy"]
+    assert final == record["sets"][compare.SYNTHETIC_TEST]["accuracy"]
+    log = (tmp_path / "out" / "runs" / "arcface_seed0" / "stdout.log").read_text()
+    assert log.count("imprinted 12 class centres") == 1 and "resumed from" in log

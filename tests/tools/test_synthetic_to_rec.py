@@ -51,3 +51,19 @@ def test_synthetic_rec_round_trip_and_training(tmp_path, capsys):
     result = train(cfg)
     assert result["step"] == 3
     assert result["verification"]["synthetic"]["num_pairs"] == 40
+
+
+def test_identity_offset_writes_other_people(tmp_path):
+    """synthetic.identity_offset: class k of the folder is identity offset + k (fine-tuning data: new people)."""
+    import numpy as np
+
+    from recipes.arcface_torch.datasets.synthetic_face_renderer import SyntheticFaceRenderer
+
+    settings = ["--set", "synthetic.num_identities=2", "--set", "synthetic.images_per_identity=1", "--quiet"]
+    settings += ["--set", "synthetic.val_identities=2", "--set", "synthetic.val_pairs=4"]
+    assert synthetic_to_rec([str(tmp_path / "moved"), *settings, "--set", "synthetic.identity_offset=500"]) == 0
+    faces = RecordIOFaces(tmp_path / "moved", flip=False)
+    written = ((faces[0][0].permute(1, 2, 0).numpy() * 127.5) + 127.5).astype(np.float64)
+    renderer = SyntheticFaceRenderer(0)
+    error = {identity: np.abs(written - renderer.render(identity, 0)).mean() for identity in (0, 500)}
+    assert error[500] < 10.0 < error[0]  # JPEG q95 of identity 500 (4 levels off), not identity 0 (59)

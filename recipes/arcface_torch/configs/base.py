@@ -4,9 +4,11 @@ Key names, meanings and defaults follow upstream arcface_torch. Keys added by th
 (and one section per registered loss, e.g. `unpg`, with its plugin's defaults), `scale`, `dropout`, `clip_grad_norm`,
 `max_steps`, `synthetic`, `nan_policy`, `lr_power`, `margin_gradient`, `amp_dtype`, `dist_timeout`, `head_chunk`,
 `head_chunk_budget` (the chunked head; 0, upstream's whole-matrix head, by default), `checkpoint_every`,
-`keep_checkpoints`; `resume` also takes "auto". DALI input (`dali`, `dali_aug`) works as upstream's when NVIDIA
-DALI is installed (datasets/dali_batches.py; without it, a warning and the PyTorch DataLoader). Upstream's Weights
-& Biases keys are accepted so upstream config files load unchanged; asking for W&B warns and training logs to
+`keep_checkpoints` (`resume` also takes "auto"), and the fine-tuning keys `init_backbone`, `init_head`,
+`backbone_lr_scale`, `freeze_backbone_epochs`, `bn_mode` (defaults: upstream's behaviour, a run from random weights).
+DALI input (`dali`, `dali_aug`) works as upstream's when NVIDIA DALI is installed (datasets/dali_batches.py; without
+it, a warning and the PyTorch DataLoader). Upstream's Weights & Biases keys are accepted so upstream config files load
+unchanged; asking for W&B warns and training logs to
 TensorBoard.
 """
 
@@ -49,6 +51,13 @@ config.warmup_epoch = 0  # linear warmup epochs (<= 0: none)
 config.lr_power = 1.0  # polynomial decay power after warmup (upstream: 1.0, linear)
 config.max_steps = 0  # >0: stop after this many global steps (batches, as upstream counts them)
 
+# fine-tuning (docs/finetune.md); the defaults are upstream's: random weights, one LR, BatchNorm in train mode
+config.init_backbone = ""  # backbone weights to start from: a model.pt, a checkpoint or a run folder ("": none)
+config.init_head = "random"  # class centres: "random" (upstream's normal(0, 0.01)) | "imprint" (mean embeddings)
+config.backbone_lr_scale = 1.0  # the backbone's LR is lr * backbone_lr_scale; the head's is lr
+config.freeze_backbone_epochs = 0  # the first N epochs train only the head (no backbone update, no weight decay)
+config.bn_mode = "train"  # "train" (upstream) | "frozen": BatchNorm statistics and affine parameters as loaded
+
 # data
 config.rec = "synthetic"  # "synthetic" | RecordIO folder (train.rec/.idx/property) | image folder
 config.num_classes = 0  # 0: read from the dataset; with rec = "synthetic": the number of identities
@@ -65,6 +74,7 @@ config.synthetic.label_noise = 0.0  # fraction of training samples given a wrong
 config.synthetic.seed = 0
 config.synthetic.preset = "classic"  # "classic" | "hard": head turns, face masks/sunglasses, harsh side light
 config.synthetic.max_yaw = 40.0  # "hard" only: largest head turn in degrees (pitch up to half of it)
+config.synthetic.identity_offset = 0  # class k renders identity offset + k: another offset, other people
 
 # logging, evaluation, checkpoints
 config.output = None  # None or "": work_dirs/<config name>

@@ -31,11 +31,18 @@ def build_train_dataset(config) -> Dataset:
 
         s = config.synthetic
         identities = config.num_classes or s.num_identities  # an upstream config's num_classes sizes the set
+        if s.identity_offset + identities > SYNTHETIC_VAL_OFFSET:
+            raise ValueError(
+                f"synthetic.identity_offset={s.identity_offset} with {identities} identities reaches the held-out "
+                f"verification identities (from {SYNTHETIC_VAL_OFFSET}); keep identity_offset + num_identities "
+                f"<= {SYNTHETIC_VAL_OFFSET}"
+            )
         return SyntheticFaces(
             identities,
             s.images_per_identity,
             seed=s.seed,
             label_noise=s.label_noise,
+            identity_offset=s.identity_offset,
             flip_seed=config.seed,
             preset=s.preset,
             max_yaw=s.max_yaw,

@@ -34,6 +34,7 @@ def write_synthetic_dataset(output: Path, synthetic, force: bool = False, progre
         synthetic.images_per_identity,
         seed=synthetic.seed,
         label_noise=synthetic.label_noise,
+        identity_offset=synthetic.identity_offset,
         flip=False,
         preset=synthetic.preset,
         max_yaw=synthetic.max_yaw,
@@ -43,7 +44,7 @@ def write_synthetic_dataset(output: Path, synthetic, force: bool = False, progre
     def items():
         for index in order:
             identity, sample = divmod(int(index), synthetic.images_per_identity)
-            yield int(faces.labels[index]), encode_image(faces.render(identity, sample))
+            yield int(faces.labels[index]), encode_image(faces.render(faces.identity_offset + identity, sample))
 
     counts = write_face_records(output, items(), len(faces), faces.num_classes, progress=progress)
     pairs = synthetic_verification_set(

@@ -10,19 +10,23 @@ with `weights_only=True`, so a file from the internet cannot run code.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from ..checkpoint import CheckpointError
+from ..checkpoint import CheckpointError, checkpoint_path, checkpoint_steps
 
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.json"
 DEFAULT_EMBEDDING_SIZE = 512
 # where training-state checkpoints keep the backbone: upstream train_v2, this recipe, common wrappers
 BACKBONE_KEYS = ("state_dict_backbone", "backbone", "state_dict", "model")
+# what a run folder may hold the backbone in, in order of preference: model.pt, then rank 0's newest checkpoint
+# (ours: checkpoint_step<N>_rank0.pt, an earlier version's, upstream's)
+FOLDER_FILES = (MODEL_FILE, "checkpoint_step*_rank0.pt", "checkpoint_rank0.pt", "checkpoint_gpu_0.pt")
 
 
 @dataclass
@@ -81,15 +85,20 @@ def read_training_config(path: Path) -> dict:
 
 
 def resolve_checkpoint(path: str | Path) -> CheckpointSource:
-    """A `model.pt` file, or a training output folder holding one; reads config.json when present."""
+    """A `model.pt` file, or a training output folder holding one (else rank 0's newest training checkpoint, ours
+    or upstream's: every rank holds the same backbone); reads config.json when present."""
     path = Path(path)
     if path.is_dir():
-        model_path = path / MODEL_FILE
-        if not model_path.is_file():
+        steps = checkpoint_steps(path, 0)
+        newest = [checkpoint_path(path, 0, steps[-1])] if steps else []
+        found = [path / MODEL_FILE] if (path / MODEL_FILE).is_file() else []
+        found += newest + [path / name for name in FOLDER_FILES[2:] if (path / name).is_file()]
+        if not found:
             raise CheckpointError(
-                f"training output folder {path} has no {MODEL_FILE}; "
-                f"pass the folder a finished training run wrote, or the .pt file itself"
+                f"training output folder {path} has no {MODEL_FILE} (nor {' or '.join(FOLDER_FILES[1:])}); "
+                f"pass the folder a training run wrote, or the .pt file itself"
             )
+        model_path = found[0]
     elif path.is_file():
         model_path = path
     else:
@@ -131,26 +140,83 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def _preview(names: list[str], limit: int = 5) -> str:
     shown = ", ".join(names[:limit])
-    return f"{shown}, ... ({len(names)} in all)" if len(names) > limit else shown
+    return f"{shown}, ..." if len(names) > limit else shown
+
+
+@dataclass
+class StateDictMismatch:
+    """How a state_dict differs from a model's: keys it lacks, keys the model lacks, and
+    (key, shape in the state_dict, shape in the model) for keys of another shape."""
+
+    missing: list[str]
+    unexpected: list[str]
+    misshaped: list[tuple[str, tuple, tuple]]
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.unexpected or self.misshaped)
+
+    def describe(self) -> str:
+        """'3 missing keys: a, b, c; 1 key of another shape: fc.weight (128, 6272) in the file vs (512, 6272)'."""
+        parts = []
+        if self.missing:
+            parts.append(f"{_count(self.missing, 'missing key')}: {_preview(self.missing)}")
+        if self.unexpected:
+            parts.append(f"{_count(self.unexpected, 'unexpected key')}: {_preview(self.unexpected)}")
+        if self.misshaped:
+            shapes = [f"{key} {file} in the file vs {model}" for key, file, model in self.misshaped]
+            parts.append(f"{_count(shapes, 'key')} of another shape: {_preview(shapes, 3)}")
+        return "; ".join(parts)
+
+
+def _count(items: list, noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
+def compare_state_dict(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> StateDictMismatch:
+    """The differences between `state` and the state_dict `expected` of the model it should load into."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    misshaped = sorted(
+        (key, tuple(state[key].shape), tuple(expected[key].shape))
+        for key in set(expected) & set(state)
+        if tuple(expected[key].shape) != tuple(state[key].shape)
+    )
+    return StateDictMismatch(missing, unexpected, misshaped)
 
 
 def state_dict_mismatch(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> str | None:
-    """None when `state` fits `model` exactly; otherwise a sentence naming missing/unexpected/mis-shaped keys."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    misshaped = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
-    parts = []
-    if missing:
-        parts.append(f"missing keys: {_preview(missing)}")
-    if unexpected:
-        parts.append(f"unexpected keys: {_preview(unexpected)}")
-    if misshaped:
-        parts.append(
-            "shape mismatch: "
-            + _preview([f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in misshaped])
-        )
-    return "; ".join(parts) if parts else None
+    """None when `state` fits `model` exactly; otherwise a sentence counting and naming missing / unexpected /
+    mis-shaped keys."""
+    mismatch = compare_state_dict(model.state_dict(), state)
+    return mismatch.describe() if mismatch else None
+
+
+def identify_backbone(state: dict[str, torch.Tensor]) -> tuple[str, int] | None:
+    """(network, embedding size) of the registered backbone whose state_dict has exactly the keys and shapes of
+    `state`, or None. Candidate models are built on the meta device (names and shapes only, no memory)."""
+    from ..backbones import list_models
+
+    sizes = [int(v.shape[0]) for k, v in state.items() if v.dim() == 1 and k.startswith("features")]
+    sizes += [int(v.shape[0]) for v in state.values() if v.dim() == 1][-1:]  # the last vector: the embedding BN
+    shapes = {key: tuple(value.shape) for key, value in state.items()}
+    for network in list_models():
+        for size in dict.fromkeys(sizes):
+            if _meta_shapes(network, size) == shapes:
+                return network, size
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def _meta_shapes(network: str, embedding_size: int) -> dict[str, tuple] | None:
+    """{key: shape} of backbone `network`'s state_dict, built on the meta device; None if it cannot be built."""
+    from ..backbones import get_model
+
+    try:
+        with torch.device("meta"):
+            model = get_model(network, num_features=embedding_size)
+    except ValueError:
+        return None
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
 
 
 def build_backbone(network: str, embedding_size: int, state: dict[str, torch.Tensor]) -> torch.nn.Module:
