@@ -11,9 +11,10 @@ import pytest
 import torch.distributed as dist
 
 from recipes.arcface_torch.distributed import DistContext, RankError, agree
-from tests.support import DEMO, REPO_ROOT
+from tests.support import REPO_ROOT
 from tests.support.checkpoints import newest_checkpoint
 from tests.support.distributed_harness import run_on_ranks
+from tests.support.small_runs import train_on_rank
 from tests.support.torchrun import ENV, rank_processes, torchrun_command, torchrun_train
 
 ROOT = REPO_ROOT
@@ -115,38 +116,17 @@ def test_an_error_on_one_rank_stops_the_whole_job_without_waiting_for_the_timeou
         assert line in causes or f"rank {failed} (last started step" in line and "left the job" in line, line
 
 
-def _train_worker(rank, world_size, output, overrides):
-    from recipes.arcface_torch.config import get_config
-    from recipes.arcface_torch.train import TrainingError, train
-
-    config = get_config(
-        DEMO,
-        output=output,
-        num_workers=0,
-        batch_size=4,
-        num_epoch=2,
-        val_targets=[],
-        embedding_size=16,
-        synthetic={"num_identities": 8, "images_per_identity": 4},
-        **overrides,
-    )
-    try:
-        return train(config)["step"]
-    except (TrainingError, RankError) as error:
-        return type(error).__name__, str(error)
-
-
 @pytest.mark.slow
 def test_resume_refuses_rank_checkpoints_that_disagree(tmp_path):
     from recipes.arcface_torch.checkpoint import atomic_torch_save, load_checkpoint
 
     output = str(tmp_path / "two")
-    assert run_on_ranks(_train_worker, 2, output, {"max_steps": 2}) == [2, 2]
+    assert run_on_ranks(train_on_rank, 2, output, {"max_steps": 2}) == [2, 2]
     rank1 = newest_checkpoint(tmp_path / "two", 1)
     state = load_checkpoint(rank1)
     state["global_step"] = 3  # a file that claims another position than its set's (copied in from elsewhere)
     atomic_torch_save(state, rank1)
-    results = run_on_ranks(_train_worker, 2, output, {"max_steps": 4, "resume": True})
+    results = run_on_ranks(train_on_rank, 2, output, {"max_steps": 4, "resume": True})
     for name, message in results:
         assert name == "TrainingError"
         assert message.startswith(

@@ -23,6 +23,8 @@ from recipes.arcface_torch.train import main, train
 from tests.support import DEMO, REPO_ROOT
 from tests.support.checkpoints import checkpoint_files, newest_checkpoint
 from tests.support.distributed_harness import run_on_ranks
+from tests.support.small_runs import small_config as shared_small_config
+from tests.support.small_runs import train_on_rank
 from tests.support.torchrun import ENV, rank_process, torchrun_command
 
 # ----------------------------------------------------------------------------------------------- config keys
@@ -183,23 +185,8 @@ def test_leaving_the_heartbeat_joins_its_thread_even_mid_store_call():
 
 
 def small_config(output, **overrides):
-    """20 identities x 8 images, batch 16 -> 10 batches per epoch; tiny backbone, no verification."""
-    settings = dict(
-        output=str(output),
-        num_workers=0,
-        batch_size=16,
-        num_epoch=3,
-        frequent=2,
-        verbose=1000,
-        val_targets=[],
-        embedding_size=32,
-        sample_rate=0.5,
-        lr=0.05,
-        max_steps=14,
-        synthetic={"num_identities": 20, "images_per_identity": 8},
-    )
-    settings.update(overrides)
-    return get_config(DEMO, **settings)
+    """The shared small run (10 batches per epoch), stopped at step 14: mid-epoch 1."""
+    return shared_small_config(output, **{"max_steps": 14, **overrides})
 
 
 def assert_same_files(a, b):
@@ -419,41 +406,20 @@ def test_a_second_sigterm_during_the_save_exits_at_once_and_keeps_the_last_compl
 # ------------------------------------------------------------------------------------ two ranks (gloo)
 
 
-def _train_worker(rank, world_size, output, overrides):
-    from recipes.arcface_torch.distributed import RankError
-    from recipes.arcface_torch.train import TrainingError
-
-    config = get_config(
-        DEMO,
-        output=output,
-        num_workers=0,
-        batch_size=4,
-        num_epoch=2,
-        val_targets=[],
-        embedding_size=16,
-        synthetic={"num_identities": 8, "images_per_identity": 4},
-        **overrides,
-    )
-    try:
-        return train(config)["step"]
-    except (TrainingError, RankError) as error:
-        return type(error).__name__, str(error)
-
-
 @pytest.mark.slow
 def test_resume_uses_the_newest_set_complete_on_every_rank_and_refuses_when_there_is_none(tmp_path):
     output = tmp_path / "sets"
     every_step = {"checkpoint_every": 1, "keep_checkpoints": 2}
-    assert run_on_ranks(_train_worker, 2, str(output), {"max_steps": 2, **every_step}) == [2, 2]
+    assert run_on_ranks(train_on_rank, 2, str(output), {"max_steps": 2, **every_step}) == [2, 2]
     assert sorted(checkpoint_files(output, 0)) == sorted(checkpoint_files(output, 1)) == [1, 2]
     checkpoint_files(output, 0)[2].unlink()  # rank 0's save of step 2 never finished
-    resumed = run_on_ranks(_train_worker, 2, str(output), {"max_steps": 3, "resume": "auto", **every_step})
+    resumed = run_on_ranks(train_on_rank, 2, str(output), {"max_steps": 3, "resume": "auto", **every_step})
     assert resumed == [3, 3]
     assert sorted(checkpoint_files(output, 0)) == sorted(checkpoint_files(output, 1)) == [2, 3]  # orphan rewritten
     checkpoint_files(output, 0)[3].unlink()
     checkpoint_files(output, 1)[2].unlink()  # rank 0 holds step 2 only, rank 1 step 3 only
     for resume in (True, "auto"):
-        results = run_on_ranks(_train_worker, 2, str(output), {"max_steps": 4, "resume": resume, **every_step})
+        results = run_on_ranks(train_on_rank, 2, str(output), {"max_steps": 4, "resume": resume, **every_step})
         for name, message in results:
             assert name == "TrainingError"
             assert message.startswith(

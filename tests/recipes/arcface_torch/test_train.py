@@ -8,33 +8,15 @@ import torch
 from plugins.partial_fc import PartialFC
 from recipes.arcface_torch import checkpoint as checkpoint_module
 from recipes.arcface_torch.checkpoint import atomic_torch_save, load_checkpoint
-from recipes.arcface_torch.config import ConfigError, get_config
+from recipes.arcface_torch.config import ConfigError
 from recipes.arcface_torch.datasets.build import build_train_dataset
 from recipes.arcface_torch.train import TrainingError, main, resolve_num_classes, train
 from tests.support import DEMO, REPO_ROOT
 from tests.support.checkpoints import newest_checkpoint
+from tests.support.small_runs import small_config
 from tests.support.torchrun import torchrun_train
 
 ROOT = REPO_ROOT
-
-
-def small_config(output, **overrides):
-    """20 identities x 8 images, batch 16 -> 10 batches per epoch; tiny backbone, no verification."""
-    settings = dict(
-        output=str(output),
-        num_workers=0,
-        batch_size=16,
-        num_epoch=3,
-        frequent=2,
-        verbose=1000,
-        val_targets=[],
-        embedding_size=32,
-        sample_rate=0.5,
-        lr=0.05,
-        synthetic={"num_identities": 20, "images_per_identity": 8},
-    )
-    settings.update(overrides)
-    return get_config(DEMO, **settings)
 
 
 @pytest.mark.slow

@@ -8,8 +8,8 @@ from recipes.arcface_torch.backbones import get_model
 from recipes.arcface_torch.checkpoint import load_checkpoint
 from recipes.arcface_torch.recognisability_file import load_recognisability
 from recipes.arcface_torch.train import train
-from tests.recipes.arcface_torch.test_train import small_config
 from tests.support.checkpoints import newest_checkpoint
+from tests.support.small_runs import small_config
 from tests.support.torchrun import torchrun_train
 
 RI_OPTIONS = {"loss": "ri", "ri": {"start_epoch": 1, "centre_images": 16, "centre_size": 12}}
