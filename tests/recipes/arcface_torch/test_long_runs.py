@@ -465,6 +465,11 @@ def _launch_and_hit_rank_1(output, send, after_step: int):
         log = output / "training.log"
         deadline = time.time() + 300
         while time.time() < deadline and not (log.exists() and f"Global Step: {after_step} " in log.read_text()):
+            if launcher.poll() is not None:  # the run ended before the step: say how, not "no rank 1 process"
+                out, err = launcher.communicate()
+                raise AssertionError(
+                    f"the run ended with code {launcher.returncode} before step {after_step}: {err[-3000:]}"
+                )
             time.sleep(0.1)
         assert log.exists(), "training never started"
         send(rank_process(launcher.pid, 1))
