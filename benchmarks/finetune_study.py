@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 from compare_unpg import METHODS, ROOT, SYNTHETIC_TEST, launch_runs, load_records  # the sibling benchmark
+from unpg_study import merged, slug  # nested config overrides, folder names
 
 from recipes.arcface_torch.atomic_file import write_bytes_atomically
 
@@ -66,17 +67,6 @@ LEVELS = [
 ]
 BASELINE, RANDOM_HEAD = LEVELS[0][0], LEVELS[1][0]
 FARS = [1e-2, 1e-3, 1e-4]
-
-
-def merged(base: dict, extra: dict) -> dict:
-    out = json.loads(json.dumps(base))
-    for key, value in extra.items():
-        out[key] = merged(out.get(key, {}), value) if isinstance(value, dict) else value
-    return out
-
-
-def slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() else "_" for ch in text).strip("_")
 
 
 def train_start_model(output: Path, log) -> Path:

@@ -16,6 +16,7 @@ from recipes.arcface_torch.config import ConfigError, get_config
 from recipes.arcface_torch.train import train
 from tests.support import DEMO, REPO_ROOT
 from tests.support.checkpoints import checkpoint_files, newest_checkpoint
+from tests.support.small_runs import small_config
 from tests.support.torchrun import ENV, torchrun_command, torchrun_train
 
 BN_TYPES = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)
@@ -40,23 +41,15 @@ def start_model(tmp_path_factory):
 
 
 def finetune_config(output, start_model, **overrides):
-    """20 new identities x 8 images, batch 16 -> 10 batches per epoch; from `start_model`, imprinted head."""
+    """The shared small run (10 batches per epoch) on 20 new identities, every class centre sampled, from
+    `start_model` with an imprinted head."""
     settings = dict(
-        output=str(output),
-        num_workers=0,
-        batch_size=16,
-        num_epoch=3,
-        frequent=2,
-        verbose=1000,
-        val_targets=[],
-        embedding_size=32,
-        lr=0.05,
+        sample_rate=1.0,
         init_backbone=str(start_model),
         init_head="imprint",
         synthetic={"num_identities": 20, "images_per_identity": 8, "identity_offset": 3000, "preset": "hard"},
     )
-    settings.update(overrides)
-    return get_config(DEMO, **settings)
+    return small_config(output, **{**settings, **overrides})
 
 
 def load_model(path) -> dict[str, torch.Tensor]:
